@@ -1,0 +1,39 @@
+"""Column-wise sample stores behind one contract: see ``_base.ChunkSource``."""
+
+from __future__ import annotations
+
+import os
+
+from ._base import ChunkSource, DataError, default_chunk_size
+from ._memory import ArraySource
+
+__all__ = ["ArraySource", "ChunkSource", "DataError", "default_chunk_size", "open_source"]
+
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
+def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y",
+                binary_labels: bool = True) -> ChunkSource:
+    """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
+
+    ``x`` and ``y`` name the arrays inside the store. Raises ``DataError`` naming the
+    file and array when the store cannot be used.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file or directory")
+    # Backends import lazily: zarr and h5py cost ~0.3 s to import, and only one is needed.
+    if os.path.isfile(path) and (path.lower().endswith(_HDF5_SUFFIXES) or _is_hdf5(path)):
+        from ._hdf5 import HDF5Source
+
+        return HDF5Source(path, x=x, y=y, binary_labels=binary_labels)
+    if os.path.isdir(path):
+        from ._zarr import ZarrSource
+
+        return ZarrSource(path, x=x, y=y, binary_labels=binary_labels)
+    raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
+
+
+def _is_hdf5(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"

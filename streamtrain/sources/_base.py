@@ -1,0 +1,159 @@
+"""The ChunkSource contract every storage backend implements.
+
+Conventions
+-----------
+Samples are columns: X has shape (n_x, m), Y has shape (k, m) (k = 1 for binary labels).
+A source splits the sample axis into the store's own chunks (``chunk_bounds``) and reads
+column ranges ``[start, stop)``; callers read whole chunks, in chunk order or a permutation
+of it, so no backend ever does random I/O or loads a whole array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._errors import DataError
+
+__all__ = ["ChunkSource", "DataError", "default_chunk_size"]
+
+# A chunk of about this many bytes keeps zarr/HDF5 per-call overhead negligible
+# while a few chunks in flight still fit easily in memory.
+TARGET_CHUNK_BYTES = 8 * 2**20
+
+
+def default_chunk_size(n_x: int, itemsize: int) -> int:
+    """Samples per chunk so that one (n_x, C) chunk of X is about TARGET_CHUNK_BYTES."""
+    per_sample = max(1, n_x * itemsize)
+    return max(1024, (TARGET_CHUNK_BYTES // per_sample) // 1024 * 1024)
+
+
+def bounds_from_chunk_size(m: int, chunk: int) -> tuple[tuple[int, int], ...]:
+    """Sample ranges of a regular chunk grid along the sample axis."""
+    if chunk <= 0:
+        raise ValueError(f"chunk size must be positive, got {chunk}")
+    return tuple((s, min(s + chunk, m)) for s in range(0, m, chunk))
+
+
+class ChunkSource:
+    """Base class: validation and label checks shared by every backend.
+
+    Subclasses set ``name`` (for messages), call ``_validate`` once with the two array
+    shapes and dtypes, set ``chunk_bounds``, and implement ``_read(start, stop)``.
+    """
+
+    name: str
+    x_name: str
+    y_name: str
+    n_x: int
+    k: int
+    m: int
+    dtype: np.dtype
+    chunk_bounds: tuple[tuple[int, int], ...]
+
+    def __init__(self, *, binary_labels: bool = True) -> None:
+        # Logistic regression needs labels in {0, 1}; later models relax this.
+        self.binary_labels = binary_labels
+        # What ``make-data`` recorded about a generated store (true weights, Bayes loss).
+        self.attrs: dict[str, Any] = {}
+
+    # -- validation at open time ---------------------------------------------------------
+    def _validate(self, x_shape: tuple, x_dtype: Any, y_shape: tuple, y_dtype: Any) -> None:
+        where = f"{self.name}/{self.x_name}"
+        for arr, shape, dtype in ((self.x_name, x_shape, x_dtype), (self.y_name, y_shape, y_dtype)):
+            if len(shape) != 2:
+                raise DataError(
+                    f"{self.name}/{arr}: expected a 2-D array (rows, samples), got shape {tuple(shape)}"
+                )
+            if np.dtype(dtype).kind not in "biuf":
+                raise DataError(f"{self.name}/{arr}: dtype {np.dtype(dtype)} is not numeric")
+        (n_x, m), (k, m_y) = x_shape, y_shape
+        if m != m_y:
+            hint = ""
+            if n_x == m_y:
+                hint = " (X looks stored as (m, n_x); samples must be columns: store X.T)"
+            raise DataError(
+                f"{where} has m={m} samples but {self.name}/{self.y_name} has m={m_y}{hint}"
+            )
+        if m == 0:
+            raise DataError(f"{self.name}: the arrays hold no samples (m = 0)")
+        if n_x == 0 or k == 0:
+            raise DataError(f"{self.name}: X has {n_x} rows and Y has {k} rows; both need at least 1")
+        self.n_x, self.m, self.k = int(n_x), int(m), int(k)
+        self.dtype = np.dtype(x_dtype)
+
+    # -- the contract ----------------------------------------------------------------------
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_bounds)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Columns ``[start, stop)``: X (n_x, stop-start) and Y (k, stop-start)."""
+        X, Y = self._read(start, stop)
+        if self.binary_labels:
+            self._check_binary(Y, start)
+        return X, Y
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _check_binary(self, Y: np.ndarray, start: int) -> None:
+        bad = ~((Y == 0) | (Y == 1))
+        if bad.any():
+            col = int(np.argmax(bad.any(axis=0)))
+            value = Y[:, col][bad[:, col]][0].item()
+            chunk = self.chunk_of(start + col)
+            raise DataError(
+                f"{self.name}/{self.y_name}: label {value!r} at sample {start + col} "
+                f"(chunk {chunk}) is outside {{0, 1}}"
+            )
+
+    def chunk_of(self, sample: int) -> int:
+        """Index of the chunk that holds ``sample``."""
+        starts = np.fromiter((b[0] for b in self.chunk_bounds), dtype=np.int64)
+        return int(np.searchsorted(starts, sample, side="right") - 1)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data, for model files and checkpoints."""
+        chunk = self.chunk_bounds[0][1] - self.chunk_bounds[0][0]
+        return {
+            "format": self.format,
+            "path": self.name,
+            "x": self.x_name,
+            "y": self.y_name,
+            "n_x": self.n_x,
+            "k": self.k,
+            "m": self.m,
+            "dtype": self.dtype.name,
+            "chunk": chunk,
+            "codec": self.codec,
+        }
+
+    format = "unknown"
+    codec = "none"
+
+    def close(self) -> None:
+        """Release file handles; a closed source must not be read."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r} n_x={self.n_x} k={self.k} m={self.m} "
+            f"dtype={self.dtype} chunks={self.n_chunks}>"
+        )
+
+
+def missing_chunks_error(where: str, first: tuple[int, int], n_missing: int, hint: str = "") -> DataError:
+    """The error for an array whose chunks were never written (they would read as fill values)."""
+    a, b = first
+    more = f" and {n_missing - 1} more" if n_missing > 1 else ""
+    return DataError(
+        f"{where}: chunk for samples {a}..{b} is missing{more}; "
+        f"it would read as fill values, not data{hint}"
+    )

@@ -1,0 +1,82 @@
+"""HDF5 files holding datasets X (n_x, m) and Y (k, m)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size, missing_chunks_error
+
+__all__ = ["HDF5Source"]
+
+
+class HDF5Source(ChunkSource):
+    format = "hdf5"
+
+    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y",
+                 binary_labels: bool = True) -> None:
+        super().__init__(binary_labels=binary_labels)
+        self.name, self.x_name, self.y_name = os.fspath(path), x, y
+        if not os.path.exists(self.name):
+            raise DataError(f"{self.name}: no such file or directory")
+        try:
+            self._file = h5py.File(self.name, "r")
+        except OSError as e:
+            raise DataError(f"{self.name}: not an HDF5 file ({e})") from None
+        try:
+            self._X, self._Y = (self._dataset(a) for a in (x, y))
+            self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
+            # A contiguous dataset has no chunks: read it in slabs of the default size.
+            chunk = self._X.chunks[1] if self._X.chunks else default_chunk_size(self.n_x, self.dtype.itemsize)
+            self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
+            for ds, a in ((self._X, x), (self._Y, y)):
+                self._check_chunks_written(ds, a)
+        except BaseException:
+            self._file.close()
+            raise
+        self.codec = self._X.compression or "none"
+        self.attrs = _json_attr(self._file.attrs.get("streamtrain"))
+
+    def _dataset(self, key: str) -> h5py.Dataset:
+        obj = self._file.get(key)
+        if obj is None:
+            found = ", ".join(sorted(self._file.keys())) or "nothing"
+            raise DataError(f"{self.name}: no dataset {key!r} (found: {found})")
+        if not isinstance(obj, h5py.Dataset):
+            raise DataError(f"{self.name}/{key}: is a group, not a dataset")
+        return obj
+
+    def _check_chunks_written(self, ds: h5py.Dataset, key: str) -> None:
+        where = f"{self.name}/{key}"
+        if ds.chunks is None:
+            if ds.id.get_storage_size() == 0:
+                raise DataError(f"{where}: the dataset was never written")
+            return
+        (rows, cols), (cr, cc) = ds.shape, ds.chunks
+        n_expected = -(-rows // cr) * -(-cols // cc)
+        n_written = ds.id.get_num_chunks()
+        if n_written == n_expected:
+            return
+        written = {ds.id.get_chunk_info(i).chunk_offset for i in range(n_written)}
+        for c0 in range(0, cols, cc):
+            for r0 in range(0, rows, cr):
+                if (r0, c0) not in written:
+                    raise missing_chunks_error(where, (c0, min(c0 + cc, cols)), n_expected - n_written)
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._X[:, start:stop], self._Y[:, start:stop]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _json_attr(value: Any) -> dict[str, Any]:
+    try:
+        attrs = json.loads(value) if value is not None else {}
+    except (TypeError, ValueError):
+        return {}
+    return attrs if isinstance(attrs, dict) else {}

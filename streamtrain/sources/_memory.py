@@ -1,0 +1,26 @@
+"""In-memory numpy arrays behind the same contract, for tests and pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._base import ChunkSource, bounds_from_chunk_size, default_chunk_size
+
+__all__ = ["ArraySource"]
+
+
+class ArraySource(ChunkSource):
+    format = "memory"
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, *, chunk_size: int | None = None,
+                 name: str = "<arrays>", binary_labels: bool = True) -> None:
+        super().__init__(binary_labels=binary_labels)
+        self.name, self.x_name, self.y_name = name, "X", "Y"
+        X, Y = np.asarray(X), np.asarray(Y)
+        self._validate(X.shape, X.dtype, Y.shape, Y.dtype)
+        self._X, self._Y = X, Y
+        chunk = chunk_size or default_chunk_size(self.n_x, self.dtype.itemsize)
+        self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
+
+    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._X[:, start:stop], self._Y[:, start:stop]
