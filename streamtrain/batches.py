@@ -1,0 +1,220 @@
+"""Mini-batches X{t}, Y{t} streamed from a ChunkSource, with a resumable cursor.
+
+Conventions
+-----------
+X{t} has shape (n_x, B) and Y{t} shape (k, B); batch t of an epoch holds samples
+``[t*B, (t+1)*B)`` of that epoch's sample order, the last batch holding the remainder.
+
+The epoch's sample order is built from *units*: consecutive runs of the epoch's chunk
+order. ``none`` reads chunks in store order; ``chunks`` draws a new chunk order every epoch;
+``buffer`` also groups several chunks into one unit and permutes the columns inside it,
+which approximates a full shuffle with sequential, chunk-sized reads only. Every random
+choice is a function of (seed, epoch, position), so a ``Cursor`` is enough to rebuild the
+rest of an epoch exactly.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._errors import ConfigError
+from .sources import ChunkSource
+
+__all__ = ["SHUFFLE_MODES", "Batch", "BatchStream", "Cursor", "Prefetcher", "check_batching"]
+
+SHUFFLE_MODES = ("none", "chunks", "buffer")
+# Memory for all units in flight in ``buffer`` mode (queue + the one being read + the one consumed).
+DEFAULT_BUFFER_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next batch of an epoch starts.
+
+    ``position`` indexes the epoch's chunk order (always the first chunk of a unit) and
+    ``offset`` counts samples already taken from that unit, in its (shuffled) column order.
+    ``position == n_chunks`` means the epoch is finished.
+    """
+
+    seed: int
+    epoch: int
+    position: int = 0
+    offset: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Cursor:
+        return cls(**{k: int(d[k]) for k in ("seed", "epoch", "position", "offset")})
+
+
+class Batch(NamedTuple):
+    X: np.ndarray  # (n_x, B)
+    Y: np.ndarray  # (k, B)
+    cursor: Cursor  # where the batch after this one starts
+
+
+def check_batching(batch_size: int, shuffle: str) -> None:
+    """Raise ConfigError for a batch size or shuffle mode that cannot be streamed."""
+    if shuffle not in SHUFFLE_MODES:
+        raise ConfigError(f"shuffle must be one of {', '.join(SHUFFLE_MODES)}; got {shuffle!r}")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def chunk_order(n_chunks: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's permutation of chunk indices."""
+    if shuffle == "none":
+        return np.arange(n_chunks)
+    return np.random.default_rng([seed, epoch, 0]).permutation(n_chunks)
+
+
+def buffer_chunks(source: ChunkSource, shuffle: str, buffer_bytes: int, prefetch: int,
+                  itemsize: int) -> int:
+    """Chunks per unit: 1, or in ``buffer`` mode as many as the memory budget allows."""
+    if shuffle != "buffer":
+        return 1
+    chunk = max(b - a for a, b in source.chunk_bounds)
+    unit_bytes = buffer_bytes // (max(prefetch, 0) + 2)
+    return max(1, unit_bytes // ((source.n_x + source.k) * chunk * itemsize))
+
+
+class BatchStream:
+    """One epoch (or the rest of one, from ``cursor``) of mini-batches.
+
+    Reads run ``prefetch`` units ahead in a background thread (0: read in the caller's
+    thread); ``io_wait_s`` is the time the consumer spent waiting for them.
+    """
+
+    def __init__(self, source: ChunkSource, batch_size: int, cursor: Cursor, *,
+                 shuffle: str = "none", dtype: Any = np.float32, prefetch: int = 2,
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+        check_batching(batch_size, shuffle)
+        self.source, self.batch_size, self.cursor = source, int(batch_size), cursor
+        self.shuffle, self.dtype, self.prefetch = shuffle, np.dtype(dtype), prefetch
+        self.group = buffer_chunks(source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize)
+        self.order = chunk_order(source.n_chunks, shuffle, cursor.seed, cursor.epoch)
+        at_end = cursor.position == source.n_chunks
+        if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.group and not at_end):
+            raise ValueError(f"cursor position {cursor.position} is not the start of a unit")
+        self.io_wait_s = 0.0
+
+    def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(position, X, Y) of each unit from the cursor on, in the epoch's order."""
+        for pos in range(self.cursor.position, self.source.n_chunks, self.group):
+            parts = [self.source.read(*self.source.chunk_bounds[c])
+                     for c in self.order[pos:pos + self.group]]
+            X = np.concatenate([p[0] for p in parts], axis=1) if len(parts) > 1 else parts[0][0]
+            Y = np.concatenate([p[1] for p in parts], axis=1) if len(parts) > 1 else parts[0][1]
+            if self.shuffle == "buffer":
+                cols = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
+                perm = cols.permutation(X.shape[1])
+                X, Y = X[:, perm], Y[:, perm]
+            yield pos, np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
+
+    def __iter__(self) -> Iterator[Batch]:
+        B, c = self.batch_size, self.cursor
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        have = 0
+        units = Prefetcher(self.units(), self.prefetch)
+        try:
+            for pos, X, Y in units:
+                n = X.shape[1]
+                i = c.offset if pos == c.position else 0
+                if i >= n and n:
+                    raise ValueError(f"cursor offset {c.offset} is past the unit's {n} samples")
+                while i < n:
+                    take = min(B - have, n - i)
+                    pending.append((X[:, i:i + take], Y[:, i:i + take]))
+                    have, i = have + take, i + take
+                    if have == B:
+                        next_unit = min(pos + self.group, self.source.n_chunks)
+                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)))
+                        yield _join(pending, after)
+                        pending, have = [], 0
+            if pending:  # the last, short batch of the epoch
+                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0))
+        finally:
+            units.close()
+            self.io_wait_s += units.wait_s
+
+
+def _join(pieces: list[tuple[np.ndarray, np.ndarray]], cursor: Cursor) -> Batch:
+    if len(pieces) == 1:  # the common case: a view into the unit, no copy
+        return Batch(pieces[0][0], pieces[0][1], cursor)
+    return Batch(np.concatenate([p[0] for p in pieces], axis=1),
+                 np.concatenate([p[1] for p in pieces], axis=1), cursor)
+
+
+_END = object()
+
+
+class Prefetcher:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+
+    Errors raised while producing an item are re-raised in the consumer. ``close()`` (also
+    called when the consumer stops early) stops the thread and waits for it.
+    """
+
+    def __init__(self, items: Iterable, depth: int) -> None:
+        self.wait_s = 0.0
+        self._items, self._depth = iter(items), depth
+        if depth > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, name="streamtrain-prefetch", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put(("item", item)):
+                    return
+            self._put(("done", None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(("error", e))
+
+    def _put(self, msg: tuple) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(msg, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator:
+        if self._depth <= 0:
+            yield from self._read_inline()
+            return
+        while True:
+            t0 = time.perf_counter()
+            kind, item = self._queue.get()
+            self.wait_s += time.perf_counter() - t0
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+
+    def _read_inline(self) -> Iterator:
+        while True:
+            t0 = time.perf_counter()
+            item = next(self._items, _END)
+            self.wait_s += time.perf_counter() - t0
+            if item is _END:
+                return
+            yield item
+
+    def close(self) -> None:
+        if self._depth > 0:
+            self._stop.set()
+            self._thread.join()
