@@ -1,0 +1,96 @@
+"""Speed, memory and accuracy of one streamed epoch on a large generated store.
+
+    python scripts/bench.py                       # 5,000,000 x 100 float32 store in a temp dir
+    python scripts/bench.py --data data/big.zarr  # reuse (or create) a store there
+
+Measures, on the same store and batch size:
+  read    one pass of the batch stream with no gradient step (what the disk/codec costs)
+  epoch   `streamtrain fit --epochs 1` in a child process: epoch seconds and its peak RSS
+  loss    the fitted model's exact full-data loss next to the store's Bayes loss
+Prints a table and one JSON line (for records). Targets (see the foundation issue): peak RSS
+well under 300 MB, epoch time close to the read time, loss within ~0.002 of the Bayes loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import streamtrain
+from streamtrain.batches import BatchStream, Cursor
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="store to use; created with make-data if missing (default: a temp dir)")
+    p.add_argument("--m", type=int, default=5_000_000)
+    p.add_argument("--n-x", type=int, default=100)
+    p.add_argument("--codec", default="none")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--shuffle", default="none")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp:
+        data = args.data or os.path.join(tmp, "bench.zarr")
+        result = {"m": args.m, "n_x": args.n_x, "batch_size": args.batch_size, "shuffle": args.shuffle}
+        if not os.path.exists(data):
+            t0 = time.perf_counter()
+            streamtrain.make_data(data, m=args.m, n_x=args.n_x, codec=args.codec, seed=0)
+            result["make_data_s"] = time.perf_counter() - t0
+        source = streamtrain.open_source(data)
+        result["read_s"] = read_pass(source, args.batch_size, args.shuffle)
+        model = os.path.join(tmp, "model.npz")
+        result.update(fit_in_child(data, model, args))
+        full = streamtrain.evaluate(source, streamtrain.load(model).params)
+        result["full_loss"], result["bayes_loss"] = full["loss"], source.attrs.get("bayes_loss")
+    report(result)
+
+
+def read_pass(source: streamtrain.ChunkSource, batch_size: int, shuffle: str) -> float:
+    """Seconds to stream every batch of one epoch with no gradient step."""
+    t0 = time.perf_counter()
+    for _ in BatchStream(source, batch_size, Cursor(0, 0), shuffle=shuffle):
+        pass
+    return time.perf_counter() - t0
+
+
+def fit_in_child(data: str, model: str, args: argparse.Namespace) -> dict:
+    """Run the real CLI in a child process so its peak RSS is its own."""
+    metrics = model + ".jsonl"
+    cmd = [sys.executable, "-m", "streamtrain", "fit", data, "--epochs", "1", "--batch-size",
+           str(args.batch_size), "--lr", str(args.lr), "--shuffle", args.shuffle, "--out", model,
+           "--metrics", metrics, "--no-progress"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    epoch = json.loads(open(metrics).read().splitlines()[0])
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    return {"epoch_s": epoch["seconds"], "io_wait_s": epoch["io_wait_s"], "fit_wall_s": wall,
+            "samples_per_s": epoch["samples_per_s"], "peak_rss_mb": peak_kb / 1024}
+
+
+def report(r: dict) -> None:
+    gap = r["full_loss"] - r["bayes_loss"] if r["bayes_loss"] is not None else float("nan")
+    rows = [
+        ("make-data", f"{r['make_data_s']:.1f} s" if "make_data_s" in r else "(existing store)"),
+        ("read pass", f"{r['read_s']:.2f} s"),
+        ("epoch", f"{r['epoch_s']:.2f} s = {r['epoch_s'] / r['read_s']:.2f} x read "
+                  f"({r['samples_per_s']:,.0f} samples/s, waiting on reads {r['io_wait_s']:.2f} s)"),
+        ("fit process", f"{r['fit_wall_s']:.2f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB"),
+        ("full-data loss", f"{r['full_loss']:.5f} (Bayes {r['bayes_loss']:.5f}, gap {gap:+.5f})"),
+    ]
+    print(f"m={r['m']:,} n_x={r['n_x']} B={r['batch_size']} shuffle={r['shuffle']}")
+    for name, value in rows:
+        print(f"  {name:<15} {value}")
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

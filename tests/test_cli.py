@@ -1,0 +1,175 @@
+"""The command line: what a user sees, and the exit codes 0 / 1 (user error) / 2 (usage)."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+import streamtrain
+from streamtrain.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamtrain: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, m=3000, n_x=4, chunk=500, seed=0)
+    return path
+
+
+def test_make_data_then_fit_writes_a_model_and_reports_each_epoch(capsys, tmp_path):
+    code, out, _ = run(capsys, "make-data", tmp_path / "d.zarr", "--m", 2000, "--n-x", 3, "--chunk", 300)
+    assert code == 0 and "Bayes loss" in out
+    code, out, err = run(capsys, "fit", tmp_path / "d.zarr", "--epochs", 2, "--batch-size", 64,
+                         "--metrics", tmp_path / "m.jsonl", "--no-progress")
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2"]
+    assert "samples/s" in out and f"model written to {tmp_path / 'd-model.npz'}" in out
+    model = streamtrain.load(tmp_path / "d-model.npz")
+    assert model.config["batch_size"] == 64 and model.data["m"] == 2000
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
+
+
+def test_fit_options_reach_the_library(capsys, store, tmp_path):
+    code, _, err = run(capsys, "fit", store, "--batch-size", 3000, "--epochs", 1, "--lr", 0.25, "--shuffle", "none",
+                       "--seed", 9, "--dtype", "float64", "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    cli = streamtrain.load(tmp_path / "m.npz")
+    lib = streamtrain.fit(store, batch_size=3000, epochs=1, lr=0.25, shuffle="none", seed=9, dtype="float64")
+    np.testing.assert_array_equal(cli.params["W1"], lib.params["W1"])
+    assert cli.params["W1"].dtype == np.float64
+
+
+def test_warm_start_with_init(capsys, store, tmp_path):
+    run(capsys, "fit", store, "--epochs", 1, "--out", tmp_path / "a.npz")
+    code, _, err = run(capsys, "fit", store, "--epochs", 1, "--init", tmp_path / "a.npz", "--out", tmp_path / "b.npz")
+    assert code == 0, err
+    first = streamtrain.load(tmp_path / "a.npz")
+    expected = streamtrain.fit(store, epochs=1, init=first.params)
+    np.testing.assert_array_equal(streamtrain.load(tmp_path / "b.npz").params["W1"], expected.params["W1"])
+
+
+def test_custom_array_names(capsys, tmp_path):
+    g = zarr.open_group(tmp_path / "n.zarr", mode="w")
+    g.create_array("feat", data=np.ones((2, 10), np.float32), chunks=(2, 5))
+    g.create_array("lab", data=np.tile([[0, 1]], 5).astype(np.uint8), chunks=(1, 5),
+                   config={"write_empty_chunks": True})
+    code, _, err = run(capsys, "fit", tmp_path / "n.zarr", "--x", "feat", "--y", "lab", "--batch-size", 4,
+                       "--out", tmp_path / "m.npz")
+    assert code == 0, err
+
+
+def _h5(path, **arrays):
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v)
+    return path
+
+
+def _zarr_missing_chunk(path):
+    g = zarr.open_group(path, mode="w")
+    X = g.create_array("X", shape=(2, 10), chunks=(2, 5), dtype="float32", fill_value=0)
+    X[:, :5] = 1.0
+    g.create_array("Y", data=np.zeros((1, 10), np.uint8), chunks=(1, 10), config={"write_empty_chunks": True})
+    return path
+
+
+BAD_DATA = {
+    "missing file": (lambda d: d / "nope.zarr", ["nope.zarr", "no such file"]),
+    "not a store": (lambda d: (d / "x.txt").write_text("hello") and d / "x.txt", ["x.txt"]),
+    "X not 2-D": (lambda d: _h5(d / "a.h5", X=np.zeros(5), Y=np.zeros((1, 5))), ["a.h5/X", "2-D"]),
+    "m mismatch": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), Y=np.zeros((1, 4))), ["m=5", "m=4"]),
+    "no array": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), L=np.zeros((1, 5))), ["no dataset 'Y'", "L, X"]),
+    "text dtype": (lambda d: _h5(d / "a.h5", X=np.array([[b"a", b"b"]]), Y=np.zeros((1, 2))), ["a.h5/X", "numeric"]),
+    "no samples": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 0)), Y=np.zeros((1, 0))), ["m = 0"]),
+    "bad labels": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), Y=np.array([[0, 1, 2, 0, 1]])),
+                   ["a.h5/Y", "label 2", "sample 2"]),
+    "missing chunk": (lambda d: _zarr_missing_chunk(d / "m.zarr"), ["m.zarr/X", "samples 5..10", "missing"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_one_line_and_exit_1(capsys, tmp_path, case):
+    make, fragments = BAD_DATA[case]
+    code, _, err = run(capsys, "fit", make(tmp_path), "--batch-size", 2, "--out", tmp_path / "out.npz")
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--batch-size", "0"], ["batch_size"]),
+    (["--batch-size", "5000"], ["larger than m=3000"]),
+    (["--lr", "0"], ["learning rate"]),
+    (["--epochs", "0"], ["epochs"]),
+    (["--out", "/nonexistent-dir/m.npz"], ["/nonexistent-dir"]),
+])
+def test_bad_fit_options_are_one_line_and_exit_1(capsys, store, argv, fragments):
+    code, _, err = run(capsys, "fit", store, *argv)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_bad_init_files(capsys, store, tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    code, _, err = run(capsys, "fit", store, "--init", tmp_path / "junk.npz")
+    assert_one_line_error(code, err, "junk.npz", "not a streamtrain model file")
+    streamtrain.make_data(tmp_path / "wide.zarr", m=100, n_x=7, seed=0)
+    run(capsys, "fit", tmp_path / "wide.zarr", "--batch-size", 10, "--out", tmp_path / "wide.npz")
+    code, _, err = run(capsys, "fit", store, "--init", tmp_path / "wide.npz")
+    assert_one_line_error(code, err, "expected shapes", "W1(1, 4)", "W1(1, 7)")
+
+
+def test_make_data_errors(capsys, store):
+    code, _, err = run(capsys, "make-data", store)
+    assert_one_line_error(code, err, "already exists")
+    code, _, err = run(capsys, "make-data", store.parent / "x.h5", "--codec", "zstd")
+    assert_one_line_error(code, err, "zstd")
+
+
+@pytest.mark.parametrize("argv", [[], ["fit"], ["fit", "d", "--shuffle", "random"], ["fit", "d", "--epochs", "x"],
+                                  ["make-data"], ["frobnicate"]])
+def test_usage_errors_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+
+
+def test_help_is_fast_and_does_not_import_dask_or_the_backends():
+    code = ("import sys\nfrom streamtrain.cli import main\n"
+            "for argv in (['--help'], ['fit', '--help'], ['make-data', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
+            "heavy = [m for m in ('dask', 'zarr', 'h5py') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--batch-size" in proc.stdout and "make-data" in proc.stdout
+
+
+def test_the_installed_command_exits_1_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "streamtrain", "fit", str(tmp_path / "none.zarr")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"streamtrain: error: {tmp_path / 'none.zarr'}: no such file or directory"
+
+
+def test_fit_without_a_terminal_prints_no_progress_line(tmp_path, store):
+    proc = subprocess.run([sys.executable, "-m", "streamtrain", "fit", str(store), "--epochs", "1",
+                           "--out", str(tmp_path / "m.npz")], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert json.loads(json.dumps(streamtrain.load(tmp_path / "m.npz").history))[0]["epoch"] == 1

@@ -1,0 +1,178 @@
+"""The training loop against hand-written gradient descent on in-memory arrays."""
+
+import json
+
+import numpy as np
+import pytest
+
+import streamtrain
+from streamtrain import ArraySource, ConfigError, DivergedError
+from streamtrain.models import logistic_loss_and_grad
+
+
+def _arrays(m=600, n_x=5, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, m))
+    w = rng.standard_normal((1, n_x))
+    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X)))).astype(np.float64)
+    return X, Y
+
+
+def _random_params(n_x, seed=2):
+    rng = np.random.default_rng(seed)
+    return {"W1": rng.standard_normal((1, n_x)), "b1": rng.standard_normal((1, 1))}
+
+
+def test_batch_size_m_is_one_hand_written_batch_gd_step():
+    X, Y = _arrays()
+    init = _random_params(X.shape[0])
+    result = streamtrain.fit(ArraySource(X, Y, chunk_size=128), batch_size=X.shape[1], epochs=1, lr=0.3,
+                             shuffle="buffer", dtype="float64", init=init)
+    A = 1 / (1 + np.exp(-(init["W1"] @ X + init["b1"])))
+    dW, db = (A - Y) @ X.T / X.shape[1], np.sum(A - Y, axis=1, keepdims=True) / X.shape[1]
+    np.testing.assert_allclose(result.params["W1"], init["W1"] - 0.3 * dW, rtol=1e-12)
+    np.testing.assert_allclose(result.params["b1"], init["b1"] - 0.3 * db, rtol=1e-12)
+    assert result.history[0]["steps"] == 1
+
+
+def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batch():
+    X, Y = _arrays(m=103)
+    B, lr = 10, 0.2  # 10 full batches and one of 3
+    params = _random_params(X.shape[0])
+    expected, losses = {k: v.copy() for k, v in params.items()}, []
+    for t in range(0, X.shape[1], B):
+        loss, grads = logistic_loss_and_grad(expected, X[:, t:t + B], Y[:, t:t + B])
+        losses.append(loss * X[:, t:t + B].shape[1])
+        expected = {k: expected[k] - lr * grads[k] for k in expected}
+    result = streamtrain.fit(ArraySource(X, Y, chunk_size=16), batch_size=B, epochs=1, lr=lr,
+                             shuffle="none", dtype="float64", init=params)
+    for k in expected:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
+    assert result.history[0]["loss"] == pytest.approx(sum(losses) / X.shape[1], rel=1e-12)
+    assert result.history[0]["steps"] == 11 and result.history[0]["samples"] == 103
+
+
+@pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_streaming_from_a_store_equals_training_in_memory(tmp_path, shuffle, fmt):
+    path = tmp_path / ("d.zarr" if fmt == "zarr" else "d.h5")
+    streamtrain.make_data(path, m=3000, n_x=6, format=fmt, chunk=256, seed=3)
+    store = streamtrain.open_source(path)
+    X, Y = store.read(0, store.m)
+    options = dict(batch_size=50, epochs=2, lr=0.5, shuffle=shuffle, seed=7, buffer_bytes=100_000)
+    streamed = streamtrain.fit(path, **options)
+    in_memory = streamtrain.fit(ArraySource(X, Y, chunk_size=256), **options)
+    for k in streamed.params:
+        np.testing.assert_array_equal(streamed.params[k], in_memory.params[k])
+    assert [h["loss"] for h in streamed.history] == [h["loss"] for h in in_memory.history]
+
+
+def test_two_one_epoch_fits_with_warm_start_equal_one_two_epoch_fit():
+    X, Y = _arrays()
+    src = ArraySource(X, Y, chunk_size=100)
+    opts = dict(batch_size=32, lr=0.1, shuffle="none", dtype="float64")
+    once = streamtrain.fit(src, epochs=2, **opts)
+    first = streamtrain.fit(src, epochs=1, **opts)
+    second = streamtrain.fit(src, epochs=1, init=first.params, **opts)
+    for k in once.params:
+        np.testing.assert_allclose(second.params[k], once.params[k], rtol=1e-12)
+
+
+def test_warm_start_from_a_model_file_and_init_is_not_modified(tmp_path):
+    X, Y = _arrays()
+    first = streamtrain.fit(ArraySource(X, Y), epochs=1, lr=0.1)
+    first.save(tmp_path / "m.npz")
+    snapshot = {k: v.copy() for k, v in first.params.items()}
+    a = streamtrain.fit(ArraySource(X, Y), epochs=1, lr=0.1, init=first.params)
+    b = streamtrain.fit(ArraySource(X, Y), epochs=1, lr=0.1, init=tmp_path / "m.npz")
+    for k in snapshot:
+        np.testing.assert_array_equal(first.params[k], snapshot[k])
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    X, Y = _arrays()
+    fits = [streamtrain.fit(ArraySource(X, Y, chunk_size=50), epochs=1, shuffle="buffer", seed=s,
+                            buffer_bytes=10_000) for s in (0, 0, 1)]
+    np.testing.assert_array_equal(fits[0].params["W1"], fits[1].params["W1"])
+    assert not np.array_equal(fits[0].params["W1"], fits[2].params["W1"])
+
+
+def test_fit_gets_close_to_the_bayes_loss_of_generated_data(tmp_path):
+    attrs = streamtrain.make_data(tmp_path / "d.zarr", m=40_000, n_x=5, chunk=4096, seed=5)
+    result = streamtrain.fit(tmp_path / "d.zarr", batch_size=100, epochs=2, lr=0.5)
+    full = streamtrain.evaluate(tmp_path / "d.zarr", result.params)
+    assert abs(full["loss"] - attrs["bayes_loss"]) < 0.005
+    w_fit = result.params["W1"].ravel()
+    w_true = np.array(attrs["w_true"])
+    assert np.dot(w_fit, w_true) / (np.linalg.norm(w_fit) * np.linalg.norm(w_true)) > 0.99
+
+
+def test_evaluate_equals_the_in_memory_loss_and_accuracy():
+    X, Y = _arrays(m=777)
+    params = _random_params(X.shape[0])
+    result = streamtrain.evaluate(ArraySource(X, Y, chunk_size=100), params)
+    loss, _ = logistic_loss_and_grad(params, X, Y)
+    A = 1 / (1 + np.exp(-(params["W1"] @ X + params["b1"])))
+    assert result["loss"] == pytest.approx(loss, rel=1e-12)
+    assert result["accuracy"] == pytest.approx(np.mean((A >= 0.5) == (Y == 1)))
+
+
+def test_history_metrics_file_and_callback(tmp_path):
+    X, Y = _arrays()
+    seen = []
+    result = streamtrain.fit(ArraySource(X, Y), epochs=3, metrics=tmp_path / "m.jsonl", on_epoch=seen.append)
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines == result.history == seen
+    assert [h["epoch"] for h in lines] == [1, 2, 3]
+    assert all(h["samples"] == X.shape[1] and h["samples_per_s"] > 0 for h in lines)
+
+
+def test_dtypes():
+    X, Y = _arrays()
+    assert streamtrain.fit(ArraySource(X, Y), epochs=1).params["W1"].dtype == np.float32
+    assert streamtrain.fit(ArraySource(X, Y), epochs=1, dtype="float64").params["b1"].dtype == np.float64
+
+
+def test_predict_and_save_load_round_trip(tmp_path):
+    X, Y = _arrays()
+    result = streamtrain.fit(ArraySource(X, Y), epochs=3, lr=0.5)
+    proba = result.predict_proba(X)
+    assert proba.shape == (1, X.shape[1]) and ((proba > 0) & (proba < 1)).all()
+    assert np.mean(result.predict(X) == Y) > 0.7
+    result.save(tmp_path / "m.npz")
+    loaded = streamtrain.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.params["W1"], result.params["W1"])
+    assert loaded.model == "logistic" and loaded.config == result.config and loaded.history == result.history
+    np.testing.assert_array_equal(loaded.predict(X), result.predict(X))
+
+
+def test_non_finite_data_stops_training_with_a_clear_error():
+    X, Y = _arrays()
+    X[2, 250] = np.nan
+    with pytest.raises(DivergedError, match="batch 8"):
+        streamtrain.fit(ArraySource(X, Y), batch_size=32, epochs=1, shuffle="none")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=601), "larger than m=600"),
+    (dict(epochs=0), "epochs"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(shuffle="random"), "shuffle"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(seed=-3), "seed"),
+    (dict(model="svm"), "unknown model"),
+    (dict(init={"W1": np.zeros((1, 4)), "b1": np.zeros((1, 1))}), "expected shapes"),
+])
+def test_bad_options_are_config_errors(options, message):
+    X, Y = _arrays()
+    with pytest.raises(ConfigError, match=message):
+        streamtrain.fit(ArraySource(X, Y), **options)
+
+
+def test_logistic_needs_a_single_row_of_labels():
+    X, _ = _arrays()
+    Y = np.zeros((3, X.shape[1]))
+    with pytest.raises(ConfigError, match=r"needs Y shaped \(1, m\)"):
+        streamtrain.fit(ArraySource(X, Y), epochs=1)
