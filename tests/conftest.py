@@ -1,0 +1,92 @@
+"""Shared fixtures: small column-wise data sets and writers for each on-disk backend.
+
+Conventions: X has shape (n_x, m), Y shape (k, m); samples are columns. Writers chunk the
+last (sample) axis by ``chunk`` and keep every other axis whole, so they also accept the
+malformed shapes that validation tests need.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+
+def random_xy(n_x: int = 3, m: int = 103, seed: int = 0, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """X (n_x, m) standard normal and Y (1, m) of 0/1, both of ``dtype``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, m)).astype(dtype)
+    Y = rng.integers(0, 2, size=(1, m)).astype(dtype)
+    return X, Y
+
+
+def _chunks(shape: tuple[int, ...], chunk: int) -> tuple[int, ...]:
+    # HDF5 rejects a chunk longer than the axis; clip it (only malformed test data is that short).
+    return tuple(shape[:-1]) + (max(1, min(chunk, shape[-1])),)
+
+
+def _fill(dtype: np.dtype):
+    return np.zeros((), dtype)[()]  # 0, 0.0, '' or b''
+
+
+def _chunk_ranges(m: int, chunk: int, which) -> list[tuple[int, int]]:
+    """Sample ranges of the chunks numbered in ``which``."""
+    return [(s, min(s + chunk, m)) for i, s in enumerate(range(0, m, chunk)) if i in which]
+
+
+def write_zarr(path: Path, X: np.ndarray, Y: np.ndarray, chunk: int, *, x: str = "X", y: str = "Y",
+               skip: dict[str, set[int]] | None = None, write_empty_chunks: bool = True) -> Path:
+    """A zarr v3 group with arrays ``x``, ``y``; chunks listed in ``skip[name]`` are never written."""
+    g = zarr.open_group(path, mode="w")
+    for name, data in ((x, np.asarray(X)), (y, np.asarray(Y))):
+        arr = g.create_array(name, shape=data.shape, chunks=_chunks(data.shape, chunk), dtype=data.dtype,
+                             compressors=None, fill_value=_fill(data.dtype),
+                             config={"write_empty_chunks": write_empty_chunks})
+        _write_except(arr, data, chunk, (skip or {}).get(name, ()))
+    return Path(path)
+
+
+def write_hdf5(path: Path, X: np.ndarray, Y: np.ndarray, chunk: int | None, *, x: str = "X", y: str = "Y",
+               skip: dict[str, set[int]] | None = None) -> Path:
+    """An HDF5 file with datasets ``x``, ``y``; ``chunk=None`` stores them contiguous."""
+    with h5py.File(path, "w") as f:
+        for name, data in ((x, np.asarray(X)), (y, np.asarray(Y))):
+            ds = f.create_dataset(name, shape=data.shape, dtype=data.dtype,
+                                  chunks=_chunks(data.shape, chunk) if chunk else None)
+            _write_except(ds, data, chunk or max(data.shape[-1], 1), (skip or {}).get(name, ()))
+    return Path(path)
+
+
+def _write_except(arr, data: np.ndarray, chunk: int, skip) -> None:
+    if data.size == 0:
+        return
+    if not skip:
+        arr[...] = data
+        return
+    m = data.shape[-1]
+    for a, b in _chunk_ranges(m, chunk, set(range(-(-m // chunk))) - set(skip)):
+        arr[..., a:b] = data[..., a:b]
+
+
+@pytest.fixture
+def make_xy():
+    """``make_xy(n_x=3, m=103, seed=0, dtype=float32) -> (X, Y)``."""
+    return random_xy
+
+
+@pytest.fixture
+def zarr_store(tmp_path):
+    """``zarr_store(X, Y, chunk, **kw) -> path`` of a fresh zarr group under tmp_path."""
+    names = (tmp_path / f"data{i}.zarr" for i in itertools.count())
+    return lambda X, Y, chunk, **kw: write_zarr(next(names), X, Y, chunk, **kw)
+
+
+@pytest.fixture
+def hdf5_store(tmp_path):
+    """``hdf5_store(X, Y, chunk, **kw) -> path`` of a fresh HDF5 file under tmp_path."""
+    names = (tmp_path / f"data{i}.h5" for i in itertools.count())
+    return lambda X, Y, chunk, **kw: write_hdf5(next(names), X, Y, chunk, **kw)

@@ -1,0 +1,247 @@
+"""ChunkSource: one contract every backend passes, then open-time validation of real files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from streamtrain import DataError
+from streamtrain.sources import ArraySource, default_chunk_size, open_source
+
+FINGERPRINT_FIELDS = {"format", "path", "x", "y", "n_x", "k", "m", "dtype", "chunk", "codec"}
+# (m, chunk): chunk not dividing m (short last chunk), dividing m, one sample per chunk.
+SHAPES = [(103, 16), (96, 16), (10, 1)]
+
+
+class SourceContract:
+    """Subclasses override the ``make_source`` fixture: ``(X, Y, chunk, **kw) -> ChunkSource``."""
+
+    format: str
+
+    @pytest.fixture(params=SHAPES, ids=lambda s: f"m{s[0]}-C{s[1]}")
+    def case(self, request, make_xy, make_source):
+        m, chunk = request.param
+        X, Y = make_xy(n_x=3, m=m, seed=m)
+        return make_source(X, Y, chunk), X, Y, chunk
+
+    def test_shape_and_dtype(self, case):
+        source, X, Y, _ = case
+        assert (source.n_x, source.m, source.k) == (X.shape[0], X.shape[1], Y.shape[0])
+        assert source.dtype == X.dtype
+
+    def test_chunk_bounds_cover_samples_contiguously(self, case):
+        source, X, _, chunk = case
+        starts, stops = np.array(source.chunk_bounds).T
+        assert starts[0] == 0 and stops[-1] == X.shape[1]
+        np.testing.assert_array_equal(starts[1:], stops[:-1])
+        widths = stops - starts
+        assert (widths[:-1] == chunk).all()
+        assert 0 < widths[-1] <= chunk and widths[-1] == X.shape[1] - chunk * (len(widths) - 1)
+        assert source.n_chunks == -(-X.shape[1] // chunk)
+
+    def test_read_every_chunk_equals_memory(self, case):
+        source, X, Y, _ = case
+        for a, b in [*source.chunk_bounds, (0, source.m)]:
+            Xc, Yc = source.read(a, b)
+            assert Xc.dtype == X.dtype and Xc.shape == (3, b - a) and Yc.shape == (1, b - a)
+            np.testing.assert_array_equal(Xc, X[:, a:b])
+            np.testing.assert_array_equal(Yc, Y[:, a:b])
+
+    def test_chunk_of(self, case):
+        source, X, _, _ = case
+        for sample in range(X.shape[1]):
+            a, b = source.chunk_bounds[source.chunk_of(sample)]
+            assert a <= sample < b
+
+    def test_fingerprint(self, case):
+        source, X, _, chunk = case
+        fp = source.fingerprint()
+        assert set(fp) == FINGERPRINT_FIELDS
+        assert fp["format"] == self.format
+        assert (fp["n_x"], fp["m"], fp["k"], fp["chunk"]) == (3, X.shape[1], 1, chunk)
+        assert (fp["x"], fp["y"], fp["dtype"]) == ("X", "Y", X.dtype.name)
+
+    @pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, np.nan])
+    def test_bad_label_raises_when_its_chunk_is_read(self, make_xy, make_source, bad):
+        X, Y = make_xy(m=103)
+        Y[0, 37] = bad  # chunk 2 of chunks of 16
+        source = make_source(X, Y, 16)  # opening does not read labels
+        for i, (a, b) in enumerate(source.chunk_bounds):
+            if i != 2:
+                source.read(a, b)
+        with pytest.raises(DataError) as err:
+            source.read(*source.chunk_bounds[2])
+        msg = str(err.value)
+        assert f"{source.name}/Y" in msg and "sample 37" in msg and "chunk 2" in msg
+
+    def test_binary_labels_false_lets_any_label_through(self, make_xy, make_source):
+        X, Y = make_xy(m=40)
+        Y[0, 5] = 2.5
+        source = make_source(X, Y, 16, binary_labels=False)
+        np.testing.assert_array_equal(source.read(0, 16)[1], Y[:, :16])
+
+
+class TestArraySource(SourceContract):
+    format = "memory"
+
+    @pytest.fixture
+    def make_source(self):
+        return lambda X, Y, chunk, **kw: ArraySource(X, Y, chunk_size=chunk, **kw)
+
+
+class TestZarrSource(SourceContract):
+    format = "zarr"
+
+    @pytest.fixture
+    def make_source(self, zarr_store):
+        return lambda X, Y, chunk, **kw: open_source(zarr_store(X, Y, chunk), **kw)
+
+
+class TestHDF5Source(SourceContract):
+    format = "hdf5"
+
+    @pytest.fixture
+    def make_source(self, hdf5_store):
+        opened = []
+
+        def make(X, Y, chunk, **kw):
+            opened.append(open_source(hdf5_store(X, Y, chunk), **kw))
+            return opened[-1]
+
+        yield make
+        for source in opened:
+            source.close()
+
+
+# -- across backends ----------------------------------------------------------------------
+
+@pytest.fixture(params=["zarr", "hdf5"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def store(backend, zarr_store, hdf5_store):
+    """``store(X, Y, chunk, **kw) -> path`` for each on-disk backend."""
+    return {"zarr": zarr_store, "hdf5": hdf5_store}[backend]
+
+
+def test_zarr_and_hdf5_read_the_same(make_xy, zarr_store, hdf5_store):
+    X, Y = make_xy(n_x=4, m=150, seed=7)
+    z, h = open_source(zarr_store(X, Y, 32)), open_source(hdf5_store(X, Y, 32))
+    with h:
+        assert z.chunk_bounds == h.chunk_bounds
+        drop = {"format", "path", "codec"}
+        assert {k: v for k, v in z.fingerprint().items() if k not in drop} == \
+               {k: v for k, v in h.fingerprint().items() if k not in drop}
+        for a, b in z.chunk_bounds:
+            for got_z, got_h in zip(z.read(a, b), h.read(a, b)):
+                assert got_z.dtype == got_h.dtype
+                np.testing.assert_array_equal(got_z, got_h)
+
+
+def test_custom_array_names(store, make_xy):
+    X, Y = make_xy(m=50)
+    with open_source(store(X, Y, 16, x="feat", y="lab"), x="feat", y="lab") as source:
+        assert (source.x_name, source.y_name) == ("feat", "lab")
+        np.testing.assert_array_equal(source.read(16, 32)[0], X[:, 16:32])
+        np.testing.assert_array_equal(source.read(16, 32)[1], Y[:, 16:32])
+
+
+# -- validation at open ---------------------------------------------------------------------
+
+def open_fails(path, *match, **kw) -> str:
+    """Open ``path`` expecting a DataError whose message names the path and each of ``match``."""
+    with pytest.raises(DataError) as err:
+        open_source(path, **kw)
+    msg = str(err.value)
+    for part in (str(path), *match):
+        assert part in msg, f"{part!r} not in {msg!r}"
+    return msg
+
+
+@pytest.mark.parametrize("name", ["nope.zarr", "nope.h5"])
+def test_missing_path(tmp_path, name):
+    open_fails(tmp_path / name, "no such file")
+
+
+def test_directory_that_is_not_a_zarr_group(tmp_path):
+    (tmp_path / "plain").mkdir()
+    open_fails(tmp_path / "plain", "not a Zarr group")
+
+
+def test_file_that_is_neither_format(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    open_fails(tmp_path / "notes.txt", "neither")
+
+
+def test_unknown_array_name_lists_what_was_found(store, make_xy):
+    X, Y = make_xy(m=50)
+    path = store(X, Y, 16, x="feat", y="lab")
+    open_fails(path, "'X'", "feat, lab")
+    open_fails(path, "'labels'", "feat, lab", x="feat", y="labels")
+
+
+@pytest.mark.parametrize("x_shape", [(50,), (2, 3, 50)], ids=["1d", "3d"])
+def test_x_not_2d(store, x_shape):
+    X = np.ones(x_shape, np.float32)
+    open_fails(store(X, np.ones((1, 50), np.float32), 16), "/X", "2-D")
+
+
+def test_x_and_y_disagree_on_m(store, make_xy):
+    X, _ = make_xy(m=50)
+    msg = open_fails(store(X, np.ones((1, 40), np.float32), 16), "m=50", "m=40")
+    assert "looks stored as" not in msg
+
+
+def test_x_stored_transposed_gets_a_hint(store, make_xy):
+    X, Y = make_xy(n_x=3, m=50)
+    open_fails(store(X.T.copy(), Y, 16), "m=3", "m=50", "X looks stored as (m, n_x)")
+
+
+def test_non_numeric_dtype(store, backend, make_xy):
+    _, Y = make_xy(m=20)
+    text = np.full((3, 20), "a", dtype={"zarr": np.dtypes.StringDType(), "hdf5": "S1"}[backend])
+    open_fails(store(text, Y, 8), "/X", "not numeric")
+
+
+def test_no_samples(store, backend):
+    empty = np.zeros((3, 0), np.float32), np.zeros((1, 0), np.float32)
+    chunk = {"zarr": 8, "hdf5": None}[backend]  # HDF5 cannot chunk a zero-length axis
+    open_fails(store(*empty, chunk), "m = 0")
+
+
+@pytest.mark.parametrize("array", ["X", "Y"])
+@pytest.mark.parametrize("skip", [{1}, {1, 2, 3, 4, 5, 6}, {6}, {3, 5}], ids=str)
+def test_unwritten_chunks_are_reported(store, make_xy, array, skip):
+    X, Y = make_xy(m=103)  # chunks of 16: 0..16, ..., 96..103
+    path = store(X, Y, 16, skip={array: skip})
+    first = min(skip)
+    msg = open_fails(path, f"/{array}", "missing", f"samples {16 * first}..{min(16 * first + 16, 103)}")
+    assert (f"and {len(skip) - 1} more" in msg) == (len(skip) > 1)
+
+
+def test_zarr_chunk_skipped_as_fill_value_is_reported(zarr_store, make_xy):
+    X, Y = make_xy(m=48)
+    Y[:, 16:32] = 0  # equal to the fill value: zarr would not store it by default
+    path = zarr_store(X, Y, 16, write_empty_chunks=False)
+    open_fails(path, "/Y", "samples 16..32", "missing", "write_empty_chunks")
+
+
+def test_hdf5_contiguous_dataset_never_written(tmp_path):
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("X", shape=(3, 50), dtype="f4")
+        f["Y"] = np.ones((1, 50), np.float32)
+    open_fails(tmp_path / "d.h5", "/X", "never written")
+
+
+def test_hdf5_contiguous_dataset_uses_default_chunk_size(hdf5_store, make_xy):
+    # n_x * itemsize = 8 KiB per sample makes the default chunk 1024 samples: two slabs.
+    X, Y = make_xy(n_x=2048, m=1100)
+    assert default_chunk_size(2048, 4) == 1024
+    with open_source(hdf5_store(X, Y, None)) as source:
+        assert source.chunk_bounds == ((0, 1024), (1024, 1100))
+        for a, b in source.chunk_bounds:
+            np.testing.assert_array_equal(source.read(a, b)[0], X[:, a:b])
+            np.testing.assert_array_equal(source.read(a, b)[1], Y[:, a:b])
