@@ -40,20 +40,24 @@ class Cursor:
 
     ``position`` indexes the epoch's chunk order (always the first chunk of a unit) and
     ``offset`` counts samples already taken from that unit, in its (shuffled) column order.
-    ``position == n_chunks`` means the epoch is finished.
+    ``position == n_chunks`` means the epoch is finished. ``unit`` is the number of chunks
+    per unit the epoch was cut into (0 before the first batch: derived from the buffer
+    budget); a resumed stream reuses it, so a different budget, prefetch depth or dtype
+    cannot silently change the rest of the epoch.
     """
 
     seed: int
     epoch: int
     position: int = 0
     offset: int = 0
+    unit: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cursor:
-        return cls(**{k: int(d[k]) for k in ("seed", "epoch", "position", "offset")})
+        return cls(**{k: int(d.get(k, 0)) for k in ("seed", "epoch", "position", "offset", "unit")})
 
 
 class Batch(NamedTuple):
@@ -100,11 +104,12 @@ class BatchStream:
         check_batching(batch_size, shuffle)
         self.source, self.batch_size, self.cursor = source, int(batch_size), cursor
         self.shuffle, self.dtype, self.prefetch = shuffle, np.dtype(dtype), prefetch
-        self.group = buffer_chunks(source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize)
+        self.group = cursor.unit or buffer_chunks(source, shuffle, buffer_bytes, prefetch,
+                                                  self.dtype.itemsize)
         self.order = chunk_order(source.n_chunks, shuffle, cursor.seed, cursor.epoch)
         at_end = cursor.position == source.n_chunks
         if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.group and not at_end):
-            raise ValueError(f"cursor position {cursor.position} is not the start of a unit")
+            raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
         self.io_wait_s = 0.0
 
     def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -130,18 +135,19 @@ class BatchStream:
                 n = X.shape[1]
                 i = c.offset if pos == c.position else 0
                 if i >= n and n:
-                    raise ValueError(f"cursor offset {c.offset} is past the unit's {n} samples")
+                    raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
                 while i < n:
                     take = min(B - have, n - i)
                     pending.append((X[:, i:i + take], Y[:, i:i + take]))
                     have, i = have + take, i + take
                     if have == B:
                         next_unit = min(pos + self.group, self.source.n_chunks)
-                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)))
+                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)),
+                                       unit=self.group)
                         yield _join(pending, after)
                         pending, have = [], 0
             if pending:  # the last, short batch of the epoch
-                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0))
+                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.group))
         finally:
             units.close()
             self.io_wait_s += units.wait_s

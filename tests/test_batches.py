@@ -1,0 +1,282 @@
+"""BatchStream, Cursor and Prefetcher: every sample once per epoch, reproducible orders, exact resume.
+
+Samples are identified by X's first row, which holds the sample index (float64, so exact).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamtrain import ConfigError
+from streamtrain.batches import SHUFFLE_MODES, BatchStream, Cursor, Prefetcher, check_batching
+from streamtrain.sources import ArraySource, open_source
+
+M, C, N_X = 103, 8, 3  # 13 chunks, the last holding 7 samples
+N_CHUNKS = -(-M // C)
+UNIT = 3  # chunks per unit in buffer mode (13 chunks: four units of 3, then one of 1)
+SIZES = [1, 7, C, 10, M, 2 * M]
+
+
+def indexed_xy(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """X (N_X, M) float64 whose row 0 is the sample index; Y (1, M) random 0/1."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N_X, M))
+    X[0] = np.arange(M)
+    return X, rng.integers(0, 2, size=(1, M)).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return indexed_xy()
+
+
+@pytest.fixture(scope="module")
+def source(data):
+    return ArraySource(*data, chunk_size=C)
+
+
+def unit_budget(prefetch: int, chunks_per_unit: int = UNIT, itemsize: int = 8) -> int:
+    """buffer_bytes that make a unit hold exactly ``chunks_per_unit`` chunks (see buffer_chunks)."""
+    return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 2)
+
+
+def stream(source, B, mode="none", *, seed=0, epoch=0, cursor=None, prefetch=0, dtype="float64"):
+    return BatchStream(source, B, cursor or Cursor(seed, epoch), shuffle=mode, dtype=dtype,
+                       prefetch=prefetch, buffer_bytes=unit_budget(prefetch))
+
+
+def order_of(batches) -> np.ndarray:
+    """The epoch's sample order, read back from row 0 of X."""
+    return np.concatenate([b.X[0] for b in batches]).astype(np.int64)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+@pytest.mark.parametrize("B", SIZES)
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+def test_every_sample_once_per_epoch(source, data, mode, B, prefetch):
+    X, Y = data
+    batches = list(stream(source, B, mode, seed=3, prefetch=prefetch))
+    assert len(batches) == -(-M // B)
+    assert all(b.X.shape == (N_X, B) and b.Y.shape == (1, B) for b in batches[:-1])
+    assert 0 < batches[-1].X.shape[1] <= B and batches[-1].Y.shape == (1, batches[-1].X.shape[1])
+    seq = order_of(batches)
+    np.testing.assert_array_equal(np.sort(seq), np.arange(M))
+    np.testing.assert_array_equal(np.concatenate([b.X for b in batches], axis=1), X[:, seq])
+    np.testing.assert_array_equal(np.concatenate([b.Y for b in batches], axis=1), Y[:, seq])
+
+
+@pytest.mark.parametrize("B", SIZES)
+def test_none_is_sequential(source, data, B):
+    X, Y = data
+    for t, batch in enumerate(stream(source, B, "none")):
+        np.testing.assert_array_equal(batch.X, X[:, t * B:(t + 1) * B])
+        np.testing.assert_array_equal(batch.Y, Y[:, t * B:(t + 1) * B])
+
+
+def runs(chunk_ids: np.ndarray) -> list[int]:
+    """Start index of each run of equal values."""
+    return [0, *np.flatnonzero(np.diff(chunk_ids)) + 1]
+
+
+@pytest.mark.parametrize("B", [7, M])
+def test_chunks_mode_keeps_each_chunk_contiguous_and_in_order(source, B):
+    seq = order_of(stream(source, B, "chunks", seed=5))
+    starts = runs(seq // C)
+    assert len(starts) == N_CHUNKS  # each chunk appears as one run
+    for a, b in zip(starts, [*starts[1:], M]):
+        np.testing.assert_array_equal(seq[a:b], np.arange(seq[a], seq[a] + b - a))
+    assert not np.array_equal(seq, np.arange(M))  # and the chunks were shuffled
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_buffer_mode_shuffles_inside_units_of_chunks(source, prefetch):
+    s = stream(source, 7, "buffer", seed=5, prefetch=prefetch)
+    assert s.group == UNIT
+    np.testing.assert_array_equal(np.sort(s.order), np.arange(N_CHUNKS))
+    seq, i = order_of(s), 0
+    for pos in range(0, N_CHUNKS, UNIT):
+        expected = np.concatenate([np.arange(c * C, min(c * C + C, M)) for c in s.order[pos:pos + UNIT]])
+        unit = seq[i:i + len(expected)]
+        np.testing.assert_array_equal(np.sort(unit), np.sort(expected))  # a unit is its chunks
+        if pos + UNIT <= N_CHUNKS:
+            assert not np.array_equal(unit, expected)  # shuffled, not chunk after chunk
+            assert not np.array_equal(unit, np.sort(unit))
+        i += len(expected)
+    assert i == M
+
+
+@pytest.mark.parametrize("mode", ["chunks", "buffer"])
+def test_order_depends_on_seed_and_epoch_only(source, mode):
+    def seq(**kw):
+        return order_of(stream(source, 10, mode, **kw))
+
+    np.testing.assert_array_equal(seq(seed=1, epoch=0), seq(seed=1, epoch=0))
+    assert not np.array_equal(seq(seed=1, epoch=0), seq(seed=2, epoch=0))
+    assert not np.array_equal(seq(seed=1, epoch=0), seq(seed=1, epoch=1))
+
+
+# -- cursor ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("B", [1, 7, 24])
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+def test_resume_from_any_batch_cursor(source, mode, B):
+    full = list(stream(source, B, mode, seed=9, epoch=2))
+    for t, batch in enumerate(full):
+        rest = list(stream(source, B, mode, cursor=batch.cursor))
+        assert len(rest) == len(full) - t - 1, f"resuming after batch {t}"
+        for got, want in zip(rest, full[t + 1:]):
+            assert np.array_equal(got.X, want.X) and np.array_equal(got.Y, want.Y)
+            assert got.cursor == want.cursor
+
+
+def test_resume_with_prefetch(source):
+    full = list(stream(source, 10, "buffer", seed=4, prefetch=2))
+    rest = list(stream(source, 10, "buffer", cursor=full[3].cursor, prefetch=2))
+    assert all(np.array_equal(g.X, w.X) for g, w in zip(rest, full[4:], strict=True))
+
+
+@pytest.mark.parametrize("prefetch, dtype", [(1, "float64"), (2, "float64"), (0, "float32")])
+def test_resume_keeps_the_unit_size_whatever_the_prefetch_or_dtype(source, prefetch, dtype):
+    # Those options change the unit size a fresh epoch would derive from the budget; the
+    # cursor carries the size the epoch was cut with, so the rest of the epoch is unchanged.
+    full = list(stream(source, 8, "buffer", seed=3, prefetch=0))
+    assert full[5].cursor.unit == UNIT
+    resumed = BatchStream(source, 8, full[5].cursor, shuffle="buffer", dtype=dtype, prefetch=prefetch,
+                          buffer_bytes=unit_budget(0))
+    assert order_of(resumed).tolist() == order_of(full[6:]).tolist()
+
+
+def test_cursor_round_trips_through_json():
+    c = Cursor(seed=7, epoch=3, position=6, offset=11, unit=3)
+    d = json.loads(json.dumps(c.to_dict()))
+    assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "unit": 3}
+    assert Cursor.from_dict(d) == c
+    assert Cursor.from_dict({k: np.int64(v) for k, v in d.items()}) == c
+
+
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+def test_cursor_at_end_yields_nothing(source, mode):
+    assert list(stream(source, 10, mode, cursor=Cursor(0, 0, position=N_CHUNKS))) == []
+
+
+@pytest.mark.parametrize("B", [10, M])
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+def test_last_batch_cursor_marks_the_end(source, mode, B):
+    last = list(stream(source, B, mode))[-1].cursor
+    assert (last.position, last.offset) == (N_CHUNKS, 0)
+
+
+# -- across backends -----------------------------------------------------------------------------
+
+def test_zarr_hdf5_and_memory_give_the_same_batches(data, source, zarr_store, hdf5_store):
+    with open_source(hdf5_store(*data, C)) as h5:
+        z = open_source(zarr_store(*data, C))
+        streams = [stream(s, 10, "buffer", seed=1, prefetch=2) for s in (source, z, h5)]
+        for a, b, c in zip(*streams, strict=True):
+            assert np.array_equal(a.X, b.X) and np.array_equal(a.X, c.X)
+            assert np.array_equal(a.Y, b.Y) and np.array_equal(a.Y, c.Y)
+            assert a.cursor == b.cursor == c.cursor
+
+
+# -- options -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("dtype", [None, "float32", "float64"])
+def test_dtype(source, data, mode, dtype):
+    kw = {} if dtype is None else {"dtype": dtype}
+    batches = list(BatchStream(source, 10, Cursor(0, 0), shuffle=mode, prefetch=0, **kw))
+    want = np.dtype(dtype or "float32")
+    assert all(b.X.dtype == want and b.Y.dtype == want for b in batches)
+    seq = np.concatenate([b.X[0] for b in batches]).astype(np.int64)
+    np.testing.assert_array_equal(np.concatenate([b.X for b in batches], axis=1),
+                                  data[0][:, seq].astype(want))
+
+
+@pytest.mark.parametrize("B", [0, -1, 2.5, True, "8"])
+def test_bad_batch_size(source, B):
+    with pytest.raises(ConfigError, match="batch_size"):
+        BatchStream(source, B, Cursor(0, 0))
+    with pytest.raises(ConfigError):
+        check_batching(B, "none")
+
+
+def test_unknown_shuffle_mode(source):
+    with pytest.raises(ConfigError, match="none, chunks, buffer"):
+        BatchStream(source, 10, Cursor(0, 0), shuffle="random")
+
+
+# -- Prefetcher ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_prefetcher_yields_all_in_order(depth):
+    assert list(Prefetcher(range(50), depth)) == list(range(50))
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_prefetcher_reraises_producer_error(depth):
+    def produce():
+        yield from range(3)
+        raise RuntimeError("disk on fire")
+
+    got = []
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        for item in Prefetcher(produce(), depth):
+            got.append(item)
+    assert got == [0, 1, 2]
+
+
+def test_prefetcher_depth_zero_runs_in_the_caller():
+    threads = []
+
+    def produce():
+        for i in range(3):
+            threads.append(threading.current_thread())
+            yield i
+
+    assert list(Prefetcher(produce(), 0)) == [0, 1, 2]
+    assert threads == [threading.current_thread()] * 3
+
+
+def test_prefetcher_stops_promptly_when_closed_early():
+    p = Prefetcher(itertools.count(), 2)
+    for item in p:
+        if item == 3:
+            break
+    t0 = time.perf_counter()
+    p.close()
+    assert time.perf_counter() - t0 < 1.0
+    assert not p._thread.is_alive()
+
+
+def test_stream_stopped_early_ends_its_thread(source):
+    before = set(threading.enumerate())
+    batches = iter(stream(source, 1, "buffer", prefetch=2))
+    next(batches)
+    batches.close()
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "streamtrain-prefetch"]
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetcher_runs_at_most_depth_ahead(depth):
+    produced = []
+
+    def produce():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    p = Prefetcher(produce(), depth)
+    items = iter(p)
+    assert next(items) == 0
+    deadline = time.monotonic() + 5
+    while len(produced) < 1 + depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # give an unbounded producer time to run further ahead
+    assert 1 + depth <= len(produced) <= 1 + depth + 1  # consumed + queued + one waiting to be put
+    p.close()
