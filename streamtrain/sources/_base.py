@@ -10,11 +10,12 @@ of it, so no backend ever does random I/O or loads a whole array.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from .._errors import DataError
+from .._errors import ConfigError, DataError
 
 __all__ = ["ChunkSource", "DataError", "default_chunk_size"]
 
@@ -32,7 +33,7 @@ def default_chunk_size(n_x: int, itemsize: int) -> int:
 def bounds_from_chunk_size(m: int, chunk: int) -> tuple[tuple[int, int], ...]:
     """Sample ranges of a regular chunk grid along the sample axis."""
     if chunk <= 0:
-        raise ValueError(f"chunk size must be positive, got {chunk}")
+        raise ConfigError(f"chunk size must be a positive integer, got {chunk!r}")
     return tuple((s, min(s + chunk, m)) for s in range(0, m, chunk))
 
 
@@ -52,7 +53,11 @@ class ChunkSource:
     dtype: np.dtype
     chunk_bounds: tuple[tuple[int, int], ...]
 
-    def __init__(self, *, binary_labels: bool = True) -> None:
+    def __init__(self, name: str, x_name: str = "X", y_name: str = "Y", *,
+                 binary_labels: bool = True, must_exist: bool = False) -> None:
+        self.name, self.x_name, self.y_name = name, x_name, y_name
+        if must_exist and not os.path.exists(name):
+            raise DataError(f"{name}: no such file or directory")
         # Logistic regression needs labels in {0, 1}; later models relax this.
         self.binary_labels = binary_labels
         # What ``make-data`` recorded about a generated store (true weights, Bayes loss).

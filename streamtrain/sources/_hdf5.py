@@ -19,10 +19,7 @@ class HDF5Source(ChunkSource):
 
     def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y",
                  binary_labels: bool = True) -> None:
-        super().__init__(binary_labels=binary_labels)
-        self.name, self.x_name, self.y_name = os.fspath(path), x, y
-        if not os.path.exists(self.name):
-            raise DataError(f"{self.name}: no such file or directory")
+        super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
         try:
             self._file = h5py.File(self.name, "r")
         except OSError as e:

@@ -14,8 +14,7 @@ class ArraySource(ChunkSource):
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, *, chunk_size: int | None = None,
                  name: str = "<arrays>", binary_labels: bool = True) -> None:
-        super().__init__(binary_labels=binary_labels)
-        self.name, self.x_name, self.y_name = name, "X", "Y"
+        super().__init__(name, binary_labels=binary_labels)
         X, Y = np.asarray(X), np.asarray(Y)
         self._validate(X.shape, X.dtype, Y.shape, Y.dtype)
         self._X, self._Y = X, Y

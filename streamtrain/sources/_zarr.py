@@ -23,10 +23,7 @@ class ZarrSource(ChunkSource):
 
     def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y",
                  binary_labels: bool = True) -> None:
-        super().__init__(binary_labels=binary_labels)
-        self.name, self.x_name, self.y_name = os.fspath(path), x, y
-        if not os.path.exists(self.name):
-            raise DataError(f"{self.name}: no such file or directory")
+        super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
         try:
             group = zarr.open_group(self.name, mode="r")
         except Exception as e:  # zarr raises several types for "not a group"
