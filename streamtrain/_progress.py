@@ -14,7 +14,7 @@ class Progress:
         self._t0 = self._last = time.perf_counter()
         self._drawn = False
 
-    def update(self, done: int, loss: float) -> None:
+    def update(self, done: int, loss: float | None = None) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -23,8 +23,9 @@ class Progress:
         self._last = now
         rate = done / max(now - self._t0, 1e-9)
         bar = "#" * int(20 * done / self.total)
+        shown = f"loss {loss:.5f}  " if loss is not None else ""
         sys.stderr.write(f"\r{self.label} [{bar:<20}] {100 * done / self.total:5.1f}% "
-                         f"loss {loss:.5f}  {rate:,.0f} samples/s ")
+                         f"{shown}{rate:,.0f} samples/s ")
         sys.stderr.flush()
         self._drawn = True
 

@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, metavar="S", help="(default: %(default)s)")
     d.add_argument("--w-norm", type=float, default=3.0, help="norm of the true weights (default: %(default)s)")
     d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    d.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: only on a terminal)")
     d.set_defaults(run=_make_data)
     return p
 
@@ -126,7 +128,7 @@ def _make_data(args: argparse.Namespace) -> int:
     fmt = args.format or ("hdf5" if args.out.lower().endswith((".h5", ".hdf5")) else "zarr")
     t0 = time.perf_counter()
     attrs = make_data(args.out, m=args.m, n_x=args.n_x, format=fmt, chunk=args.chunk, codec=args.codec,
-                      seed=args.seed, w_norm=args.w_norm, overwrite=args.overwrite)
+                      seed=args.seed, w_norm=args.w_norm, overwrite=args.overwrite, progress=args.progress)
     print(f"wrote {args.out} ({fmt}, codec {args.codec}): X ({args.n_x}, {args.m}) float32, "
           f"Y (1, {args.m}) uint8 in {time.perf_counter() - t0:.1f} s; "
           f"Bayes loss {attrs['bayes_loss']:.5f}")

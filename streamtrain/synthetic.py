@@ -13,12 +13,14 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ._errors import ConfigError, DataError
+from ._progress import Progress
 from .batches import Prefetcher
 from .sources import default_chunk_size
 
@@ -33,11 +35,12 @@ SLAB_BYTES = 64 * 2**20
 
 def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, format: str = "zarr",
               chunk: int | None = None, codec: str = "none", seed: int = 0, w_norm: float = 3.0,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
     """Write a logistic dataset X (n_x, m) float32, Y (1, m) uint8 to ``path``; return its attributes.
 
     The store is built under a temporary name and renamed into place when complete, so an
-    interrupted run never leaves a half-written store at ``path``.
+    interrupted run never leaves a half-written store at ``path``. ``progress`` draws a
+    progress line on stderr (default: only when stderr is a terminal).
     """
     path = os.fspath(path)
     _check_options(path, m=m, n_x=n_x, format=format, chunk=chunk, codec=codec, seed=seed,
@@ -47,7 +50,11 @@ def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, form
     tmp = f"{path}.partial-{os.getpid()}"
     write = _write_zarr if format == "zarr" else _write_hdf5
     try:
-        loss_sum = write(tmp, _slabs(m, n_x, chunk, seed, w, b), m=m, n_x=n_x, chunk=chunk, codec=codec)
+        bar = Progress(f"writing {os.path.basename(path)}", m,
+                       enabled=sys.stderr.isatty() if progress is None else progress)
+        slabs = _shown(_slabs(m, n_x, chunk, seed, w, b), bar)
+        loss_sum = write(tmp, slabs, m=m, n_x=n_x, chunk=chunk, codec=codec)
+        bar.close()
         attrs = {"task": "logistic", "m": m, "n_x": n_x, "seed": seed, "w_norm": w_norm,
                  "w_true": w.ravel().tolist(), "b_true": b, "bayes_loss": loss_sum / m}
         _set_attrs(tmp, format, attrs)
@@ -98,6 +105,12 @@ def _slabs(m: int, n_x: int, chunk: int, seed: int, w: np.ndarray, b: float
                 pending, have = ([rest], rest[0].shape[1]) if start < m else ([], 0)
     finally:
         blocks.close()
+
+
+def _shown(slabs: Iterator, bar: Progress) -> Iterator:
+    for slab in slabs:
+        yield slab
+        bar.update(slab[0] + slab[1].shape[1])  # after the slab is written
 
 
 def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, codec: str) -> float:

@@ -176,3 +176,12 @@ def test_logistic_needs_a_single_row_of_labels():
     Y = np.zeros((3, X.shape[1]))
     with pytest.raises(ConfigError, match=r"needs Y shaped \(1, m\)"):
         streamtrain.fit(ArraySource(X, Y), epochs=1)
+
+
+def test_progress_line_only_on_request(capsys):
+    X, Y = _arrays()
+    streamtrain.fit(ArraySource(X, Y), epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "\repoch 2/2 [" in err and "100.0%" in err and err.endswith("\r\033[K")
+    streamtrain.fit(ArraySource(X, Y), epochs=2, progress=False)
+    assert capsys.readouterr().err == ""
