@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--shuffle", default="chunks", choices=["none", "chunks", "buffer"],
                    help="none: store order; chunks: new chunk order each epoch; buffer: also shuffle "
                         "samples inside a memory-bounded buffer of chunks (default: %(default)s)")
-    f.add_argument("--buffer-mb", type=float, default=256, metavar="MB",
+    f.add_argument("--buffer-mb", type=float, default=192, metavar="MB",
                    help="memory for the chunks in flight with --shuffle buffer (default: %(default)s)")
     f.add_argument("--prefetch", type=int, default=2, metavar="N",
                    help="chunks read ahead in a background thread; 0 reads inline (default: %(default)s)")

@@ -43,7 +43,7 @@ def source(data):
 
 def unit_budget(prefetch: int, chunks_per_unit: int = UNIT, itemsize: int = 8) -> int:
     """buffer_bytes that make a unit hold exactly ``chunks_per_unit`` chunks (see buffer_chunks)."""
-    return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 2)
+    return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 3)
 
 
 def stream(source, B, mode="none", *, seed=0, epoch=0, cursor=None, prefetch=0, dtype="float64"):
