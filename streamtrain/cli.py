@@ -95,18 +95,18 @@ def _fit(args: argparse.Namespace) -> int:
     from .sources import open_source
     from .train import fit
 
-    source = open_source(args.data, x=args.x, y=args.y)
-    out = args.out or _default_model_path(args.data)
-    print(f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
-          f"({source.format}, {source.dtype}, codec {source.codec})")
-    print(f"training {args.model}: batch size {args.batch_size}, {args.epochs} epoch(s), lr {args.lr}, "
-          f"shuffle {args.shuffle}, seed {args.seed}, {args.dtype}")
-    result = fit(source, model=args.model, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-                 shuffle=args.shuffle, seed=args.seed, dtype=args.dtype, init=args.init,
-                 prefetch=args.prefetch, buffer_bytes=int(args.buffer_mb * 2**20),
-                 progress=args.progress, metrics=args.metrics, on_epoch=_print_epoch)
-    if "bayes_loss" in source.attrs:
-        print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
+    with open_source(args.data, x=args.x, y=args.y) as source:
+        out = args.out or _default_model_path(args.data)
+        print(f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
+              f"({source.format}, {source.dtype}, codec {source.codec})")
+        print(f"training {args.model}: batch size {args.batch_size}, {args.epochs} epoch(s), lr {args.lr}, "
+              f"shuffle {args.shuffle}, seed {args.seed}, {args.dtype}")
+        result = fit(source, model=args.model, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+                     shuffle=args.shuffle, seed=args.seed, dtype=args.dtype, init=args.init,
+                     prefetch=args.prefetch, buffer_bytes=int(args.buffer_mb * 2**20),
+                     progress=args.progress, metrics=args.metrics, on_epoch=_print_epoch)
+        if "bayes_loss" in source.attrs:
+            print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
     result.save(out)
     print(f"model written to {out}")
     return 0

@@ -11,9 +11,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from ._progress import Progress
 from .batches import DEFAULT_BUFFER_BYTES, BatchStream, Cursor, check_batching
 from .checkpoint import load_model, save_model
 from .models import Model, Params, check_params, get_model
-from .optim import sgd
+from .optim import Optimizer, sgd
 from .sources import ChunkSource, open_source
 
 __all__ = ["FitResult", "evaluate", "fit", "load"]
@@ -89,41 +90,47 @@ def fit(
     line per epoch to that file, and ``on_epoch`` is called with the same record.
     """
     spec = get_model(model)
-    source = _as_source(source_or_path, spec)
-    config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, shuffle=shuffle,
-                           seed=seed, dtype=dtype, prefetch=prefetch, buffer_bytes=buffer_bytes)
-    params = _initial_params(spec, source, init, np.dtype(dtype), seed)
-    opt = sgd(lr)
-    state = opt.init(params)
-    show = sys.stderr.isatty() if progress is None else progress
-    history: list[dict[str, Any]] = []
-    for epoch in range(epochs):
-        stream = BatchStream(source, batch_size, Cursor(seed, epoch), shuffle=shuffle, dtype=dtype,
-                             prefetch=prefetch, buffer_bytes=buffer_bytes)
-        bar = Progress(f"epoch {epoch + 1}/{epochs}", source.m, enabled=show)
-        t0, loss_sum, seen = time.perf_counter(), 0.0, 0
-        for t, (X, Y, _) in enumerate(stream):
-            with np.errstate(invalid="ignore"):  # NaN data is reported below, once, as an error
-                loss, grads = spec.loss_and_grad(params, X, Y)
-            if not math.isfinite(loss):
-                raise DivergedError(
-                    f"loss is {loss} at epoch {epoch + 1}, batch {t + 1}: the data holds NaN/inf "
-                    f"or the learning rate ({lr}) is too large"
-                )
-            params, state = opt.update(grads, state, params)
-            loss_sum, seen = loss_sum + loss * X.shape[1], seen + X.shape[1]
-            bar.update(seen, loss_sum / seen)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "samples": seen,
-                  "steps": t + 1, "seconds": seconds, "samples_per_s": seen / seconds,
-                  "io_wait_s": stream.io_wait_s}
-        history.append(record)
-        if metrics is not None:
-            _append_jsonl(metrics, record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return FitResult(params, history, spec.name, config, source.fingerprint())
+    with _opened(source_or_path, spec) as source:
+        config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, shuffle=shuffle,
+                               seed=seed, dtype=dtype, prefetch=prefetch, buffer_bytes=buffer_bytes)
+        params = _initial_params(spec, source, init, np.dtype(dtype), seed)
+        opt = sgd(lr)
+        state = opt.init(params)
+        show = sys.stderr.isatty() if progress is None else progress
+        history: list[dict[str, Any]] = []
+        for epoch in range(epochs):
+            stream = BatchStream(source, batch_size, Cursor(seed, epoch), shuffle=shuffle, dtype=dtype,
+                                 prefetch=prefetch, buffer_bytes=buffer_bytes)
+            bar = Progress(f"epoch {epoch + 1}/{epochs}", source.m, enabled=show)
+            params, state, record = _run_epoch(spec, opt, params, state, stream, bar)
+            record = {"epoch": epoch + 1, **record}
+            history.append(record)
+            if metrics is not None:
+                _append_jsonl(metrics, record)
+            if on_epoch is not None:
+                on_epoch(record)
+        return FitResult(params, history, spec.name, config, source.fingerprint())
+
+
+def _run_epoch(spec: Model, opt: Optimizer, params: Params, state: NamedTuple, stream: BatchStream,
+               bar: Progress) -> tuple[Params, NamedTuple, dict[str, Any]]:
+    """One pass of gradient steps over ``stream``; returns the new params, state and a record."""
+    t0, loss_sum, seen = time.perf_counter(), 0.0, 0
+    for t, (X, Y, _) in enumerate(stream):
+        with np.errstate(invalid="ignore"):  # NaN data is reported below, once, as an error
+            loss, grads = spec.loss_and_grad(params, X, Y)
+        if not math.isfinite(loss):
+            raise DivergedError(
+                f"loss is {loss} at epoch {stream.cursor.epoch + 1}, batch {t + 1}: the data holds "
+                f"NaN/inf or the learning rate is too large"
+            )
+        params, state = opt.update(grads, state, params)
+        loss_sum, seen = loss_sum + loss * X.shape[1], seen + X.shape[1]
+        bar.update(seen, loss_sum / seen)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return params, state, {"loss": loss_sum / seen, "samples": seen, "steps": t + 1, "seconds": seconds,
+                           "samples_per_s": seen / seconds, "io_wait_s": stream.io_wait_s}
 
 
 def evaluate(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
@@ -133,29 +140,35 @@ def evaluate(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
     Sums accumulate in float64, so the result does not depend on the chunking.
     """
     spec = get_model(model)
-    source = _as_source(source_or_path, spec)
-    check_params(spec, params, source.n_x, source.k)
-    dtype = next(iter(params.values())).dtype
-    loss_sum, correct = 0.0, 0
-    for a, b in source.chunk_bounds:
-        X, Y = (np.asarray(v, dtype=dtype) for v in source.read(a, b))
-        loss, _ = spec.loss_and_grad(params, X, Y)
-        loss_sum += loss * (b - a)
-        correct += int(((spec.predict_proba(params, X) >= 0.5) == (Y == 1)).sum())
-    return {"loss": loss_sum / source.m, "accuracy": correct / source.m, "m": source.m}
+    with _opened(source_or_path, spec) as source:
+        check_params(spec, params, source.n_x, source.k)
+        dtype = next(iter(params.values())).dtype
+        loss_sum, correct = 0.0, 0
+        for a, b in source.chunk_bounds:
+            X, Y = (np.asarray(v, dtype=dtype) for v in source.read(a, b))
+            loss, _ = spec.loss_and_grad(params, X, Y)
+            loss_sum += loss * (b - a)
+            correct += int(((spec.predict_proba(params, X) >= 0.5) == (Y == 1)).sum())
+        return {"loss": loss_sum / source.m, "accuracy": correct / source.m, "m": source.m}
 
 
-def _as_source(source_or_path: ChunkSource | str | os.PathLike, spec: Model) -> ChunkSource:
+@contextmanager
+def _opened(source_or_path: ChunkSource | str | os.PathLike, spec: Model) -> Iterator[ChunkSource]:
+    """The source to read, checked against the model; closed afterwards if opened here."""
     if isinstance(source_or_path, ChunkSource):
-        source = source_or_path
+        source, owned = source_or_path, False
     else:
-        source = open_source(source_or_path, binary_labels=spec.binary_labels)
-    if spec.k is not None and source.k != spec.k:
-        raise ConfigError(
-            f"{source.name}/{source.y_name} has {source.k} rows; the {spec.name} model needs "
-            f"Y shaped ({spec.k}, m)"
-        )
-    return source
+        source, owned = open_source(source_or_path, binary_labels=spec.binary_labels), True
+    try:
+        if spec.k is not None and source.k != spec.k:
+            raise ConfigError(
+                f"{source.name}/{source.y_name} has {source.k} rows; the {spec.name} model needs "
+                f"Y shaped ({spec.k}, m)"
+            )
+        yield source
+    finally:
+        if owned:
+            source.close()
 
 
 def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
