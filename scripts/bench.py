@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,9 +42,8 @@ def main() -> None:
         data = args.data or os.path.join(tmp, "bench.zarr")
         result = {"m": args.m, "n_x": args.n_x, "batch_size": args.batch_size, "shuffle": args.shuffle}
         if not os.path.exists(data):
-            t0 = time.perf_counter()
-            streamtrain.make_data(data, m=args.m, n_x=args.n_x, codec=args.codec, seed=0)
-            result["make_data_s"] = time.perf_counter() - t0
+            result["make_data_s"], result["make_data_rss_mb"] = run_child(
+                ["make-data", data, "--m", str(args.m), "--n-x", str(args.n_x), "--codec", args.codec])
         source = streamtrain.open_source(data)
         # The first pass may come from disk, later ones from the page cache: warm it first so
         # the read pass and the epoch see the same storage.
@@ -70,24 +68,33 @@ def read_pass(source: streamtrain.ChunkSource, batch_size: int, shuffle: str) ->
 def fit_in_child(data: str, model: str, args: argparse.Namespace) -> dict:
     """Run the real CLI in a child process so its peak RSS is its own."""
     metrics = model + ".jsonl"
-    cmd = [sys.executable, "-m", "streamtrain", "fit", data, "--epochs", "1", "--batch-size",
+    cmd = ["fit", data, "--epochs", "1", "--batch-size",
            str(args.batch_size), "--lr", str(args.lr), "--shuffle", args.shuffle, "--out", model,
            "--metrics", metrics, "--no-progress"]
-    t0 = time.perf_counter()
     if os.path.exists(metrics):
         os.unlink(metrics)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    wall, peak_mb = run_child(cmd)
     epoch = json.loads(open(metrics).read().splitlines()[0])
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux, largest child
     return {"epoch_s": epoch["seconds"], "io_wait_s": epoch["io_wait_s"], "fit_wall_s": wall,
-            "samples_per_s": epoch["samples_per_s"], "peak_rss_mb": peak_kb / 1024}
+            "samples_per_s": epoch["samples_per_s"], "peak_rss_mb": peak_mb}
+
+
+def run_child(argv: list[str]) -> tuple[float, float]:
+    """Run ``streamtrain ARGV``; its wall seconds and its own peak RSS in MB (from wait4)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamtrain", *argv], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"streamtrain {' '.join(argv)} failed with exit code {proc.returncode}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
 def report(r: dict) -> None:
     gap = r["full_loss"] - r["bayes_loss"] if r["bayes_loss"] is not None else float("nan")
     rows = [
-        ("make-data", f"{r['make_data_s']:.1f} s" if "make_data_s" in r else "(existing store)"),
+        ("make-data", f"{r['make_data_s']:.1f} s, peak RSS {r['make_data_rss_mb']:.0f} MB"
+                      if "make_data_s" in r else "(existing store)"),
         ("read pass", f"{r['read_s']:.2f} s (first pass {r['first_read_s']:.2f} s)"),
         ("epoch", f"{r['epoch_s']:.2f} s = {r['epoch_s'] / r['read_s']:.2f} x read "
                   f"({r['samples_per_s']:,.0f} samples/s, waiting on reads {r['io_wait_s']:.2f} s)"),

@@ -30,7 +30,7 @@ BLOCK = 16384
 FORMATS = ("zarr", "hdf5")
 CODECS = ("none", "zstd", "gzip")
 # Columns written per call: a multiple of the chunk size, about this many bytes of X.
-SLAB_BYTES = 64 * 2**20
+SLAB_BYTES = 32 * 2**20
 
 
 def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, format: str = "zarr",
