@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "DivergedError", "UserError"]
+import numbers
+
+__all__ = ["ConfigError", "DataError", "DivergedError", "UserError", "check_int"]
 
 
 class UserError(Exception):
@@ -19,3 +21,12 @@ class ConfigError(UserError, ValueError):
 
 class DivergedError(UserError, ArithmeticError):
     """Training produced a non-finite loss."""
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> None:
+    """Raise ConfigError unless ``value`` is a whole number >= ``minimum`` (0 or 1); bools are not."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    whole = whole or (isinstance(value, float) and value.is_integer())
+    if not whole or value < minimum:  # type: ignore[operator]
+        kind = "positive" if minimum == 1 else "non-negative"
+        raise ConfigError(f"{name} must be a {kind} integer, got {value!r}")

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError
+from ._errors import ConfigError, check_int
 from .sources import ChunkSource
 
 __all__ = ["SHUFFLE_MODES", "Batch", "BatchStream", "Cursor", "Prefetcher", "check_batching"]
@@ -71,8 +71,7 @@ def check_batching(batch_size: int, shuffle: str) -> None:
     """Raise ConfigError for a batch size or shuffle mode that cannot be streamed."""
     if shuffle not in SHUFFLE_MODES:
         raise ConfigError(f"shuffle must be one of {', '.join(SHUFFLE_MODES)}; got {shuffle!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size)
 
 
 def chunk_order(n_chunks: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:

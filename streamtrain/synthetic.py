@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, check_int
 from ._progress import Progress
 from .batches import Prefetcher
 from .sources import default_chunk_size
@@ -125,26 +125,26 @@ def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, cod
                            compressors=compressors, fill_value=0, config=config)
     Y = group.create_array("Y", shape=(1, m), chunks=(1, chunk), dtype="uint8",
                            compressors=compressors, fill_value=0, config=config)
-    loss_sum = 0.0
-    for start, Xs, Ys, ls in slabs:
-        X[:, start:start + Xs.shape[1]] = Xs
-        Y[:, start:start + Ys.shape[1]] = Ys
-        loss_sum += ls
-    return loss_sum
+    return _write_slabs(X, Y, slabs)
 
 
 def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, codec: str) -> float:
     import h5py
 
     comp = {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4}}[codec]
-    loss_sum = 0.0
     with h5py.File(path, "w") as f:
         X = f.create_dataset("X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", **comp)
         Y = f.create_dataset("Y", shape=(1, m), chunks=(1, chunk), dtype="uint8", **comp)
-        for start, Xs, Ys, ls in slabs:
-            X[:, start:start + Xs.shape[1]] = Xs
-            Y[:, start:start + Ys.shape[1]] = Ys
-            loss_sum += ls
+        return _write_slabs(X, Y, slabs)
+
+
+def _write_slabs(X: Any, Y: Any, slabs: Iterator) -> float:
+    """Write each slab into the zarr arrays or HDF5 datasets X, Y; the sum of the true losses."""
+    loss_sum = 0.0
+    for start, Xs, Ys, ls in slabs:
+        X[:, start:start + Xs.shape[1]] = Xs
+        Y[:, start:start + Ys.shape[1]] = Ys
+        loss_sum += ls
     return loss_sum
 
 
@@ -173,12 +173,8 @@ def _check_options(path: str, **o: Any) -> None:
         raise ConfigError(f"codec must be one of {', '.join(CODECS)}; got {o['codec']!r}")
     if o["format"] == "hdf5" and o["codec"] == "zstd":
         raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
-    for name in ("m", "n_x"):
-        if isinstance(o[name], bool) or int(o[name]) != o[name] or o[name] < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {o[name]!r}")
-    if o["chunk"] is not None and (int(o["chunk"]) != o["chunk"] or o["chunk"] < 1):
-        raise ConfigError(f"chunk must be a positive integer, got {o['chunk']!r}")
-    if int(o["seed"]) != o["seed"] or o["seed"] < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {o['seed']!r}")
+    for name in ("m", "n_x") + (("chunk",) if o["chunk"] is not None else ()):
+        check_int(name, o[name])
+    check_int("seed", o["seed"], minimum=0)
     if not math.isfinite(o["w_norm"]) or o["w_norm"] < 0:
         raise ConfigError(f"w_norm must be a non-negative number, got {o['w_norm']!r}")

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, DivergedError
+from ._errors import ConfigError, DivergedError, check_int
 from ._progress import Progress
 from .batches import DEFAULT_BUFFER_BYTES, BatchStream, Cursor, check_batching
 from .checkpoint import load_model, save_model
@@ -174,14 +174,12 @@ def _opened(source_or_path: ChunkSource | str | os.PathLike, spec: Model) -> Ite
 def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
     if cfg["dtype"] not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {cfg['dtype']!r}")
-    if int(cfg["epochs"]) != cfg["epochs"] or cfg["epochs"] < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {cfg['epochs']!r}")
+    check_int("epochs", cfg["epochs"])
     check_batching(cfg["batch_size"], cfg["shuffle"])
     if cfg["batch_size"] > source.m:
         raise ConfigError(f"batch_size {cfg['batch_size']} is larger than m={source.m}; "
                           f"use {source.m} for batch gradient descent")
-    if isinstance(cfg["seed"], bool) or int(cfg["seed"]) != cfg["seed"] or cfg["seed"] < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
+    check_int("seed", cfg["seed"], minimum=0)
     return dict(cfg)
 
 

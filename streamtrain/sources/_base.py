@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import ConfigError, DataError
+from .._errors import DataError, check_int
 
 __all__ = ["ChunkSource", "DataError", "default_chunk_size"]
 
@@ -32,8 +32,7 @@ def default_chunk_size(n_x: int, itemsize: int) -> int:
 
 def bounds_from_chunk_size(m: int, chunk: int) -> tuple[tuple[int, int], ...]:
     """Sample ranges of a regular chunk grid along the sample axis."""
-    if chunk <= 0:
-        raise ConfigError(f"chunk size must be a positive integer, got {chunk!r}")
+    check_int("chunk size", chunk)
     return tuple((s, min(s + chunk, m)) for s in range(0, m, chunk))
 
 

@@ -18,7 +18,7 @@ class ArraySource(ChunkSource):
         X, Y = np.asarray(X), np.asarray(Y)
         self._validate(X.shape, X.dtype, Y.shape, Y.dtype)
         self._X, self._Y = X, Y
-        chunk = chunk_size or default_chunk_size(self.n_x, self.dtype.itemsize)
+        chunk = default_chunk_size(self.n_x, self.dtype.itemsize) if chunk_size is None else chunk_size
         self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
