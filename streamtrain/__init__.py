@@ -9,10 +9,11 @@
 from ._errors import ConfigError, DataError, DivergedError, UserError
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
+from .full_batch import FullBatch, evaluate, loss_and_grad
 from .models import get_model, logistic_loss_and_grad
 from .sources import ArraySource, ChunkSource, open_source
 from .synthetic import make_data
-from .train import FitResult, evaluate, fit, load
+from .train import FitResult, fit, load
 
 __all__ = [
     "ArraySource",
@@ -23,12 +24,14 @@ __all__ = [
     "DataError",
     "DivergedError",
     "FitResult",
+    "FullBatch",
     "UserError",
     "evaluate",
     "fit",
     "get_model",
     "load",
     "load_model",
+    "loss_and_grad",
     "logistic_loss_and_grad",
     "make_data",
     "open_source",

@@ -1,7 +1,9 @@
 """The training loop: stream mini-batches, take gradient steps, record what happened.
 
-``batch_size = m`` is batch gradient descent (one step per epoch), ``batch_size = 1`` is
-stochastic gradient descent, anything between is mini-batch gradient descent.
+``batch_size = 1`` is stochastic gradient descent, anything up to m is mini-batch gradient
+descent, and ``batch_size = m`` is batch gradient descent from streamed batches. ``"full"``
+takes the same steps from the exact full-batch path (``full_batch.py``), which can run on
+Dask, and ``optimizer="lbfgs"`` minimises the same J with L-BFGS on exact gradients.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -22,13 +24,16 @@ from ._errors import ConfigError, DivergedError, check_int
 from ._progress import Progress
 from .batches import DEFAULT_BUFFER_BYTES, BatchStream, Cursor, check_batching
 from .checkpoint import load_model, save_model
-from .models import Model, Params, check_params, get_model
+from .full_batch import FullBatch, check_scheduler, exact_record, lbfgs
+from .models import Model, Params, batch_objective, check_data, check_params, get_model, norm
 from .optim import Optimizer, sgd
-from .sources import ChunkSource, open_source
+from .sources import ChunkSource, opened
 
-__all__ = ["FitResult", "evaluate", "fit", "load"]
+__all__ = ["FitResult", "fit", "load"]
 
 DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "lbfgs")
+DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, LBFGS_MAX_ITER = 256, 5, 100
 
 
 @dataclass
@@ -70,115 +75,143 @@ def fit(
     source_or_path: ChunkSource | str | os.PathLike,
     *,
     model: str = "logistic",
-    batch_size: int = 256,
-    epochs: int = 5,
+    batch_size: int | str | None = None,
+    epochs: int | None = None,
     lr: float = 0.1,
+    optimizer: str = "sgd",
+    l2: float = 0.0,
     shuffle: str = "chunks",
     seed: int = 0,
     dtype: str = "float32",
     init: Params | str | os.PathLike | None = None,
+    eval_exact_every: int | None = None,
+    scheduler: str | None = None,
     prefetch: int = 2,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     progress: bool | None = None,
     metrics: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` by streaming mini-batches from a store (path) or a ``ChunkSource``.
+    """Train ``model`` on a store (path) or a ``ChunkSource`` by minimising J (see ``streamtrain.models``).
 
-    ``init`` warm-starts from a params dict or a model file. ``progress`` draws a progress
-    line on stderr (default: only when stderr is a terminal). ``metrics`` appends one JSON
-    line per epoch to that file, and ``on_epoch`` is called with the same record.
+    ``batch_size`` is B samples per step (default 256), or ``"full"`` for true batch gradient
+    descent: one exact full-batch step per epoch, computed by ``scheduler`` (see
+    ``streamtrain.full_batch``). ``optimizer="lbfgs"`` minimises J with L-BFGS on exact
+    full-batch gradients (needs scipy). ``epochs`` defaults to 5, or for L-BFGS to a cap of
+    100 iterations. ``l2`` is λ in J's penalty (λ/2m) Σ ‖W‖².
+
+    ``eval_exact_every=N`` adds the exact J, ‖∇J‖ and accuracy over the whole store to the
+    record of every N-th epoch and of the last one. ``init`` warm-starts from a params dict
+    or a model file. ``progress`` draws a progress line on stderr (default: only when stderr
+    is a terminal). ``metrics`` appends one JSON line per epoch to that file, and
+    ``on_epoch`` is called with the same record.
     """
     spec = get_model(model)
-    with _opened(source_or_path, spec) as source:
-        config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, shuffle=shuffle,
-                               seed=seed, dtype=dtype, prefetch=prefetch, buffer_bytes=buffer_bytes)
+    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
+        check_data(spec, source)
+        config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, optimizer=optimizer,
+                               l2=l2, shuffle=shuffle, seed=seed, dtype=dtype,
+                               eval_exact_every=eval_exact_every, scheduler=scheduler, prefetch=prefetch,
+                               buffer_bytes=buffer_bytes)
         params = _initial_params(spec, source, init, np.dtype(dtype), seed)
-        opt = sgd(lr)
-        state = opt.init(params)
-        show = sys.stderr.isatty() if progress is None else progress
         history: list[dict[str, Any]] = []
-        for epoch in range(epochs):
-            stream = BatchStream(source, batch_size, Cursor(seed, epoch), shuffle=shuffle, dtype=dtype,
-                                 prefetch=prefetch, buffer_bytes=buffer_bytes)
-            bar = Progress(f"epoch {epoch + 1}/{epochs}", source.m, enabled=show)
-            params, state, record = _run_epoch(spec, opt, params, state, stream, bar)
-            record = {"epoch": epoch + 1, **record}
+
+        def emit(record: dict[str, Any]) -> None:
             history.append(record)
             if metrics is not None:
                 _append_jsonl(metrics, record)
             if on_epoch is not None:
                 on_epoch(record)
+
+        show = sys.stderr.isatty() if progress is None else progress
+        needs_exact = config["batch_size"] == "full" or eval_exact_every is not None
+        with FullBatch(source, spec, scheduler=scheduler) if needs_exact else nullcontext() as exact:
+            if optimizer == "lbfgs":
+                params = lbfgs(exact, params, l2=l2, max_iter=config["epochs"], callback=emit)
+            else:
+                params = _descend(spec, source, params, config, exact, emit, show)
         return FitResult(params, history, spec.name, config, source.fingerprint())
 
 
+def _descend(spec: Model, source: ChunkSource, params: Params, config: dict[str, Any],
+             exact: FullBatch | None, emit: Callable[[dict[str, Any]], None], show: bool) -> Params:
+    """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
+    opt = sgd(config["lr"])
+    state = opt.init(params)
+    epochs, every, l2 = config["epochs"], config["eval_exact_every"], config["l2"]
+    for epoch in range(epochs):
+        if config["batch_size"] == "full":
+            params, state, record = _full_step(exact, opt, params, state, l2)
+        else:
+            stream = BatchStream(source, config["batch_size"], Cursor(config["seed"], epoch),
+                                 shuffle=config["shuffle"], dtype=config["dtype"], prefetch=config["prefetch"],
+                                 buffer_bytes=config["buffer_bytes"])
+            bar = Progress(f"epoch {epoch + 1}/{epochs}", source.m, enabled=show)
+            params, state, record = _run_epoch(spec, opt, params, state, stream, bar, l2=l2)
+            if every is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+                record.update(exact_record(exact, params, l2))
+        emit({"epoch": epoch + 1, **record})
+    return params
+
+
 def _run_epoch(spec: Model, opt: Optimizer, params: Params, state: NamedTuple, stream: BatchStream,
-               bar: Progress) -> tuple[Params, NamedTuple, dict[str, Any]]:
+               bar: Progress, *, l2: float) -> tuple[Params, NamedTuple, dict[str, Any]]:
     """One pass of gradient steps over ``stream``; returns the new params, state and a record."""
-    t0, loss_sum, seen = time.perf_counter(), 0.0, 0
+    t0, loss_sum, correct, seen, m = time.perf_counter(), 0.0, 0, 0, stream.source.m
     for t, (X, Y, _) in enumerate(stream):
         with np.errstate(invalid="ignore"):  # NaN data is reported below, once, as an error
-            loss, grads = spec.loss_and_grad(params, X, Y)
+            loss, grads, n_correct = batch_objective(spec, params, X, Y, l2=l2, m=m)
         if not math.isfinite(loss):
             raise DivergedError(
                 f"loss is {loss} at epoch {stream.cursor.epoch + 1}, batch {t + 1}: the data holds "
                 f"NaN/inf or the learning rate is too large"
             )
         params, state = opt.update(grads, state, params)
-        loss_sum, seen = loss_sum + loss * X.shape[1], seen + X.shape[1]
+        loss_sum, correct, seen = loss_sum + loss * X.shape[1], correct + n_correct, seen + X.shape[1]
         bar.update(seen, loss_sum / seen)
     bar.close()
     seconds = time.perf_counter() - t0
-    return params, state, {"loss": loss_sum / seen, "samples": seen, "steps": t + 1, "seconds": seconds,
-                           "samples_per_s": seen / seconds, "io_wait_s": stream.io_wait_s}
+    return params, state, {"loss": loss_sum / seen, "accuracy": correct / seen, "samples": seen,
+                           "steps": t + 1, "seconds": seconds, "samples_per_s": seen / seconds,
+                           "io_wait_s": stream.io_wait_s}
 
 
-def evaluate(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
-             model: str = "logistic") -> dict[str, float]:
-    """Exact mean loss and accuracy of ``params`` over a whole store, one chunk at a time.
-
-    Sums accumulate in float64, so the result does not depend on the chunking.
-    """
-    spec = get_model(model)
-    with _opened(source_or_path, spec) as source:
-        check_params(spec, params, source.n_x, source.k)
-        dtype = next(iter(params.values())).dtype
-        loss_sum, correct = 0.0, 0
-        for a, b in source.chunk_bounds:
-            X, Y = (np.asarray(v, dtype=dtype) for v in source.read(a, b))
-            loss, _ = spec.loss_and_grad(params, X, Y)
-            loss_sum += loss * (b - a)
-            correct += int(((spec.predict_proba(params, X) >= 0.5) == (Y == 1)).sum())
-        return {"loss": loss_sum / source.m, "accuracy": correct / source.m, "m": source.m}
-
-
-@contextmanager
-def _opened(source_or_path: ChunkSource | str | os.PathLike, spec: Model) -> Iterator[ChunkSource]:
-    """The source to read, checked against the model; closed afterwards if opened here."""
-    if isinstance(source_or_path, ChunkSource):
-        source, owned = source_or_path, False
-    else:
-        source, owned = open_source(source_or_path, binary_labels=spec.binary_labels), True
-    try:
-        if spec.k is not None and source.k != spec.k:
-            raise ConfigError(
-                f"{source.name}/{source.y_name} has {source.k} rows; the {spec.name} model needs "
-                f"Y shaped ({spec.k}, m)"
-            )
-        yield source
-    finally:
-        if owned:
-            source.close()
+def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTuple,
+               l2: float) -> tuple[Params, NamedTuple, dict[str, Any]]:
+    """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
+    t0 = time.perf_counter()
+    loss, grads = exact.loss_and_grad(params, l2=l2)
+    if not math.isfinite(loss):
+        raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
+    params, state = opt.update({k: g.astype(params[k].dtype) for k, g in grads.items()}, state, params)
+    seconds, m = time.perf_counter() - t0, exact.source.m
+    return params, state, {"loss": loss, "grad_norm": norm(grads), "samples": m, "steps": 1,
+                           "seconds": seconds, "samples_per_s": m / seconds}
 
 
 def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
     if cfg["dtype"] not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {cfg['dtype']!r}")
+    if cfg["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg["epochs"] is None:
+        cfg["epochs"] = LBFGS_MAX_ITER if cfg["optimizer"] == "lbfgs" else DEFAULT_EPOCHS
     check_int("epochs", cfg["epochs"])
-    check_batching(cfg["batch_size"], cfg["shuffle"])
-    if cfg["batch_size"] > source.m:
-        raise ConfigError(f"batch_size {cfg['batch_size']} is larger than m={source.m}; "
-                          f"use {source.m} for batch gradient descent")
+    B = cfg["batch_size"]
+    if B is None:
+        B = cfg["batch_size"] = "full" if cfg["optimizer"] == "lbfgs" else DEFAULT_BATCH_SIZE
+    if B != "full":
+        if cfg["optimizer"] == "lbfgs":
+            raise ConfigError("L-BFGS takes exact full-batch steps: leave batch_size unset or use 'full'")
+        check_batching(B, cfg["shuffle"])
+        if B > source.m:
+            raise ConfigError(f"batch_size {B} is larger than m={source.m}; use {source.m} or 'full' "
+                              f"for batch gradient descent")
+    if not (isinstance(cfg["l2"], (int, float)) and math.isfinite(cfg["l2"]) and cfg["l2"] >= 0):
+        raise ConfigError(f"l2 must be a number >= 0, got {cfg['l2']!r}")
+    if cfg["eval_exact_every"] is not None:
+        check_int("eval_exact_every", cfg["eval_exact_every"])
+    check_scheduler(cfg["scheduler"])
     check_int("seed", cfg["seed"], minimum=0)
     return dict(cfg)
 

@@ -1,6 +1,7 @@
 """The training loop against hand-written gradient descent on in-memory arrays."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -33,6 +34,57 @@ def test_batch_size_m_is_one_hand_written_batch_gd_step():
     np.testing.assert_allclose(result.params["W1"], init["W1"] - 0.3 * dW, rtol=1e-12)
     np.testing.assert_allclose(result.params["b1"], init["b1"] - 0.3 * db, rtol=1e-12)
     assert result.history[0]["steps"] == 1
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler):
+    X, Y = _arrays()
+    m, lam, lr = X.shape[1], 3.0, 0.4
+    expected = _random_params(X.shape[0])
+    result = streamtrain.fit(ArraySource(X, Y, chunk_size=128), batch_size="full", epochs=3, lr=lr, l2=lam,
+                             dtype="float64", init=expected, scheduler=scheduler)
+    for epoch in range(3):
+        W, b = expected["W1"], expected["b1"]
+        A = 1 / (1 + np.exp(-(W @ X + b)))
+        J = -np.mean(Y * np.log(A) + (1 - Y) * np.log(1 - A)) + lam / (2 * m) * np.sum(W**2)
+        dW = (A - Y) @ X.T / m + lam / m * W
+        db = np.sum(A - Y, axis=1, keepdims=True) / m
+        record = result.history[epoch]
+        assert record["loss"] == pytest.approx(J, rel=1e-12)
+        assert record["grad_norm"] == pytest.approx(np.sqrt(np.sum(dW**2) + np.sum(db**2)), rel=1e-10)
+        expected = {"W1": W - lr * dW, "b1": b - lr * db}
+    for k in expected:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
+    assert result.config["batch_size"] == "full"
+
+
+def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m():
+    X, Y = _arrays(m=90)
+    B, lr, lam, m = 30, 0.2, 5.0, 90
+    expected = _random_params(X.shape[0])
+    for t in range(0, m, B):
+        Xb, Yb = X[:, t:t + B], Y[:, t:t + B]
+        A = 1 / (1 + np.exp(-(expected["W1"] @ Xb + expected["b1"])))
+        dW = (A - Yb) @ Xb.T / B + lam / m * expected["W1"]
+        db = np.sum(A - Yb, axis=1, keepdims=True) / B
+        expected = {"W1": expected["W1"] - lr * dW, "b1": expected["b1"] - lr * db}
+    result = streamtrain.fit(ArraySource(X, Y, chunk_size=64), batch_size=B, epochs=1, lr=lr, l2=lam,
+                             shuffle="none", dtype="float64", init=_random_params(X.shape[0]))
+    for k in expected:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
+
+
+def test_eval_exact_every_adds_the_exact_objective_every_n_epochs_and_at_the_end():
+    X, Y = _arrays()
+    src = ArraySource(X, Y, chunk_size=100)
+    result = streamtrain.fit(src, batch_size=50, epochs=5, lr=0.3, l2=1.0, dtype="float64",
+                             eval_exact_every=2, scheduler="sync")
+    assert [("exact_loss" in h) for h in result.history] == [False, True, False, True, True]
+    last = result.history[-1]
+    loss, grads = streamtrain.loss_and_grad(src, result.params, l2=1.0, scheduler="sync")
+    assert last["exact_loss"] == pytest.approx(loss, rel=1e-12)
+    assert last["exact_grad_norm"] == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads.values())))
+    assert last["exact_accuracy"] == streamtrain.evaluate(src, result.params, scheduler="sync")["accuracy"]
 
 
 def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batch():
@@ -126,6 +178,7 @@ def test_history_metrics_file_and_callback(tmp_path):
     assert lines == result.history == seen
     assert [h["epoch"] for h in lines] == [1, 2, 3]
     assert all(h["samples"] == X.shape[1] and h["samples_per_s"] > 0 for h in lines)
+    assert all(0 <= h["accuracy"] <= 1 for h in lines)
 
 
 def test_dtypes():
@@ -163,6 +216,13 @@ def test_non_finite_data_stops_training_with_a_clear_error():
     (dict(dtype="float16"), "dtype"),
     (dict(seed=-3), "seed"),
     (dict(model="svm"), "unknown model"),
+    (dict(batch_size="half"), "batch_size"),
+    (dict(optimizer="adamw"), "unknown optimizer"),
+    (dict(optimizer="lbfgs", batch_size=32), "L-BFGS takes exact full-batch steps"),
+    (dict(l2=-1.0), "l2 must be"),
+    (dict(l2=float("nan")), "l2 must be"),
+    (dict(eval_exact_every=0), "eval_exact_every"),
+    (dict(scheduler="processes"), "unknown scheduler"),
     (dict(init={"W1": np.zeros((1, 4)), "b1": np.zeros((1, 1))}), "expected shapes"),
 ])
 def test_bad_options_are_config_errors(options, message):
@@ -185,3 +245,14 @@ def test_progress_line_only_on_request(capsys):
     assert "\repoch 2/2 [" in err and "100.0%" in err and err.endswith("\r\033[K")
     streamtrain.fit(ArraySource(X, Y), epochs=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("module, options, message", [
+    ("scipy.optimize", dict(optimizer="lbfgs", scheduler="sync"), r"pip install 'streamtrain\[lbfgs\]'"),
+    ("distributed", dict(batch_size="full", scheduler="local"), r"pip install 'streamtrain\[distributed\]'"),
+])
+def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, module, options, message):
+    monkeypatch.setitem(sys.modules, module, None)  # makes "import module" raise ImportError
+    X, Y = _arrays()
+    with pytest.raises(ConfigError, match=message):
+        streamtrain.fit(ArraySource(X, Y), epochs=1, **options)

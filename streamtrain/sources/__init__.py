@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ._base import ChunkSource, DataError, default_chunk_size
 from ._memory import ArraySource
 
-__all__ = ["ArraySource", "ChunkSource", "DataError", "default_chunk_size", "open_source"]
+__all__ = ["ArraySource", "ChunkSource", "DataError", "default_chunk_size", "open_source", "opened"]
 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
@@ -32,6 +34,16 @@ def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y",
 
         return ZarrSource(path, x=x, y=y, binary_labels=binary_labels)
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
+
+
+@contextmanager
+def opened(source_or_path: ChunkSource | str | os.PathLike, *, binary_labels: bool = True) -> Iterator[ChunkSource]:
+    """The source itself, or the store at a path opened here and closed afterwards."""
+    if isinstance(source_or_path, ChunkSource):
+        yield source_or_path
+        return
+    with open_source(source_or_path, binary_labels=binary_labels) as source:
+        yield source
 
 
 def _is_hdf5(path: str) -> bool:

@@ -11,6 +11,7 @@ of it, so no backend ever does random I/O or loads a whole array.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,9 @@ def bounds_from_chunk_size(m: int, chunk: int) -> tuple[tuple[int, int], ...]:
 class ChunkSource:
     """Base class: validation and label checks shared by every backend.
 
-    Subclasses set ``name`` (for messages), call ``_validate`` once with the two array
-    shapes and dtypes, set ``chunk_bounds``, and implement ``_read(start, stop)``.
+    Subclasses set ``name`` (for messages), keep the two stored arrays in ``_X``, ``_Y``
+    (anything sliceable: zarr, h5py, numpy), call ``_validate`` once with their shapes and
+    dtypes, and set ``chunk_bounds``.
     """
 
     name: str
@@ -100,23 +102,27 @@ class ChunkSource:
         return X, Y
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        X, Y = self.arrays()
+        return X[:, start:stop], Y[:, start:stop]
 
     def _check_binary(self, Y: np.ndarray, start: int) -> None:
-        bad = ~((Y == 0) | (Y == 1))
-        if bad.any():
-            col = int(np.argmax(bad.any(axis=0)))
-            value = Y[:, col][bad[:, col]][0].item()
-            chunk = self.chunk_of(start + col)
-            raise DataError(
-                f"{self.name}/{self.y_name}: label {value!r} at sample {start + col} "
-                f"(chunk {chunk}) is outside {{0, 1}}"
-            )
+        check_binary_labels(Y, start, f"{self.name}/{self.y_name}", self.chunk_starts)
+
+    def arrays(self) -> tuple[Any, Any]:
+        """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
+
+        Reading them directly skips the label check: callers run ``check_binary_labels``.
+        """
+        return self._X, self._Y
+
+    @cached_property
+    def chunk_starts(self) -> np.ndarray:
+        """First sample of each chunk, shape (n_chunks,)."""
+        return np.fromiter((b[0] for b in self.chunk_bounds), dtype=np.int64, count=self.n_chunks)
 
     def chunk_of(self, sample: int) -> int:
         """Index of the chunk that holds ``sample``."""
-        starts = np.fromiter((b[0] for b in self.chunk_bounds), dtype=np.int64)
-        return int(np.searchsorted(starts, sample, side="right") - 1)
+        return _chunk_of(self.chunk_starts, sample)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data, for model files and checkpoints."""
@@ -151,6 +157,20 @@ class ChunkSource:
             f"<{type(self).__name__} {self.name!r} n_x={self.n_x} k={self.k} m={self.m} "
             f"dtype={self.dtype} chunks={self.n_chunks}>"
         )
+
+
+def check_binary_labels(Y: np.ndarray, start: int, where: str, chunk_starts: np.ndarray) -> None:
+    """Raise DataError naming the first label of ``Y`` (columns from ``start``) outside {0, 1}."""
+    bad = ~((Y == 0) | (Y == 1))
+    if bad.any():
+        col = int(np.argmax(bad.any(axis=0)))
+        value = Y[:, col][bad[:, col]][0].item()
+        raise DataError(f"{where}: label {value!r} at sample {start + col} "
+                        f"(chunk {_chunk_of(chunk_starts, start + col)}) is outside {{0, 1}}")
+
+
+def _chunk_of(chunk_starts: np.ndarray, sample: int) -> int:
+    return int(np.searchsorted(chunk_starts, sample, side="right") - 1)
 
 
 def missing_chunks_error(where: str, first: tuple[int, int], n_missing: int, hint: str = "") -> DataError:

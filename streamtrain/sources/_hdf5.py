@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import h5py
-import numpy as np
 
 from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size, missing_chunks_error
 
@@ -64,8 +63,6 @@ class HDF5Source(ChunkSource):
                 if (r0, c0) not in written:
                     raise missing_chunks_error(where, (c0, min(c0 + cc, cols)), n_expected - n_written)
 
-    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._X[:, start:stop], self._Y[:, start:stop]
 
     def close(self) -> None:
         self._file.close()

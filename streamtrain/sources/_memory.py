@@ -20,6 +20,3 @@ class ArraySource(ChunkSource):
         self._X, self._Y = X, Y
         chunk = default_chunk_size(self.n_x, self.dtype.itemsize) if chunk_size is None else chunk_size
         self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
-
-    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._X[:, start:stop], self._Y[:, start:stop]

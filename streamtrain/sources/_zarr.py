@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import zarr
 from zarr.core.sync import sync  # to list a store's keys, only when chunks are missing
 
@@ -57,9 +56,6 @@ class ZarrSource(ChunkSource):
                 if arr.metadata.encode_chunk_key((i, j)) not in written:
                     first = (j * grid[1], min((j + 1) * grid[1], arr.shape[1]))
                     raise missing_chunks_error(f"{self.name}/{key}", first, n_missing, _SKIPPED_HINT)
-
-    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._X[:, start:stop], self._Y[:, start:stop]
 
 
 async def _list_keys(store, prefix: str) -> set[str]:
