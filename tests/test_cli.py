@@ -119,6 +119,9 @@ def test_bad_data_is_one_line_and_exit_1(capsys, tmp_path, case):
     (["--lr", "0"], ["learning rate"]),
     (["--epochs", "0"], ["epochs"]),
     (["--out", "/nonexistent-dir/m.npz"], ["/nonexistent-dir"]),
+    (["--scheduler", "bogus", "--batch-size", "full"], ["unknown scheduler 'bogus'"]),
+    (["--optimizer", "lbfgs", "--batch-size", "64"], ["L-BFGS takes exact full-batch steps"]),
+    (["--l2", "-1"], ["l2 must be"]),
 ])
 def test_bad_fit_options_are_one_line_and_exit_1(capsys, store, argv, fragments):
     code, _, err = run(capsys, "fit", store, *argv)
@@ -143,7 +146,9 @@ def test_make_data_errors(capsys, store):
 
 
 @pytest.mark.parametrize("argv", [[], ["fit"], ["fit", "d", "--shuffle", "random"], ["fit", "d", "--epochs", "x"],
-                                  ["make-data"], ["frobnicate"]])
+                                  ["make-data"], ["frobnicate"], ["fit", "d", "--batch-size", "half"],
+                                  ["evaluate", "m.npz"], ["compare", "d"], ["compare", "d", "--model", "m.npz",
+                                                                            "--batch-size", "x"]])
 def test_usage_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -152,7 +157,8 @@ def test_usage_errors_exit_2(capsys, argv):
 
 def test_help_is_fast_and_does_not_import_dask_or_the_backends():
     code = ("import sys\nfrom streamtrain.cli import main\n"
-            "for argv in (['--help'], ['fit', '--help'], ['make-data', '--help']):\n"
+            "for argv in (['--help'], ['fit', '--help'], ['make-data', '--help'], ['evaluate', '--help'],\n"
+            "             ['compare', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
             "heavy = [m for m in ('dask', 'zarr', 'h5py') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
@@ -173,3 +179,75 @@ def test_fit_without_a_terminal_prints_no_progress_line(tmp_path, store):
                            "--out", str(tmp_path / "m.npz")], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == ""
     assert json.loads(json.dumps(streamtrain.load(tmp_path / "m.npz").history))[0]["epoch"] == 1
+
+
+def test_fit_batch_size_full_and_lbfgs_reach_the_library(capsys, store, tmp_path):
+    code, out, err = run(capsys, "fit", store, "--batch-size", "full", "--epochs", 2, "--lr", 1, "--l2", 0.5,
+                         "--scheduler", "sync", "--dtype", "float64", "--out", tmp_path / "gd.npz")
+    assert code == 0, err
+    lib = streamtrain.fit(store, batch_size="full", epochs=2, lr=1.0, l2=0.5, dtype="float64")
+    np.testing.assert_allclose(streamtrain.load(tmp_path / "gd.npz").params["W1"], lib.params["W1"], rtol=1e-12)
+    assert out.count("(exact) |grad|") == 2
+    code, out, err = run(capsys, "fit", store, "--optimizer", "lbfgs", "--l2", 0.5, "--scheduler", "sync",
+                         "--out", tmp_path / "lbfgs.npz")
+    assert code == 0, err
+    assert "converged:" in out.splitlines()[-3]
+    lbfgs = streamtrain.load(tmp_path / "lbfgs.npz")
+    assert lbfgs.config["optimizer"] == "lbfgs" and lbfgs.config["batch_size"] == "full"
+    assert lbfgs.history[-1]["converged"] and lbfgs.history[-1]["loss"] < lib.history[-1]["loss"]
+
+
+def test_fit_eval_exact_every_prints_the_exact_loss(capsys, store, tmp_path):
+    code, out, err = run(capsys, "fit", store, "--epochs", 2, "--eval-exact-every", 1, "--scheduler", "sync",
+                         "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if "| exact loss" in line]) == 2
+
+
+def test_evaluate_prints_the_exact_loss_and_accuracy(capsys, store, tmp_path):
+    model = streamtrain.fit(store, epochs=1)
+    model.save(tmp_path / "m.npz")
+    expected = streamtrain.evaluate(store, model.params, scheduler="sync")
+    code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", store, "--json", "--scheduler", "sync")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-12) and got["m"] == 3000
+    assert got["accuracy"] == expected["accuracy"]
+    code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", store)
+    assert code == 0, err
+    assert f"loss {expected['loss']:.6f}" in out and "3,000 samples" in out
+
+
+def test_evaluate_errors_are_one_line(capsys, store, tmp_path):
+    code, _, err = run(capsys, "evaluate", tmp_path / "none.npz", store)
+    assert_one_line_error(code, err, "none.npz")
+    streamtrain.make_data(tmp_path / "wide.zarr", m=100, n_x=7, seed=0)
+    streamtrain.fit(tmp_path / "wide.zarr", batch_size=10, epochs=1).save(tmp_path / "wide.npz")
+    code, _, err = run(capsys, "evaluate", tmp_path / "wide.npz", store)
+    assert_one_line_error(code, err, "expected shapes", "W1(1, 4)", "W1(1, 7)")
+
+
+def test_compare_json_and_table(capsys, store, tmp_path):
+    streamtrain.fit(store, epochs=1, batch_size=100, l2=2.0).save(tmp_path / "m.npz")
+    code, out, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--batch-size", 10, 3000,
+                         "--batches", 5, "--json", "--scheduler", "sync")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["l2"] == 2.0 and report["m"] == 3000  # the model's own l2 by default
+    assert [row["batch_size"] for row in report["batch_sizes"]] == [10, 3000]
+    full = report["batch_sizes"][1]
+    assert full["batches"] == 1 and full["cosine_mean"] == pytest.approx(1, abs=1e-12)
+    assert full["rel_error_mean"] < 1e-12
+    assert report["advice"] and report["noise_scale"] > 0
+    code, out, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--l2", 0, "--batches", 2)
+    assert code == 0, err
+    assert "B_noise" in out and "cos mean" in out and "l2 0.0" in out
+    assert out.count("\n") > 10
+
+
+def test_compare_errors_are_one_line(capsys, store, tmp_path):
+    streamtrain.fit(store, epochs=1).save(tmp_path / "m.npz")
+    code, _, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--batch-size", 0)
+    assert_one_line_error(code, err, "batch_size")
+    code, _, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--scheduler", "tcp//x")
+    assert_one_line_error(code, err, "unknown scheduler")

@@ -1,0 +1,126 @@
+"""How good are mini-batch gradients at given params? Compared with the exact full-batch one.
+
+For every requested batch size B, a sample of the mini-batches training would see (same
+shuffle mode and seed) is compared with the exact gradient ∇J: the cosine between the two
+and the relative error ‖g_B − ∇J‖ / ‖∇J‖.
+
+The exact pass also gives the gradient-noise statistics of McCandlish et al. (2018), "An
+Empirical Model of Large-Batch Training":
+
+    tr(Σ)    = (1/m) Σ_i ‖g_i − ḡ‖²      variance of the per-sample gradients g_i
+    B_noise  = tr(Σ) / ‖∇J‖²             the "simple noise scale"
+
+Well below B_noise a step is mostly noise and a larger batch saves steps almost in
+proportion; well above it a larger batch barely saves steps, so its extra samples are
+wasted. For batches drawn at random the expected relative error is
+sqrt(tr(Σ) / B · (m − B) / (m − 1)) / ‖∇J‖; a measured error well above that means the
+store's sample order is not random.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from contextlib import closing
+from typing import Any
+
+import numpy as np
+
+from .batches import BatchStream, Cursor, check_batching
+from .full_batch import FullBatch, check_scheduler
+from .models import Params, batch_objective, check_data, check_params, get_model, norm, objective
+from .sources import ChunkSource, opened
+
+__all__ = ["DEFAULT_BATCH_SIZES", "compare"]
+
+DEFAULT_BATCH_SIZES = (16, 64, 256, 1024, 4096, 16384, 65536)
+NOISY_ORDER = 1.5  # measured / random-sampling error above this: the store order is not random
+
+
+def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, model: str = "logistic",
+            batch_sizes: tuple[int, ...] | list[int] | None = None, batches: int = 32, l2: float = 0.0,
+            shuffle: str = "chunks", seed: int = 0, scheduler: str | None = None) -> dict[str, Any]:
+    """Exact J, ‖∇J‖ and noise scale at ``params``, and per batch size how mini-batch gradients compare.
+
+    ``batches`` mini-batches of each size are drawn as epoch 0 of training with this
+    ``shuffle`` and ``seed`` would draw them (only whole batches of B samples). Returns a
+    JSON-ready dict; ``advice`` holds plain-language conclusions.
+    """
+    spec = get_model(model)
+    check_scheduler(scheduler)
+    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
+        check_data(spec, source)
+        check_params(spec, params, source.n_x, source.k)
+        m = source.m
+        sizes = sorted({min(B, m) for B in (batch_sizes or DEFAULT_BATCH_SIZES)})
+        for B in sizes:
+            check_batching(B, shuffle)
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+        t0 = time.perf_counter()
+        with FullBatch(source, spec, scheduler=scheduler) as exact:
+            totals = exact.totals(params, sample_norms=True)
+        exact_s = time.perf_counter() - t0
+        loss, grad = objective(params, totals, l2=l2)
+        g_norm = norm(grad)
+        # Σ‖g_i − ḡ‖²/m = Σ‖g_i‖²/m − ‖ḡ‖², over the data term only: the L2 term is the
+        # same for every sample and adds no noise.
+        trace = max(0.0, totals.grad_sq / m - norm(totals.grads) ** 2 / m**2)
+        b_noise = trace / g_norm**2 if g_norm > 0 else math.inf
+        rows = [_batch_row(source, spec, params, grad, B, batches, l2, shuffle, seed, trace) for B in sizes]
+    report = {"data": source.name, "m": m, "model": spec.name, "l2": l2, "shuffle": shuffle, "seed": seed,
+              "loss": loss, "grad_norm": g_norm, "trace_cov": trace, "noise_scale": b_noise,
+              "suggested_batch_size": _suggest(b_noise, m), "exact_seconds": exact_s,
+              "scheduler": check_scheduler(scheduler), "batch_sizes": rows}
+    report["advice"] = advice(report)
+    return report
+
+
+def _batch_row(source: ChunkSource, spec: Any, params: Params, grad: Params, B: int, batches: int,
+               l2: float, shuffle: str, seed: int, trace: float) -> dict[str, Any]:
+    """Cosine and relative error of the first ``batches`` whole mini-batches of size B."""
+    m, g_norm = source.m, norm(grad)
+    stream = BatchStream(source, B, Cursor(seed, 0), shuffle=shuffle, dtype=np.float64)
+    cosines, errors = [], []
+    with closing(iter(stream)) as it:
+        for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), batches):
+            _, g, _ = batch_objective(spec, params, X, Y, l2=l2, m=m)
+            dot = sum(float(np.vdot(g[k], grad[k])) for k in grad)
+            cosines.append(dot / (norm(g) * g_norm) if norm(g) * g_norm > 0 else 1.0)
+            errors.append(norm({k: g[k] - grad[k] for k in grad}) / g_norm if g_norm > 0 else 0.0)
+    fpc = (m - B) / (m - 1) if m > 1 else 0.0  # sampling without replacement from m samples
+    iid = math.sqrt(trace / B * fpc) / g_norm if g_norm > 0 else math.inf
+    return {"batch_size": B, "batches": len(errors), "cosine_mean": float(np.mean(cosines)),
+            "cosine_min": float(np.min(cosines)), "rel_error_mean": float(np.mean(errors)),
+            "rel_error_rms": math.sqrt(float(np.mean(np.square(errors)))), "rel_error_random": iid}
+
+
+def _suggest(b_noise: float, m: int) -> int:
+    """A power of two near B_noise, within [1, m]."""
+    if not math.isfinite(b_noise) or b_noise >= m:
+        return m
+    return int(min(m, max(1, 2 ** round(math.log2(max(b_noise, 1.0))))))
+
+
+def advice(report: dict[str, Any]) -> list[str]:
+    """Plain-language conclusions from a ``compare`` report."""
+    b_noise, m, out = report["noise_scale"], report["m"], []
+    if b_noise >= m:
+        out.append(f"B_noise ({b_noise:,.0f}) is larger than the data (m = {m:,}): the exact gradient is small "
+                   f"next to the per-sample noise, as near an optimum. Mini-batch steps mostly add noise here: "
+                   f"decay the learning rate, use large batches, or finish with full-batch L-BFGS "
+                   f"(--optimizer lbfgs).")
+    else:
+        out.append(f"B_noise is about {b_noise:,.0f}: batches much smaller take steps that are mostly noise "
+                   f"(a larger batch saves steps almost in proportion); much larger ones barely save steps, "
+                   f"so their extra samples are wasted. Suggested batch size at these params: "
+                   f"{report['suggested_batch_size']:,} (B_noise grows as training converges).")
+    for row in report["batch_sizes"]:
+        B, measured, random = row["batch_size"], row["rel_error_rms"], row["rel_error_random"]
+        if B < m and random > 0 and measured > NOISY_ORDER * random:
+            out.append(f"At B = {B:,} the mini-batch gradients are {measured / random:.1f}x noisier than random "
+                       f"samples of the same size would be: the store's sample order is not random. Train with "
+                       f"--shuffle buffer, or shuffle the store once.")
+            break
+    return out
