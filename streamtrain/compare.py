@@ -54,9 +54,9 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
         check_data(spec, source)
         check_params(spec, params, source.n_x, source.k)
         m = source.m
-        sizes = sorted({min(B, m) for B in (batch_sizes or DEFAULT_BATCH_SIZES)})
-        for B in sizes:
+        for B in batch_sizes or ():
             check_batching(B, shuffle)
+        sizes = sorted({int(min(B, m)) for B in (batch_sizes or DEFAULT_BATCH_SIZES)})
         params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         t0 = time.perf_counter()
         with FullBatch(source, spec, scheduler=scheduler) as exact:
@@ -100,7 +100,7 @@ def _suggest(b_noise: float, m: int) -> int:
     """A power of two near B_noise, within [1, m]."""
     if not math.isfinite(b_noise) or b_noise >= m:
         return m
-    return int(min(m, max(1, 2 ** round(math.log2(max(b_noise, 1.0))))))
+    return int(min(m, 2 ** math.floor(math.log2(max(b_noise, 1.0)) + 0.5)))
 
 
 def advice(report: dict[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError, DivergedError
+from ._errors import ConfigError, DataError, DivergedError
 from .models import Model, Params, Totals, add_totals, check_data, check_params, get_model, norm, objective
 from .sources import ChunkSource, opened
 from .sources._base import check_binary_labels
@@ -73,11 +73,10 @@ class FullBatch:
         task = functools.partial(_chunk_totals, self.model.totals, params64, check, grad=grad,
                                  sample_norms=sample_norms)
         if self.scheduler == "sync":
-            # source.read checks the labels itself.
-            parts = (task(*self.source.read(a, b), None) for a, b in self.source.chunk_bounds)
+            parts = (task(*self.source.read(a, b), a) for a, b in self.source.chunk_bounds)
         else:
             parts = self._dask_map(task)
-        total = functools.reduce(add_totals, parts)
+        total = functools.reduce(add_totals, map(_raise_errors, parts))
         self.passes += 1
         return total
 
@@ -182,15 +181,26 @@ def _float64(params: Params) -> Params:
     return {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
 
 
+def _raise_errors(part: Totals | DataError) -> Totals:
+    # Tasks return a bad chunk's error instead of raising it, so that the error raised here
+    # is the first bad chunk's (in chunk order), not the one a Dask worker happened to meet first.
+    if isinstance(part, DataError):
+        raise part
+    return part
+
+
 def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[str, np.ndarray] | None,
-                  X: np.ndarray, Y: np.ndarray, start: int | None, **kw: bool) -> Totals:
-    """One chunk's sums, in float64. Runs wherever the scheduler puts it (maybe another process).
+                  X: np.ndarray, Y: np.ndarray, start: int, **kw: bool) -> Totals | DataError:
+    """One chunk's sums in float64, or its DataError. Runs wherever the scheduler puts it.
 
     The chunk is cast to float64 in column blocks of about CAST_BYTES, which stay in the CPU
     cache: casting a whole chunk at once doubles its memory traffic and the pass gets slower.
     """
-    if check is not None and start is not None:
-        check_binary_labels(Y, start, *check)
+    if check is not None:
+        try:
+            check_binary_labels(Y, start, *check)
+        except DataError as e:
+            return e
     width = max(1, CAST_BYTES // (8 * X.shape[0]))
     parts = (totals(params, np.asarray(X[:, s:s + width], dtype=np.float64),
                     np.asarray(Y[:, s:s + width], dtype=np.float64), **kw) for s in range(0, X.shape[1], width))

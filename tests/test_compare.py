@@ -1,0 +1,259 @@
+"""compare(): mini-batch gradients against the exact one, and the gradient-noise statistics.
+
+The noise statistics are checked against a brute-force loop over single samples, the
+batch rows against the mini-batch API over the same stream, and the "order is not random"
+advice against a store sorted by label.
+
+Conventions: X (n_x, m) float64, Y (1, m) of 0/1, params {"W1": (1, n_x), "b1": (1, 1)}.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, FullBatch, get_model
+from streamtrain.compare import _suggest, advice, compare
+from streamtrain.full_batch import lbfgs, loss_and_grad
+from streamtrain.models import batch_objective, logistic_totals
+
+LOGISTIC = get_model("logistic")
+
+
+def _arrays(m=1000, n_x=4, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, m))
+    w = rng.standard_normal((1, n_x))
+    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X + 0.3)))).astype(np.float64)
+    return X, Y
+
+
+def _params(n_x, seed=2):
+    rng = np.random.default_rng(seed)
+    return {"W1": rng.standard_normal((1, n_x)), "b1": rng.standard_normal((1, 1))}
+
+
+def _flat(g):
+    return np.concatenate([np.ravel(g[k]) for k in ("W1", "b1")])
+
+
+# -- 1. B = m is the exact gradient ----------------------------------------------------------------
+
+@pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
+@pytest.mark.parametrize("l2", [0.0, 3.0])
+def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2):
+    X, Y = _arrays(m=1000)
+    report = compare(ArraySource(X, Y, chunk_size=64), _params(4), batch_sizes=[16, 1000], batches=8,
+                     l2=l2, shuffle=shuffle, scheduler="sync")
+    row = report["batch_sizes"][-1]
+    assert row["batch_size"] == 1000 and row["batches"] == 1
+    assert abs(row["cosine_mean"] - 1) <= 1e-12 and abs(row["cosine_min"] - 1) <= 1e-12
+    assert row["rel_error_mean"] <= 1e-12 and row["rel_error_rms"] <= 1e-12
+    assert row["rel_error_random"] == 0.0
+    small = report["batch_sizes"][0]  # a batch of 16 is not the exact gradient: the check above can fail
+    assert small["rel_error_mean"] > 0.05 and small["cosine_mean"] < 1 - 1e-6
+
+
+# -- 2. Noise statistics against a per-sample loop -------------------------------------------------
+
+@pytest.mark.parametrize("l2", [0.0, 2.0])
+def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
+    X, Y = _arrays(m=300, n_x=3)
+    params = _params(3)
+    source = ArraySource(X, Y, chunk_size=64)
+    report = compare(source, params, batch_sizes=[32], batches=4, l2=l2, scheduler="sync")
+
+    # Reference: one gradient per sample, one call each; the L2 term is the same for every
+    # sample, so it shifts all g_i alike and leaves their spread unchanged.
+    per_sample = np.array([_flat(logistic_totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads)
+                           for i in range(X.shape[1])])
+    mean = per_sample.mean(axis=0)
+    trace = float(np.sum((per_sample - mean) ** 2) / X.shape[1])
+    loss, grad = loss_and_grad(source, params, l2=l2, scheduler="sync")
+    grad_norm = float(np.linalg.norm(_flat(grad)))
+
+    assert report["trace_cov"] == pytest.approx(trace, rel=1e-10)
+    assert report["loss"] == pytest.approx(loss, rel=1e-12)
+    assert report["grad_norm"] == pytest.approx(grad_norm, rel=1e-12)
+    assert report["noise_scale"] == pytest.approx(trace / grad_norm ** 2, rel=1e-10)
+    assert report["m"] == 300 and report["l2"] == l2
+
+
+def test_l2_changes_the_noise_scale_only_through_the_gradient_norm():
+    X, Y = _arrays(m=500)
+    source = ArraySource(X, Y, chunk_size=100)
+    params = _params(4)
+    plain = compare(source, params, batch_sizes=[50], batches=2, scheduler="sync")
+    penalised = compare(source, params, batch_sizes=[50], batches=2, l2=40.0, scheduler="sync")
+    assert penalised["trace_cov"] == pytest.approx(plain["trace_cov"], rel=1e-12)
+    assert penalised["grad_norm"] != pytest.approx(plain["grad_norm"], rel=1e-3)
+    assert penalised["noise_scale"] * penalised["grad_norm"] ** 2 == pytest.approx(
+        plain["noise_scale"] * plain["grad_norm"] ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("scheduler", ["threads", None])
+def test_dask_gives_the_same_report_as_sync(scheduler):
+    X, Y = _arrays(m=1000)
+    source = ArraySource(X, Y, chunk_size=128)
+    a = compare(source, _params(4), batch_sizes=[10, 100], batches=5, l2=1.0, scheduler="sync")
+    b = compare(source, _params(4), batch_sizes=[10, 100], batches=5, l2=1.0, scheduler=scheduler)
+    assert b["scheduler"] == "threads"
+    for key in ("loss", "grad_norm", "trace_cov", "noise_scale"):
+        assert b[key] == pytest.approx(a[key], rel=1e-12)
+    assert b["batch_sizes"] == a["batch_sizes"]  # the rows come from the same stream
+
+
+# -- 3. Measured vs random-sampling error ----------------------------------------------------------
+
+def test_shuffled_data_matches_the_random_sampling_error():
+    X, Y = _arrays(m=8000, n_x=4)
+    report = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[20], batches=400,
+                     shuffle="buffer", scheduler="sync")
+    row = report["batch_sizes"][0]
+    assert row["batches"] == 400
+    assert row["rel_error_rms"] == pytest.approx(row["rel_error_random"], rel=0.15)
+    assert not any("not random" in line for line in report["advice"])
+
+
+def test_store_sorted_by_label_is_reported_as_not_random():
+    X, Y = _arrays(m=8000, n_x=4)
+    order = np.argsort(Y[0], kind="stable")
+    sorted_source = ArraySource(X[:, order], Y[:, order], chunk_size=100)
+    report = compare(sorted_source, _params(4), batch_sizes=[100], batches=60, shuffle="chunks",
+                     scheduler="sync")
+    row = report["batch_sizes"][0]
+    # Same data, same params, shuffled: what random batches of 100 would give.
+    shuffled = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[100], batches=60,
+                       shuffle="buffer", scheduler="sync")["batch_sizes"][0]
+    assert row["rel_error_random"] == pytest.approx(shuffled["rel_error_random"], rel=1e-10)
+    assert shuffled["rel_error_rms"] < 1.3 * shuffled["rel_error_random"]
+    assert row["rel_error_rms"] > 3 * row["rel_error_random"]
+    notes = [line for line in report["advice"] if "not random" in line]
+    assert len(notes) == 1 and "B = 100" in notes[0] and "--shuffle buffer" in notes[0]
+
+
+# -- 4. Suggested batch size and advice ------------------------------------------------------------
+
+def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale():
+    X, Y = _arrays(m=4000)
+    report = compare(ArraySource(X, Y, chunk_size=500), _params(4), batch_sizes=[64], batches=2,
+                     scheduler="sync")
+    b_noise, suggested = report["noise_scale"], report["suggested_batch_size"]
+    assert 1 < b_noise < 4000
+    assert suggested & (suggested - 1) == 0  # a power of two
+    assert abs(math.log2(suggested) - math.log2(b_noise)) <= 0.5
+    assert f"Suggested batch size at these params: {suggested:,}" in report["advice"][0]
+    assert "lbfgs" not in report["advice"][0]
+
+
+@pytest.mark.parametrize("b_noise, m, expected", [
+    (0.3, 1000, 1),        # below one sample
+    (1.0, 1000, 1),
+    (10.33, 1000, 8),      # log2 = 3.37
+    (12.0, 1000, 16),      # log2 = 3.58
+    (700.0, 1000, 512),    # log2 = 9.45
+    (800.0, 1000, 1000),   # nearest power 1024 is past m
+    (1000.0, 1000, 1000),
+    (1e9, 1000, 1000),
+    (math.inf, 1000, 1000),
+])
+def test_suggest_rounds_in_log_scale_and_stays_within_m(b_noise, m, expected):
+    assert _suggest(b_noise, m) == expected
+
+
+def test_near_the_optimum_the_noise_scale_exceeds_m_and_the_advice_is_lbfgs():
+    pytest.importorskip("scipy")
+    X, Y = _arrays(m=1000, n_x=3)
+    source = ArraySource(X, Y, chunk_size=100)
+    with FullBatch(source, LOGISTIC, scheduler="sync") as fb:
+        optimum = lbfgs(fb, _params(3), l2=1.0, max_iter=100)
+    report = compare(source, optimum, batch_sizes=[50, 1000], batches=3, l2=1.0, scheduler="sync")
+    assert report["grad_norm"] < 1e-6
+    assert report["noise_scale"] >= report["m"]
+    assert report["suggested_batch_size"] == 1000
+    assert "lbfgs" in report["advice"][0] and "larger than the data" in report["advice"][0]
+
+
+def test_advice_uses_only_the_report_fields():
+    # The threshold: 1.5x the random-sampling error, and never for B = m.
+    def report(rows, b_noise=10.0, m=100):
+        return {"noise_scale": b_noise, "m": m, "suggested_batch_size": _suggest(b_noise, m),
+                "batch_sizes": [{"batch_size": B, "rel_error_rms": e, "rel_error_random": r} for B, e, r in rows]}
+
+    assert len(advice(report([(10, 1.4, 1.0)]))) == 1
+    assert "1.6x noisier" in advice(report([(10, 1.6, 1.0)]))[1]
+    assert len(advice(report([(100, 5.0, 1e-9)]))) == 1
+    assert "--optimizer lbfgs" in advice(report([], b_noise=math.inf))[0]
+
+
+# -- 5. Row fields and batch counts ----------------------------------------------------------------
+
+def test_report_and_row_fields_and_types():
+    X, Y = _arrays(m=1000)
+    report = compare(ArraySource(X, Y, chunk_size=64), _params(4), batch_sizes=[2000, 30, 1000], batches=100,
+                     l2=0.5, seed=3, shuffle="buffer", scheduler="sync")
+    json.dumps(report)  # JSON-ready
+    for key, kind in {"data": str, "m": int, "model": str, "l2": float, "shuffle": str, "seed": int,
+                      "loss": float, "grad_norm": float, "trace_cov": float, "noise_scale": float,
+                      "suggested_batch_size": int, "exact_seconds": float, "scheduler": str,
+                      "batch_sizes": list, "advice": list}.items():
+        assert isinstance(report[key], kind), key
+    assert report["exact_seconds"] >= 0 and all(isinstance(a, str) for a in report["advice"])
+    # 2000 > m is clipped to m, and the duplicate dropped; rows are sorted by batch size.
+    assert [r["batch_size"] for r in report["batch_sizes"]] == [30, 1000]
+    for row in report["batch_sizes"]:
+        assert set(row) == {"batch_size", "batches", "cosine_mean", "cosine_min", "rel_error_mean",
+                            "rel_error_rms", "rel_error_random"}
+        assert isinstance(row["batch_size"], int) and isinstance(row["batches"], int)
+        assert all(isinstance(row[k], float) for k in row if k not in ("batch_size", "batches"))
+        assert -1 <= row["cosine_min"] <= row["cosine_mean"] <= 1 + 1e-12
+        assert 0 <= row["rel_error_mean"] <= row["rel_error_rms"] + 1e-15  # mean <= root mean square
+    # 1000 = 33 * 30 + 10: only the 33 whole batches count, though 100 were asked for.
+    assert report["batch_sizes"][0]["batches"] == 33
+
+
+@pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
+@pytest.mark.parametrize("B, asked, expected", [(30, 100, 33), (30, 5, 5), (25, 40, 40), (25, 41, 40)])
+def test_rows_are_the_first_whole_batches_training_would_draw(shuffle, B, asked, expected):
+    X, Y = _arrays(m=1000)
+    source, params, l2 = ArraySource(X, Y, chunk_size=64), _params(4), 0.5
+    row = compare(source, params, batch_sizes=[B], batches=asked, l2=l2, shuffle=shuffle, seed=9,
+                  scheduler="sync")["batch_sizes"][0]
+    assert row["batches"] == expected
+    # The same batches through the mini-batch API, as epoch 0 of fit(shuffle=..., seed=9).
+    _, exact = loss_and_grad(source, params, l2=l2, scheduler="sync")
+    exact = _flat(exact)
+    errors, cosines = [], []
+    for X_b, Y_b, _ in BatchStream(source, B, Cursor(9, 0), shuffle=shuffle, dtype=np.float64):
+        if X_b.shape[1] == B and len(errors) < asked:
+            g = _flat(batch_objective(LOGISTIC, params, X_b, Y_b, l2=l2, m=1000)[1])
+            errors.append(np.linalg.norm(g - exact) / np.linalg.norm(exact))
+            cosines.append(g @ exact / (np.linalg.norm(g) * np.linalg.norm(exact)))
+    assert len(errors) == expected
+    assert row["rel_error_mean"] == pytest.approx(np.mean(errors), rel=1e-10)
+    assert row["rel_error_rms"] == pytest.approx(np.sqrt(np.mean(np.square(errors))), rel=1e-10)
+    assert row["cosine_mean"] == pytest.approx(np.mean(cosines), rel=1e-10)
+    assert row["cosine_min"] == pytest.approx(np.min(cosines), rel=1e-10)
+
+
+# -- 6. Bad options --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    (dict(batch_sizes=[0]), "batch_size"),
+    (dict(batch_sizes=[64, -5]), "batch_size"),
+    (dict(batch_sizes=[2.5]), "batch_size"),
+    (dict(shuffle="random"), "shuffle"),
+    (dict(scheduler="processes"), "unknown scheduler"),
+    (dict(model="svm"), "unknown model"),
+])
+def test_bad_options_are_config_errors(options, message):
+    X, Y = _arrays(m=200)
+    with pytest.raises(ConfigError, match=message):
+        compare(ArraySource(X, Y), _params(4), **options)
+
+
+def test_params_of_the_wrong_shape_are_a_config_error():
+    X, Y = _arrays(m=200)
+    with pytest.raises(ConfigError, match="expected shapes"):
+        compare(ArraySource(X, Y), _params(3))
