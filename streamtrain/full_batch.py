@@ -86,13 +86,14 @@ class FullBatch:
         return objective(params, self.totals(params), l2=l2)
 
     def _dask_map(self, task: Callable[..., Totals]) -> Iterable[Totals]:
-        import dask
+        import dask.array as da
 
         X, Y = self._dask_arrays()
-        run = dask.delayed(task, pure=True)
-        starts = [a for a, _ in self.source.chunk_bounds]
-        parts = [run(x, y, a) for x, y, a in zip(X.to_delayed().ravel(), Y.to_delayed().ravel(), starts)]
-        return dask.compute(*parts, scheduler=self._client or "threads")
+        # One task per chunk: Dask fuses the read of X's and Y's block into it, so a chunk is
+        # read and reduced by the same thread (tested faster than separate read tasks).
+        sums = da.map_blocks(_chunk_totals_block, X, Y, task=task, dtype=object,
+                             chunks=((1,), (1,) * self.source.n_chunks), meta=np.empty((0, 0), dtype=object))
+        return sums.compute(scheduler=self._client or "threads").ravel().tolist()
 
     def _dask_arrays(self) -> tuple[Any, Any]:
         """X and Y as Dask arrays whose blocks are the store's chunks, built on first use."""
@@ -179,6 +180,14 @@ def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
 
 def _float64(params: Params) -> Params:
     return {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+
+
+def _chunk_totals_block(X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals],
+                        block_info: dict | None = None) -> np.ndarray:
+    """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs."""
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = task(X, Y, block_info[0]["array-location"][1][0])  # the block's first sample
+    return out
 
 
 def _raise_errors(part: Totals | DataError) -> Totals:

@@ -322,7 +322,7 @@ def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch):
     loss, grad = loss_and_grad(path, params, l2=0.4, scheduler="local")
     assert _rel(loss, expected[0]) <= 1e-12
     assert _rel(grad, expected[1]) <= 1e-12
-    assert len(made) == 1 and "chunk_totals" in made[0].scheduler.task_prefixes  # the cluster did the work
+    assert len(made) == 1 and "chunk_totals_block" in made[0].scheduler.task_prefixes  # the cluster did the work
     assert made[0].status.name == "closed"  # and was shut down afterwards
 
 
@@ -337,7 +337,7 @@ def test_running_scheduler_address_on_hdf5_and_zarr(zarr_store, hdf5_store, clus
         assert _rel(grad, expected[1]) <= 1e-12, path
         ev = evaluate(path, params, scheduler=cluster.scheduler_address)
         assert ev == pytest.approx(evaluate(path, params, scheduler="sync"), rel=1e-12)
-    assert "chunk_totals" in cluster.scheduler.task_prefixes  # the cluster did the work
+    assert "chunk_totals_block" in cluster.scheduler.task_prefixes  # the cluster did the work
     assert set(cluster.scheduler.clients) == clients_before  # every connection was closed
 
 
