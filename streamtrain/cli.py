@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
     c.add_argument("--model", required=True, metavar="MODEL.npz", help="model file written by fit")
     c.add_argument("--batch-size", type=int, nargs="+", metavar="B",
-                   help="batch sizes to compare (default: 16 64 256 ... 65536, up to m)")
+                   help="batch sizes to compare, besides the model's own (default: 16 64 256 ... 65536, up to m)")
     c.add_argument("--batches", type=int, default=32, metavar="N",
                    help="mini-batches drawn per batch size (default: %(default)s)")
     c.add_argument("--l2", type=float, metavar="LAMBDA", help="L2 penalty of J (default: the model's own)")
@@ -219,9 +219,10 @@ def _compare(args: argparse.Namespace) -> int:
     model = load(args.model)
     l2 = model.config.get("l2", 0.0) if args.l2 is None else args.l2
     with open_source(args.data, x=args.x, y=args.y) as source:
+        trained = model.config.get("batch_size")
         report = compare(source, model.params, model=model.model, batch_sizes=args.batch_size,
                          batches=args.batches, l2=l2, shuffle=args.shuffle, seed=args.seed,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, train_batch_size=trained if isinstance(trained, int) else None)
     print(json.dumps(report) if args.json else _compare_table(report, args.model))
     return 0
 

@@ -41,12 +41,14 @@ NOISY_ORDER = 1.5  # measured / random-sampling error above this: the store orde
 
 def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, model: str = "logistic",
             batch_sizes: tuple[int, ...] | list[int] | None = None, batches: int = 32, l2: float = 0.0,
-            shuffle: str = "chunks", seed: int = 0, scheduler: str | None = None) -> dict[str, Any]:
+            shuffle: str = "chunks", seed: int = 0, scheduler: str | None = None,
+            train_batch_size: int | None = None) -> dict[str, Any]:
     """Exact J, ‖∇J‖ and noise scale at ``params``, and per batch size how mini-batch gradients compare.
 
     ``batches`` mini-batches of each size are drawn as epoch 0 of training with this
     ``shuffle`` and ``seed`` would draw them (only whole batches of B samples). Returns a
-    JSON-ready dict; ``advice`` holds plain-language conclusions.
+    JSON-ready dict; ``advice`` holds plain-language conclusions. ``train_batch_size``, the
+    batch size the params were trained with, is added to the sizes and judged in the advice.
     """
     spec = get_model(model)
     check_scheduler(scheduler)
@@ -54,9 +56,10 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
         check_data(spec, source)
         check_params(spec, params, source.n_x, source.k)
         m = source.m
-        for B in batch_sizes or ():
+        extra = () if train_batch_size is None else (train_batch_size,)
+        for B in (*(batch_sizes or ()), *extra):
             check_batching(B, shuffle)
-        sizes = sorted({int(min(B, m)) for B in (batch_sizes or DEFAULT_BATCH_SIZES)})
+        sizes = sorted({int(min(B, m)) for B in (*(batch_sizes or DEFAULT_BATCH_SIZES), *extra)})
         params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
         t0 = time.perf_counter()
         with FullBatch(source, spec, scheduler=scheduler) as exact:
@@ -72,7 +75,7 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
     report = {"data": source.name, "m": m, "model": spec.name, "l2": l2, "shuffle": shuffle, "seed": seed,
               "loss": loss, "grad_norm": g_norm, "trace_cov": trace, "noise_scale": b_noise,
               "suggested_batch_size": _suggest(b_noise, m), "exact_seconds": exact_s,
-              "scheduler": check_scheduler(scheduler), "batch_sizes": rows}
+              "scheduler": check_scheduler(scheduler), "train_batch_size": train_batch_size, "batch_sizes": rows}
     report["advice"] = advice(report)
     return report
 
@@ -116,6 +119,20 @@ def advice(report: dict[str, Any]) -> list[str]:
                    f"(a larger batch saves steps almost in proportion); much larger ones barely save steps, "
                    f"so their extra samples are wasted. Suggested batch size at these params: "
                    f"{report['suggested_batch_size']:,} (B_noise grows as training converges).")
+    trained = next((r for r in report["batch_sizes"] if r["batch_size"] == report.get("train_batch_size")), None)
+    if trained is not None and trained["batch_size"] < m:
+        B, ratio = trained["batch_size"], b_noise / trained["batch_size"]
+        if ratio > 4:
+            out.append(f"These params were trained with B = {B:,}, {ratio:,.0f}x below B_noise: such batches have "
+                       f"a mean cosine of only {trained['cosine_mean']:.2f} with the exact gradient. A larger batch "
+                       f"with a proportionally larger learning rate, or a decaying learning rate, gets closer to "
+                       f"the optimum.")
+        elif ratio < 0.25:
+            out.append(f"These params were trained with B = {B:,}, {1 / ratio:,.0f}x above B_noise: a smaller batch "
+                       f"would take more steps for the same samples and likely train faster.")
+        else:
+            out.append(f"These params were trained with B = {B:,}, near B_noise: a good trade-off between steps "
+                       f"and samples.")
     for row in report["batch_sizes"]:
         B, measured, random = row["batch_size"], row["rel_error_rms"], row["rel_error_random"]
         if B < m and random > 0 and measured > NOISY_ORDER * random:

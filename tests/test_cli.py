@@ -234,8 +234,9 @@ def test_compare_json_and_table(capsys, store, tmp_path):
     assert code == 0, err
     report = json.loads(out)
     assert report["l2"] == 2.0 and report["m"] == 3000  # the model's own l2 by default
-    assert [row["batch_size"] for row in report["batch_sizes"]] == [10, 3000]
-    full = report["batch_sizes"][1]
+    assert [row["batch_size"] for row in report["batch_sizes"]] == [10, 100, 3000]  # 100: the model's own
+    assert any("trained with B = 100" in line for line in report["advice"])
+    full = report["batch_sizes"][2]
     assert full["batches"] == 1 and full["cosine_mean"] == pytest.approx(1, abs=1e-12)
     assert full["rel_error_mean"] < 1e-12
     assert report["advice"] and report["noise_scale"] > 0

@@ -187,6 +187,28 @@ def test_advice_uses_only_the_report_fields():
     assert "--optimizer lbfgs" in advice(report([], b_noise=math.inf))[0]
 
 
+@pytest.mark.parametrize("trained, b_noise, says", [
+    (10, 1000.0, "100x below B_noise"),
+    (1000, 10.0, "100x above B_noise"),
+    (100, 150.0, "near B_noise"),
+])
+def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_noise, says):
+    rows = [{"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5}
+            for B in (10, 100, 1000)]
+    report = {"noise_scale": b_noise, "m": 10_000, "suggested_batch_size": _suggest(b_noise, 10_000),
+              "train_batch_size": trained, "batch_sizes": rows}
+    lines = advice(report)
+    assert len(lines) == 2 and f"trained with B = {trained:,}" in lines[1] and says in lines[1]
+
+
+def test_the_training_batch_size_is_added_to_the_rows():
+    X, Y = _arrays()
+    report = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[10], batches=3,
+                     scheduler="sync", train_batch_size=37)
+    assert [r["batch_size"] for r in report["batch_sizes"]] == [10, 37]
+    assert any("trained with B = 37" in line for line in report["advice"])
+
+
 # -- 5. Row fields and batch counts ----------------------------------------------------------------
 
 def test_report_and_row_fields_and_types():
