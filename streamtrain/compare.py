@@ -10,9 +10,9 @@ Empirical Model of Large-Batch Training":
     tr(Σ)    = (1/m) Σ_i ‖g_i − ḡ‖²      variance of the per-sample gradients g_i
     B_noise  = tr(Σ) / ‖∇J‖²             the "simple noise scale"
 
-Well below B_noise a step is mostly noise and a larger batch saves steps almost in
-proportion; well above it a larger batch barely saves steps, so its extra samples are
-wasted. For batches drawn at random the expected relative error is
+To reach a given loss, batches of size B need about S_min (1 + B_noise / B) steps and
+E_min (1 + B / B_noise) samples: well below B_noise steps are mostly noise but no samples
+are wasted; well above it, samples are wasted. For batches drawn at random the expected relative error is
 sqrt(tr(Σ) / B · (m − B) / (m − 1)) / ‖∇J‖; a measured error well above that means the
 store's sample order is not random.
 """
@@ -115,24 +115,24 @@ def advice(report: dict[str, Any]) -> list[str]:
                    f"decay the learning rate, use large batches, or finish with full-batch L-BFGS "
                    f"(--optimizer lbfgs).")
     else:
-        out.append(f"B_noise is about {b_noise:,.0f}: batches much smaller take steps that are mostly noise "
-                   f"(a larger batch saves steps almost in proportion); much larger ones barely save steps, "
-                   f"so their extra samples are wasted. Suggested batch size at these params: "
-                   f"{report['suggested_batch_size']:,} (B_noise grows as training converges).")
+        out.append(f"B_noise is about {b_noise:,.0f}. Batches well below it waste no samples but their steps are "
+                   f"mostly noise; near it, reaching a given loss takes about twice the fewest possible steps and "
+                   f"twice the fewest samples; well above it, samples are wasted. When an epoch's time is mostly "
+                   f"reading, as on one machine, B below B_noise costs nothing extra. Balance point at these "
+                   f"params: B = {report['suggested_batch_size']:,} (B_noise grows as training converges).")
     trained = next((r for r in report["batch_sizes"] if r["batch_size"] == report.get("train_batch_size")), None)
     if trained is not None and trained["batch_size"] < m:
         B, ratio = trained["batch_size"], b_noise / trained["batch_size"]
         if ratio > 4:
-            out.append(f"These params were trained with B = {B:,}, {ratio:,.0f}x below B_noise: such batches have "
-                       f"a mean cosine of only {trained['cosine_mean']:.2f} with the exact gradient. A larger batch "
-                       f"with a proportionally larger learning rate, or a decaying learning rate, gets closer to "
-                       f"the optimum.")
+            out.append(f"These params were trained with B = {B:,}, {ratio:,.0f}x below B_noise: such batches have a "
+                       f"mean cosine of only {trained['cosine_mean']:.2f} with the exact gradient, so training settles "
+                       f"at a noise floor set by the learning rate. To get closer to the optimum, lower the learning "
+                       f"rate for the last epochs or raise B at the same rate (--init continues from this model).")
         elif ratio < 0.25:
             out.append(f"These params were trained with B = {B:,}, {1 / ratio:,.0f}x above B_noise: a smaller batch "
-                       f"would take more steps for the same samples and likely train faster.")
+                       f"would reach the same loss from fewer samples.")
         else:
-            out.append(f"These params were trained with B = {B:,}, near B_noise: a good trade-off between steps "
-                       f"and samples.")
+            out.append(f"These params were trained with B = {B:,}, near B_noise: a balance of steps and samples.")
     for row in report["batch_sizes"]:
         B, measured, random = row["batch_size"], row["rel_error_rms"], row["rel_error_random"]
         if B < m and random > 0 and measured > NOISY_ORDER * random:

@@ -143,7 +143,7 @@ def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale():
     assert 1 < b_noise < 4000
     assert suggested & (suggested - 1) == 0  # a power of two
     assert abs(math.log2(suggested) - math.log2(b_noise)) <= 0.5
-    assert f"Suggested batch size at these params: {suggested:,}" in report["advice"][0]
+    assert f"Balance point at these params: B = {suggested:,}" in report["advice"][0]
     assert "lbfgs" not in report["advice"][0]
 
 
