@@ -9,6 +9,7 @@
 from ._errors import ConfigError, DataError, DivergedError, UserError
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
+from .compare import compare
 from .full_batch import FullBatch, evaluate, loss_and_grad
 from .models import get_model, logistic_loss_and_grad
 from .sources import ArraySource, ChunkSource, open_source
@@ -26,6 +27,7 @@ __all__ = [
     "FitResult",
     "FullBatch",
     "UserError",
+    "compare",
     "evaluate",
     "fit",
     "get_model",
