@@ -24,6 +24,20 @@ def random_xy(n_x: int = 3, m: int = 103, seed: int = 0, dtype=np.float32) -> tu
     return X, Y
 
 
+def _numeric_grad(loss, params: dict, eps: float = 1e-6) -> dict:
+    """Central finite differences of ``loss(params) -> float`` for every parameter entry."""
+    out = {}
+    for name, p in params.items():
+        out[name] = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            plus = {k: v.copy() for k, v in params.items()}
+            minus = {k: v.copy() for k, v in params.items()}
+            plus[name][idx] += eps
+            minus[name][idx] -= eps
+            out[name][idx] = (loss(plus) - loss(minus)) / (2 * eps)
+    return out
+
+
 def _chunks(shape: tuple[int, ...], chunk: int) -> tuple[int, ...]:
     # HDF5 rejects a chunk longer than the axis; clip it (only malformed test data is that short).
     return tuple(shape[:-1]) + (max(1, min(chunk, shape[-1])),)
@@ -90,3 +104,9 @@ def hdf5_store(tmp_path):
     """``hdf5_store(X, Y, chunk, **kw) -> path`` of a fresh HDF5 file under tmp_path."""
     names = (tmp_path / f"data{i}.h5" for i in itertools.count())
     return lambda X, Y, chunk, **kw: write_hdf5(next(names), X, Y, chunk, **kw)
+
+
+@pytest.fixture
+def numeric_grad():
+    """``numeric_grad(loss, params)``: central finite differences of ``loss(params) -> float``."""
+    return _numeric_grad
