@@ -8,8 +8,13 @@ Measures, on the same store and batch size:
           after a first pass that warms the page cache
   epoch   `streamtrain fit --epochs 1` in a child process: epoch seconds and its peak RSS
   loss    the fitted model's exact full-data loss next to the store's Bayes loss
-Timings are the best of --repeat runs. Prints a table and one JSON line (for records). Targets (see the foundation issue): peak RSS
-well under 300 MB, epoch time close to the read time, loss within ~0.002 of the Bayes loss.
+  exact   one exact full-batch loss + gradient at the fitted model: the plain numpy loop
+          (scheduler "sync") and Dask's threaded scheduler, run alternately, and how far each
+          is from a float64 reference (per-chunk logistic_loss_and_grad, weighted by size)
+Timings are the best of --repeat runs. Prints a table and one JSON line (for records).
+Targets: peak RSS well under 300 MB, epoch time close to the read time, loss within ~0.002
+of the Bayes loss (foundation issue); exact pass on threads <= 1.1 x the numpy loop, both
+within 1e-6 of the reference (full-batch issue).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 import streamtrain
 from streamtrain.batches import BatchStream, Cursor
@@ -52,8 +59,10 @@ def main() -> None:
         model = os.path.join(tmp, "model.npz")
         fits = [fit_in_child(data, model, args) for _ in range(args.repeat)]
         result.update(min(fits, key=lambda f: f["epoch_s"]))
-        full = streamtrain.evaluate(source, streamtrain.load(model).params)
+        params = streamtrain.load(model).params
+        full = streamtrain.evaluate(source, params)
         result["full_loss"], result["bayes_loss"] = full["loss"], source.attrs.get("bayes_loss")
+        result.update(exact_passes(source, params, args.repeat))
     report(result)
 
 
@@ -63,6 +72,37 @@ def read_pass(source: streamtrain.ChunkSource, batch_size: int, shuffle: str) ->
     for _ in BatchStream(source, batch_size, Cursor(0, 0), shuffle=shuffle):
         pass
     return time.perf_counter() - t0
+
+
+def exact_passes(source: streamtrain.ChunkSource, params: dict, repeat: int) -> dict:
+    """Best seconds of the exact loss + gradient per scheduler, and each one's relative error."""
+    ref_loss, ref_grad = reference_loss_and_grad(source, params)
+    ref_g = np.concatenate([ref_grad[k].ravel() for k in ref_grad])
+    out: dict = {}
+    for _ in range(repeat):
+        for scheduler in ("sync", "threads"):
+            with streamtrain.FullBatch(source, streamtrain.get_model("logistic"), scheduler=scheduler) as exact:
+                t0 = time.perf_counter()
+                loss, grads = exact.loss_and_grad(params)
+                seconds = time.perf_counter() - t0
+            out[f"exact_{scheduler}_s"] = min(seconds, out.get(f"exact_{scheduler}_s", seconds))
+            g = np.concatenate([grads[k].ravel() for k in ref_grad])
+            out[f"exact_{scheduler}_loss_rel"] = abs(loss - ref_loss) / abs(ref_loss)
+            out[f"exact_{scheduler}_grad_rel"] = float(np.linalg.norm(g - ref_g) / np.linalg.norm(ref_g))
+    return out
+
+
+def reference_loss_and_grad(source: streamtrain.ChunkSource, params: dict) -> tuple[float, dict]:
+    """Float64 reference: whole chunks cast to float64, the per-batch API, weighted by chunk size."""
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    loss, grads = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
+    for a, b in source.chunk_bounds:
+        X, Y = (np.asarray(v, np.float64) for v in source.read(a, b))
+        chunk_loss, chunk_grads = streamtrain.logistic_loss_and_grad(params, X, Y)
+        loss += chunk_loss * (b - a) / source.m
+        for k in grads:
+            grads[k] += chunk_grads[k] * (b - a) / source.m
+    return loss, grads
 
 
 def fit_in_child(data: str, model: str, args: argparse.Namespace) -> dict:
@@ -100,6 +140,10 @@ def report(r: dict) -> None:
                   f"({r['samples_per_s']:,.0f} samples/s, waiting on reads {r['io_wait_s']:.2f} s)"),
         ("fit process", f"{r['fit_wall_s']:.2f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB"),
         ("full-data loss", f"{r['full_loss']:.5f} (Bayes {r['bayes_loss']:.5f}, gap {gap:+.5f})"),
+        ("exact, numpy", f"{r['exact_sync_s']:.2f} s (loss rel. err {r['exact_sync_loss_rel']:.1e}, "
+                         f"gradient {r['exact_sync_grad_rel']:.1e})"),
+        ("exact, dask", f"{r['exact_threads_s']:.2f} s = {r['exact_threads_s'] / r['exact_sync_s']:.2f} x numpy "
+                        f"(loss rel. err {r['exact_threads_loss_rel']:.1e}, gradient {r['exact_threads_grad_rel']:.1e})"),
     ]
     print(f"m={r['m']:,} n_x={r['n_x']} B={r['batch_size']} shuffle={r['shuffle']}")
     for name, value in rows:
