@@ -82,8 +82,15 @@ class FullBatch:
 
     def loss_and_grad(self, params: Params, *, l2: float = 0.0) -> tuple[float, Params]:
         """Exact J and ∇J (float64) over the whole store, in one pass."""
+        loss, grads, _ = self.objective_with_totals(params, l2=l2)
+        return loss, grads
+
+    def objective_with_totals(self, params: Params, *, l2: float = 0.0) -> tuple[float, Params, Totals]:
+        """Exact J, ∇J and the sums they come from (for the accuracy), in one pass."""
         params = _float64(params)  # the L2 term too is computed in float64
-        return objective(params, self.totals(params), l2=l2)
+        totals = self.totals(params)
+        loss, grads = objective(params, totals, l2=l2)
+        return loss, grads, totals
 
     def _dask_map(self, task: Callable[..., Totals]) -> Iterable[Totals]:
         import dask.array as da
@@ -123,9 +130,7 @@ class FullBatch:
 
 def exact_record(exact: FullBatch, params: Params, l2: float) -> dict[str, float]:
     """Exact J, ‖∇J‖ and accuracy over the whole store (one pass), for a training record."""
-    params = _float64(params)
-    totals = exact.totals(params)
-    loss, grads = objective(params, totals, l2=l2)
+    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
     return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": totals.correct / totals.count}
 
 

@@ -180,13 +180,13 @@ def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTup
                l2: float) -> tuple[Params, NamedTuple, dict[str, Any]]:
     """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
     t0 = time.perf_counter()
-    loss, grads = exact.loss_and_grad(params, l2=l2)
+    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
     if not math.isfinite(loss):
         raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
     params, state = opt.update({k: g.astype(params[k].dtype) for k, g in grads.items()}, state, params)
     seconds, m = time.perf_counter() - t0, exact.source.m
-    return params, state, {"loss": loss, "grad_norm": norm(grads), "samples": m, "steps": 1,
-                           "seconds": seconds, "samples_per_s": m / seconds}
+    return params, state, {"loss": loss, "grad_norm": norm(grads), "accuracy": totals.correct / m, "samples": m,
+                           "steps": 1, "seconds": seconds, "samples_per_s": m / seconds}
 
 
 def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler):
         record = result.history[epoch]
         assert record["loss"] == pytest.approx(J, rel=1e-12)
         assert record["grad_norm"] == pytest.approx(np.sqrt(np.sum(dW**2) + np.sum(db**2)), rel=1e-10)
+        assert record["accuracy"] == np.mean((A >= 0.5) == (Y == 1))
         expected = {"W1": W - lr * dW, "b1": b - lr * db}
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
