@@ -89,8 +89,8 @@ def _batch_row(source: ChunkSource, spec: Any, params: Params, grad: Params, B: 
     with closing(iter(stream)) as it:
         for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), batches):
             _, g, _ = batch_objective(spec, params, X, Y, l2=l2, m=m)
-            dot = sum(float(np.vdot(g[k], grad[k])) for k in grad)
-            cosines.append(dot / (norm(g) * g_norm) if norm(g) * g_norm > 0 else 1.0)
+            dot, scale = sum(float(np.vdot(g[k], grad[k])) for k in grad), norm(g) * g_norm
+            cosines.append(dot / scale if scale > 0 else 1.0)
             errors.append(norm({k: g[k] - grad[k] for k in grad}) / g_norm if g_norm > 0 else 0.0)
     fpc = (m - B) / (m - 1) if m > 1 else 0.0  # sampling without replacement from m samples
     iid = math.sqrt(trace / B * fpc) / g_norm if g_norm > 0 else math.inf
