@@ -1,10 +1,15 @@
-"""Generated logistic-regression data, written chunk by chunk to Zarr or HDF5.
+"""Generated regression data, written chunk by chunk to Zarr or HDF5.
 
-x ~ N(0, I) in R^n_x, y ~ Bernoulli(sigmoid(w_true . x + b_true)) with ||w_true|| = w_norm.
+Conventions: x ~ N(0, I) in R^n_x; the true model is W (r, n_x), b (r, 1), each row of W
+of norm w_norm / sqrt(r) so that ||W||_F = w_norm; Z = W x + b.
+- logistic  r = 1:        y ~ Bernoulli(sigmoid(z)),       Y (1, m) uint8 in {0, 1}
+- softmax   r = classes:  y ~ Categorical(softmax(Z)),     Y (1, m) uint8 class ids 0..classes-1
+- linear    r = outputs:  y = Z + noise * N(0, I),         Y (outputs, m) float32
 Columns are generated in fixed blocks of BLOCK samples, each from its own seeded stream,
-so the same seed gives the same data whatever the format, chunk size or codec. The store's
-attributes record w_true, b_true and the Bayes loss: the mean log-loss of the true model
-on these very samples, the floor a fitted model can approach.
+so the same seed gives the same data whatever the format, chunk size or codec (and the same
+X whatever the task). The store's attributes record the true model and the Bayes loss: the
+mean loss of the true model on these very (stored) samples, the floor a fitted model can
+approach (log-loss, cross-entropy, or 0.5 * ||y - W x - b||^2 per sample).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,39 +29,52 @@ from ._progress import Progress
 from .batches import Prefetcher
 from .sources import default_chunk_size
 
-__all__ = ["CODECS", "FORMATS", "make_data"]
+__all__ = ["CODECS", "FORMATS", "TASKS", "make_data"]
 
 BLOCK = 16384
 FORMATS = ("zarr", "hdf5")
 CODECS = ("none", "zstd", "gzip")
+TASKS = ("logistic", "softmax", "linear")
 # Columns written per call: a multiple of the chunk size, about this many bytes of X.
 SLAB_BYTES = 32 * 2**20
 
 
-def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, format: str = "zarr",
+def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, task: str = "logistic",
+              classes: int = 3, outputs: int = 1, noise: float = 1.0, format: str = "zarr",
               chunk: int | None = None, codec: str = "none", seed: int = 0, w_norm: float = 3.0,
               overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Write a logistic dataset X (n_x, m) float32, Y (1, m) uint8 to ``path``; return its attributes.
+    """Write a dataset X (n_x, m) float32, Y for ``task`` (see the module) to ``path``; return its attributes.
 
-    The store is built under a temporary name and renamed into place when complete, so an
-    interrupted run never leaves a half-written store at ``path``. ``progress`` draws a
-    progress line on stderr (default: only when stderr is a terminal).
+    ``classes`` is read only for task="softmax", ``outputs`` and ``noise`` (the standard
+    deviation of each entry of the noise) only for task="linear"; other tasks ignore them
+    unchecked. The store is built under a temporary name and renamed into place when
+    complete, so an interrupted run never leaves a half-written store at ``path``.
+    ``progress`` draws a progress line on stderr (default: only when stderr is a terminal).
     """
     path = os.fspath(path)
-    _check_options(path, m=m, n_x=n_x, format=format, chunk=chunk, codec=codec, seed=seed,
-                   w_norm=w_norm, overwrite=overwrite)
-    chunk = min(chunk or default_chunk_size(n_x, 4), m)
-    w, b = true_weights(n_x, seed, w_norm)
+    _check_options(path, m=m, n_x=n_x, task=task, classes=classes, outputs=outputs, noise=noise,
+                   format=format, chunk=chunk, codec=codec, seed=seed, w_norm=w_norm, overwrite=overwrite)
+    m, n_x, seed = int(m), int(n_x), int(seed)
+    chunk = min(int(chunk or default_chunk_size(n_x, 4)), m)
+    rows = int({"softmax": classes, "linear": outputs}.get(task, 1))  # of W, b
+    extra: dict[str, Any] = {"softmax": {"classes": rows},
+                             "linear": {"outputs": rows, "noise": float(noise)}}.get(task, {})
+    W, b = true_weights(rows, n_x, seed, w_norm)
+    truth = Truth(task, W, b, float(noise))
+    y_rows, y_dtype = (rows, "float32") if task == "linear" else (1, "uint8")
     tmp = f"{path}.partial-{os.getpid()}"
     write = _write_zarr if format == "zarr" else _write_hdf5
     try:
         bar = Progress(f"writing {os.path.basename(path)}", m,
                        enabled=sys.stderr.isatty() if progress is None else progress)
-        slabs = _shown(_slabs(m, n_x, chunk, seed, w, b), bar)
-        loss_sum = write(tmp, slabs, m=m, n_x=n_x, chunk=chunk, codec=codec)
+        slabs = _shown(_slabs(m, n_x, chunk, seed, truth), bar)
+        loss_sum = write(tmp, slabs, m=m, n_x=n_x, k=y_rows, y_dtype=y_dtype, chunk=chunk, codec=codec)
         bar.close()
-        attrs = {"task": "logistic", "m": m, "n_x": n_x, "seed": seed, "w_norm": w_norm,
-                 "w_true": w.ravel().tolist(), "b_true": b, "bayes_loss": loss_sum / m}
+        # Logistic keeps its original flat w_true and scalar b_true, which older readers expect.
+        w_true, b_true = ((W.ravel().tolist(), float(b[0, 0])) if task == "logistic"
+                          else (W.tolist(), b.ravel().tolist()))
+        attrs = {"task": task, "m": m, "n_x": n_x, **extra, "seed": seed, "w_norm": w_norm,
+                 "w_true": w_true, "b_true": b_true, "bayes_loss": loss_sum / m}
         _set_attrs(tmp, format, attrs)
         if os.path.exists(path):  # only with overwrite=True, checked above
             _remove(path)
@@ -67,29 +85,49 @@ def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, form
     return attrs
 
 
-def true_weights(n_x: int, seed: int, w_norm: float) -> tuple[np.ndarray, float]:
-    """w_true (1, n_x) with norm ``w_norm`` and a small intercept b_true, from the seed."""
+class Truth(NamedTuple):
+    """The true model: W (r, n_x), b (r, 1), and the noise's standard deviation (linear only)."""
+
+    task: str
+    W: np.ndarray
+    b: np.ndarray
+    noise: float
+
+
+def true_weights(rows: int, n_x: int, seed: int, w_norm: float) -> tuple[np.ndarray, np.ndarray]:
+    """W (rows, n_x), each row of norm w_norm / sqrt(rows), and a small intercept b (rows, 1)."""
     rng = np.random.default_rng([seed, 0])
-    w = rng.standard_normal((1, n_x))
-    w *= w_norm / np.linalg.norm(w)
-    return w, float(rng.normal(0.0, 0.5))
+    W = rng.standard_normal((rows, n_x))
+    # Row norms one at a time, as np.linalg.norm(w) always did: the same bits for logistic.
+    norms = np.array([[np.linalg.norm(row)] for row in W])
+    W *= w_norm / (math.sqrt(rows) * norms)
+    return W, rng.normal(0.0, 0.5, (rows, 1))
 
 
-def block(j: int, n_x: int, seed: int, w: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Block j: X (n_x, BLOCK) float32, Y (1, BLOCK) uint8, and the true model's loss per column."""
+def block(j: int, n_x: int, seed: int, truth: Truth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block j: X (n_x, BLOCK) float32, Y (k, BLOCK), and the true model's loss per column (1, BLOCK)."""
     rng = np.random.default_rng([seed, 1, j])
     X = rng.standard_normal((n_x, BLOCK), dtype=np.float32)
-    Z = (w.astype(np.float32) @ X).astype(np.float64) + b
-    Y = rng.random((1, BLOCK)) < 0.5 * (1.0 + np.tanh(0.5 * Z))
-    losses = np.logaddexp(0.0, Z) - Y * Z
-    return X, Y.astype(np.uint8), losses
+    if truth.task == "logistic":  # its original float32 product: old seeds keep their labels
+        Z = (truth.W.astype(np.float32) @ X).astype(np.float64) + truth.b
+        Y = rng.random((1, BLOCK)) < 0.5 * (1.0 + np.tanh(0.5 * Z))
+        return X, Y.astype(np.uint8), np.logaddexp(0.0, Z) - Y * Z
+    Z = truth.W @ X.astype(np.float64) + truth.b  # (r, BLOCK)
+    if truth.task == "softmax":
+        top = Z.max(axis=0, keepdims=True)
+        lse = top + np.log(np.exp(Z - top).sum(axis=0, keepdims=True))  # log sum_c exp(Z_c), (1, BLOCK)
+        cdf = np.cumsum(np.exp(Z - lse), axis=0)
+        y = (cdf[:-1] < rng.random((1, BLOCK))).sum(axis=0, keepdims=True)  # inverse CDF: ids 0..r-1
+        return X, y.astype(np.uint8), lse - np.take_along_axis(Z, y, axis=0)
+    Y = (Z + truth.noise * rng.standard_normal(Z.shape)).astype(np.float32)
+    return X, Y, 0.5 * ((Y - Z) ** 2).sum(axis=0, keepdims=True)  # the noise as stored
 
 
-def _slabs(m: int, n_x: int, chunk: int, seed: int, w: np.ndarray, b: float
+def _slabs(m: int, n_x: int, chunk: int, seed: int, truth: Truth
            ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
     """(start, X, Y, loss_sum) for consecutive slabs of whole chunks covering [0, m)."""
     slab = chunk * max(1, SLAB_BYTES // (4 * n_x * chunk))
-    blocks = Prefetcher((block(j, n_x, seed, w, b) for j in range(-(-m // BLOCK))), depth=2)
+    blocks = Prefetcher((block(j, n_x, seed, truth) for j in range(-(-m // BLOCK))), depth=2)
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     have, start = 0, 0
     try:
@@ -113,7 +151,8 @@ def _shown(slabs: Iterator, bar: Progress) -> Iterator:
         bar.update(slab[0] + slab[1].shape[1])  # after the slab is written
 
 
-def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, codec: str) -> float:
+def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int,
+                codec: str) -> float:
     import zarr
 
     compressors = {"none": None, "zstd": zarr.codecs.ZstdCodec(level=3),
@@ -123,18 +162,19 @@ def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, cod
     config = {"write_empty_chunks": True}
     X = group.create_array("X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32",
                            compressors=compressors, fill_value=0, config=config)
-    Y = group.create_array("Y", shape=(1, m), chunks=(1, chunk), dtype="uint8",
+    Y = group.create_array("Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype,
                            compressors=compressors, fill_value=0, config=config)
     return _write_slabs(X, Y, slabs)
 
 
-def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, chunk: int, codec: str) -> float:
+def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int,
+                codec: str) -> float:
     import h5py
 
     comp = {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4}}[codec]
     with h5py.File(path, "w") as f:
         X = f.create_dataset("X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", **comp)
-        Y = f.create_dataset("Y", shape=(1, m), chunks=(1, chunk), dtype="uint8", **comp)
+        Y = f.create_dataset("Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, **comp)
         return _write_slabs(X, Y, slabs)
 
 
@@ -167,6 +207,8 @@ def _remove(path: str) -> None:
 def _check_options(path: str, **o: Any) -> None:
     if os.path.exists(path) and not o["overwrite"]:
         raise DataError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if o["task"] not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {o['task']!r}")
     if o["format"] not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {o['format']!r}")
     if o["codec"] not in CODECS:
@@ -178,3 +220,11 @@ def _check_options(path: str, **o: Any) -> None:
     check_int("seed", o["seed"], minimum=0)
     if not math.isfinite(o["w_norm"]) or o["w_norm"] < 0:
         raise ConfigError(f"w_norm must be a non-negative number, got {o['w_norm']!r}")
+    if o["task"] == "softmax":
+        check_int("classes", o["classes"])
+        if not 2 <= o["classes"] <= 255:  # class ids are stored as uint8
+            raise ConfigError(f"classes must be an integer from 2 to 255, got {o['classes']!r}")
+    if o["task"] == "linear":
+        check_int("outputs", o["outputs"])
+        if not math.isfinite(o["noise"]) or o["noise"] <= 0:
+            raise ConfigError(f"noise must be a positive number, got {o['noise']!r}")
