@@ -51,16 +51,39 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train a model by streaming mini-batches X{t}, Y{t} from a store; "
                                    "prints one line per epoch and where the model file went.")
     f.add_argument("data", metavar="DATA", help="Zarr group (directory) or HDF5 file with X (n_x, m), Y (1, m)")
-    f.add_argument("--model", default="logistic", choices=["logistic"], help="model (default: %(default)s)")
+    f.add_argument("--model", default="logistic", choices=["logistic", "softmax", "linear", "mlp"],
+                   help="logistic (0/1 labels), softmax (one-hot or class-id labels), linear (real values, "
+                        "squared error), mlp (hidden layers) (default: %(default)s)")
+    f.add_argument("--hidden", type=_sizes, metavar="N,N,...",
+                   help="mlp hidden layer sizes, e.g. 64,32 (default: 64)")
+    f.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid"],
+                   help="mlp hidden activation (default: %(default)s)")
+    f.add_argument("--output", choices=["sigmoid", "softmax", "identity"],
+                   help="mlp output layer (default: from the data: make-data's task, else softmax for "
+                        "labels with several rows, else sigmoid)")
     f.add_argument("--batch-size", type=_batch_size, metavar="B",
                    help="samples per step: 1 = SGD, m = batch gradient descent, 'full' = exact "
                         "full-batch steps through Dask (default: 256; full with --optimizer lbfgs)")
     f.add_argument("--epochs", type=int, metavar="E",
                    help="passes over the data; for lbfgs, the most iterations (default: 5; lbfgs 100)")
     f.add_argument("--lr", type=float, default=0.1, metavar="A", help="learning rate (default: %(default)s)")
-    f.add_argument("--optimizer", default="sgd", choices=["sgd", "lbfgs"],
-                   help="sgd: gradient descent steps of size --lr; lbfgs: L-BFGS on the exact full-batch "
-                        "objective, the reference optimum (needs scipy) (default: %(default)s)")
+    f.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "rmsprop", "adam", "lbfgs"],
+                   help="sgd, momentum, rmsprop, adam: steps of size --lr; lbfgs: L-BFGS on the exact "
+                        "full-batch objective, the reference optimum (needs scipy) (default: %(default)s)")
+    f.add_argument("--beta1", type=float, default=0.9,
+                   help="momentum's and adam's first-moment decay (default: %(default)s)")
+    f.add_argument("--beta2", type=float, default=0.999,
+                   help="rmsprop's and adam's second-moment decay (default: %(default)s)")
+    f.add_argument("--eps", type=float, default=1e-8, help="rmsprop's and adam's epsilon (default: %(default)s)")
+    f.add_argument("--lr-schedule", default="constant", choices=["constant", "inverse-time", "exponential", "step"],
+                   help="constant: A; inverse-time: A/(1 + decay*t); exponential: A*decay^t; step: "
+                        "A*decay^floor(t/step), t counted in epochs or steps (--lr-per) (default: %(default)s)")
+    f.add_argument("--lr-decay", type=float, metavar="D",
+                   help="the schedule's decay (default: 1 for inverse-time, 0.95 exponential, 0.5 step)")
+    f.add_argument("--lr-step", type=int, default=1, metavar="N",
+                   help="step schedule: decay every N epochs or steps (default: %(default)s)")
+    f.add_argument("--lr-per", default="epoch", choices=["epoch", "step"],
+                   help="what t counts in the schedule (default: %(default)s)")
     f.add_argument("--l2", type=float, default=0.0, metavar="LAMBDA",
                    help="L2 penalty: J = mean loss + LAMBDA/(2m) * sum of squared weights (default: %(default)s)")
     f.add_argument("--shuffle", default="chunks", choices=["none", "chunks", "buffer"],
@@ -113,10 +136,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=_compare)
 
-    d = sub.add_parser("make-data", help="write a generated logistic dataset",
-                       description="Write a generated logistic-regression dataset chunk by chunk, with its "
-                                   "true weights and Bayes loss in the store's attributes.")
+    d = sub.add_parser("make-data", help="write a generated dataset",
+                       description="Write a generated dataset chunk by chunk, with its true weights and Bayes "
+                                   "loss (the true model's loss on these samples) in the store's attributes.")
     d.add_argument("out", metavar="OUT", help="store to create (*.zarr directory or *.h5 file)")
+    d.add_argument("--task", default="logistic", choices=["logistic", "softmax", "linear"],
+                   help="logistic: Y (1, m) of 0/1; softmax: Y (1, m) class ids; linear: Y (outputs, m) "
+                        "real values with Gaussian noise (default: %(default)s)")
+    d.add_argument("--classes", type=int, default=3, metavar="K", help="softmax classes (default: %(default)s)")
+    d.add_argument("--outputs", type=int, default=1, metavar="K", help="linear outputs (default: %(default)s)")
+    d.add_argument("--noise", type=float, default=1.0, help="linear noise std (default: %(default)s)")
     d.add_argument("--m", type=int, default=200_000, help="samples (default: %(default)s)")
     d.add_argument("--n-x", type=int, default=100, help="features (default: %(default)s)")
     d.add_argument("--format", choices=["zarr", "hdf5"], help="default: hdf5 for *.h5/*.hdf5, else zarr")
@@ -140,6 +169,13 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'full', got {text!r}") from None
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {text!r}") from None
+
+
 def _add_scheduler(p: argparse.ArgumentParser, extra: str = "") -> None:
     p.add_argument("--scheduler", default="threads", metavar="S",
                    help="where exact full-data passes run: threads, local (a dask.distributed cluster on "
@@ -160,8 +196,11 @@ def _fit(args: argparse.Namespace) -> int:
         out = args.out or _default_model_path(args.data)
         print(f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
               f"({source.format}, {source.dtype}, codec {source.codec})")
-        result = fit(source, model=args.model, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-                     optimizer=args.optimizer, l2=args.l2, shuffle=args.shuffle, seed=args.seed,
+        result = fit(source, model=args.model, hidden=args.hidden, activation=args.activation, output=args.output,
+                     batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
+                     beta1=args.beta1, beta2=args.beta2, eps=args.eps, lr_schedule=args.lr_schedule,
+                     lr_decay=args.lr_decay, lr_step=args.lr_step, lr_per=args.lr_per, l2=args.l2,
+                     shuffle=args.shuffle, seed=args.seed,
                      dtype=args.dtype, init=args.init, eval_exact_every=args.eval_exact_every,
                      scheduler=args.scheduler, prefetch=args.prefetch, buffer_bytes=int(args.buffer_mb * 2**20),
                      progress=args.progress, metrics=args.metrics, on_epoch=_print_epoch)
@@ -201,13 +240,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load(args.model)
     t0 = time.perf_counter()
     with open_source(args.data, x=args.x, y=args.y) as source:
-        result = evaluate(source, model.params, model=model.model, scheduler=args.scheduler)
+        result = evaluate(source, model.params, model=model.spec, scheduler=args.scheduler)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.data}: loss {result['loss']:.6f}  accuracy {result['accuracy']:.4f}  over "
-              f"{result['m']:,} samples ({result['seconds']:.2f} s, {args.scheduler})")
+        accuracy = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+        print(f"{args.data}: loss {result['loss']:.6f}{accuracy}  over {result['m']:,} samples "
+              f"({result['seconds']:.2f} s, {args.scheduler})")
     return 0
 
 
@@ -220,7 +260,7 @@ def _compare(args: argparse.Namespace) -> int:
     l2 = model.config.get("l2", 0.0) if args.l2 is None else args.l2
     with open_source(args.data, x=args.x, y=args.y) as source:
         trained = model.config.get("batch_size")
-        report = compare(source, model.params, model=model.model, batch_sizes=args.batch_size,
+        report = compare(source, model.params, model=model.spec, batch_sizes=args.batch_size,
                          batches=args.batches, l2=l2, shuffle=args.shuffle, seed=args.seed,
                          scheduler=args.scheduler, train_batch_size=trained if isinstance(trained, int) else None)
     print(json.dumps(report) if args.json else _compare_table(report, args.model))
@@ -255,11 +295,12 @@ def _make_data(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("hdf5" if args.out.lower().endswith((".h5", ".hdf5")) else "zarr")
     t0 = time.perf_counter()
-    attrs = make_data(args.out, m=args.m, n_x=args.n_x, format=fmt, chunk=args.chunk, codec=args.codec,
-                      seed=args.seed, w_norm=args.w_norm, overwrite=args.overwrite, progress=args.progress)
-    print(f"wrote {args.out} ({fmt}, codec {args.codec}): X ({args.n_x}, {args.m}) float32, "
-          f"Y (1, {args.m}) uint8 in {time.perf_counter() - t0:.1f} s; "
-          f"Bayes loss {attrs['bayes_loss']:.5f}")
+    attrs = make_data(args.out, m=args.m, n_x=args.n_x, task=args.task, classes=args.classes, outputs=args.outputs,
+                      noise=args.noise, format=fmt, chunk=args.chunk, codec=args.codec, seed=args.seed,
+                      w_norm=args.w_norm, overwrite=args.overwrite, progress=args.progress)
+    y = f"Y ({args.outputs}, {args.m}) float32" if args.task == "linear" else f"Y (1, {args.m}) uint8"
+    print(f"wrote {args.out} ({args.task}, {fmt}, codec {args.codec}): X ({args.n_x}, {args.m}) float32, "
+          f"{y} in {time.perf_counter() - t0:.1f} s; Bayes loss {attrs['bayes_loss']:.5f}")
     return 0
 
 

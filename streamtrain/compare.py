@@ -30,8 +30,8 @@ import numpy as np
 
 from .batches import BatchStream, Cursor, check_batching
 from .full_batch import FullBatch, check_scheduler
-from .models import Params, batch_objective, check_data, check_params, get_model, norm, objective
-from .sources import ChunkSource, opened
+from .models import Model, Params, batch_objective, bound, check_params, norm, objective
+from .sources import ChunkSource
 
 __all__ = ["DEFAULT_BATCH_SIZES", "compare"]
 
@@ -39,7 +39,7 @@ DEFAULT_BATCH_SIZES = (16, 64, 256, 1024, 4096, 16384, 65536)
 NOISY_ORDER = 1.5  # measured / random-sampling error above this: the store order is not random
 
 
-def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, model: str = "logistic",
+def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, model: str | Model = "logistic",
             batch_sizes: tuple[int, ...] | list[int] | None = None, batches: int = 32, l2: float = 0.0,
             shuffle: str = "chunks", seed: int = 0, scheduler: str | None = None,
             train_batch_size: int | None = None) -> dict[str, Any]:
@@ -50,10 +50,8 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
     JSON-ready dict; ``advice`` holds plain-language conclusions. ``train_batch_size``, the
     batch size the params were trained with, is added to the sizes and judged in the advice.
     """
-    spec = get_model(model)
     check_scheduler(scheduler)
-    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
-        check_data(spec, source)
+    with bound(model, source_or_path) as (spec, source):
         check_params(spec, params, source.n_x, source.k)
         m = source.m
         extra = () if train_batch_size is None else (train_batch_size,)

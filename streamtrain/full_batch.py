@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from ._errors import ConfigError, DataError, DivergedError
-from .models import Model, Params, Totals, add_totals, check_data, check_params, get_model, norm, objective
-from .sources import ChunkSource, opened
-from .sources._base import check_binary_labels
+from .models import Model, Params, Totals, add_totals, bound, check_params, norm, objective
+from .sources import ChunkSource
+from .sources._base import check_labels
 
 __all__ = ["FullBatch", "check_scheduler", "evaluate", "exact_record", "lbfgs", "loss_and_grad"]
 
@@ -66,10 +66,9 @@ class FullBatch:
     def totals(self, params: Params, *, grad: bool = True, sample_norms: bool = False) -> Totals:
         """Sums over every sample of the store at ``params`` (see ``models.Totals``)."""
         params64 = _float64(params)
-        check = None
-        if self.model.binary_labels:
-            source = self.source
-            check = (f"{source.name}/{source.y_name}", source.chunk_starts)
+        source, check = self.source, None
+        if source.labels:
+            check = (f"{source.name}/{source.y_name}", source.chunk_starts, source.labels)
         task = functools.partial(_chunk_totals, self.model.totals, params64, check, grad=grad,
                                  sample_norms=sample_norms)
         if self.scheduler == "sync":
@@ -131,7 +130,10 @@ class FullBatch:
 def exact_record(exact: FullBatch, params: Params, l2: float) -> dict[str, float]:
     """Exact J, ‖∇J‖ and accuracy over the whole store (one pass), for a training record."""
     loss, grads, totals = exact.objective_with_totals(params, l2=l2)
-    return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": totals.correct / totals.count}
+    record = {"exact_loss": loss, "exact_grad_norm": norm(grads)}
+    if exact.model.has_accuracy:
+        record["exact_accuracy"] = totals.correct / totals.count
+    return record
 
 
 def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
@@ -203,7 +205,7 @@ def _raise_errors(part: Totals | DataError) -> Totals:
     return part
 
 
-def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[str, np.ndarray] | None,
+def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[str, np.ndarray, tuple] | None,
                   X: np.ndarray, Y: np.ndarray, start: int, **kw: bool) -> Totals | DataError:
     """One chunk's sums in float64, or its DataError. Runs wherever the scheduler puts it.
 
@@ -212,7 +214,7 @@ def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[st
     """
     if check is not None:
         try:
-            check_binary_labels(Y, start, *check)
+            check_labels(Y, start, *check)
         except DataError as e:
             return e
     width = max(1, CAST_BYTES // (8 * X.shape[0]))
@@ -237,29 +239,25 @@ def _connect(address: str) -> tuple[Any, Any]:
 
 
 def loss_and_grad(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
-                  model: str = "logistic", l2: float = 0.0, scheduler: str | None = None) -> tuple[float, Params]:
+                  model: str | Model = "logistic", l2: float = 0.0, scheduler: str | None = None) -> tuple[float, Params]:
     """Exact J = (1/m) Σ loss + (λ/2m) Σ ‖W‖² and ∇J over a whole store, in one pass (float64)."""
-    spec = get_model(model)
-    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
-        _check(spec, source, params)
+    with bound(model, source_or_path) as (spec, source):
+        check_params(spec, params, source.n_x, source.k)
         with FullBatch(source, spec, scheduler=scheduler) as exact:
             return exact.loss_and_grad(params, l2=l2)
 
 
 def evaluate(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
-             model: str = "logistic", scheduler: str | None = None) -> dict[str, float]:
-    """Exact mean loss (no L2 term) and accuracy of ``params`` over a whole store, one chunk at a time.
+             model: str | Model = "logistic", scheduler: str | None = None) -> dict[str, float]:
+    """Exact mean loss (no L2 term) and, for classifiers, accuracy of ``params`` over a whole store.
 
-    ``scheduler="sync"`` streams the chunks without Dask.
+    One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask.
     """
-    spec = get_model(model)
-    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
-        _check(spec, source, params)
+    with bound(model, source_or_path) as (spec, source):
+        check_params(spec, params, source.n_x, source.k)
         with FullBatch(source, spec, scheduler=scheduler) as exact:
             t = exact.totals(params, grad=False)
-    return {"loss": t.loss / t.count, "accuracy": t.correct / t.count, "m": t.count}
-
-
-def _check(spec: Model, source: ChunkSource, params: Params) -> None:
-    check_data(spec, source)
-    check_params(spec, params, source.n_x, source.k)
+    result = {"loss": t.loss / t.count, "m": t.count}
+    if spec.has_accuracy:
+        result["accuracy"] = t.correct / t.count
+    return result

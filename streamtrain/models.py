@@ -1,15 +1,25 @@
-"""Models as pure functions of a flat parameter dict.
+"""Models as pure functions of a flat parameter dict: dense networks of L layers.
 
 Conventions
 -----------
-X (n_x, B) holds one sample per column, Y (1, B) its labels in {0, 1}.
-Parameters are ``{"W1": (1, n_x), "b1": (1, 1)}``: logistic regression is the 1-layer
-network Z = W1 @ X + b1, A = sigmoid(Z).
+X (n_x, B) holds one sample per column, Y (k, B) its labels. An L-layer network has
+parameters W1, b1, …, WL, bL with W[l] (n[l], n[l-1]), b[l] (n[l], 1) and n[0] = n_x:
 
-Each model has one per-chunk function, ``totals(params, X, Y)``, that returns *sums* over
-the columns it was given (loss, gradient, correct predictions). Sums add up across chunks,
-so the streaming step, the chunked numpy pass and the Dask pass all run this same function
-and differ only in how they add up its results.
+    Z[l] = W[l] @ A[l-1] + b[l],   A[l] = g(Z[l]),   A[0] = X
+
+Hidden layers use relu, tanh or sigmoid. The output layer and its loss go together so
+that dZ[L] = A[L] - Y:
+
+    output    loss per sample            labels Y                                 model
+    sigmoid   cross-entropy              (1, B) of 0/1                            logistic
+    softmax   cross-entropy              (k, B) one-hot, or (1, B) class ids       softmax
+    identity  ½ ‖ŷ - y‖²                 (k, B) real values                        linear
+
+logistic, softmax and linear are 1-layer networks; mlp has hidden layers and one of the
+three outputs. Each model has one per-chunk function, ``Model.totals(params, X, Y)``, that
+returns *sums* over the columns it was given (loss, gradient, correct predictions). Sums
+add up across chunks, so the streaming step, the chunked numpy pass and the Dask pass all
+run this same function and differ only in how they add up its results.
 
 The objective
 -------------
@@ -22,18 +32,30 @@ over all m samples of the store. A mini-batch of B samples estimates it with
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
-from typing import NamedTuple
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError
+from ._errors import ConfigError, check_int
+from .sources import ChunkSource, opened
 
-__all__ = ["MODELS", "Model", "Params", "Totals", "add_totals", "batch_objective", "check_data", "check_params",
-           "get_model", "logistic_loss_and_grad", "norm", "objective", "sigmoid"]
+__all__ = ["ACTIVATIONS", "MODELS", "OUTPUTS", "Model", "Params", "Totals", "add_totals", "batch_objective", "bound",
+           "check_params", "for_data", "get_model", "label_rule", "logistic_loss_and_grad", "logistic_totals", "norm", "objective",
+           "sigmoid", "softplus"]
 
 Params = dict[str, np.ndarray]
+MODELS = ("logistic", "softmax", "linear", "mlp")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+OUTPUTS = ("sigmoid", "softmax", "identity")
+# The 1-layer models' outputs; make-data's tasks have the same names.
+_OUTPUT_OF = {"logistic": "sigmoid", "softmax": "softmax", "linear": "identity"}
+DEFAULT_HIDDEN = (64,)
 
 
 class Totals(NamedTuple):
@@ -42,7 +64,7 @@ class Totals(NamedTuple):
     loss: float  # Σ per-sample loss, accumulated in float64
     grads: Params | None  # Σ per-sample gradients (None when not asked for)
     count: int  # samples summed over
-    correct: int  # samples whose thresholded prediction equals the label
+    correct: int  # samples whose predicted class equals the label (0 for identity outputs)
     grad_sq: float | None = None  # Σ ‖per-sample gradient‖², for gradient-noise statistics
 
 
@@ -60,6 +82,8 @@ def norm(params: Params) -> float:
     return math.sqrt(sum(float(np.square(v, dtype=np.float64).sum()) for v in params.values()))
 
 
+# -- activations and output layers -----------------------------------------------------------
+
 def softplus(Z: np.ndarray) -> np.ndarray:
     """log(1 + e^z), the cross-entropy of a sigmoid output: -[y log a + (1-y) log(1-a)] = softplus(z) - y z.
 
@@ -74,26 +98,189 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * Z))
 
 
-def logistic_totals(params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True,
-                    sample_norms: bool = False) -> Totals:
-    """Cross-entropy sums of a logistic model over the columns of X.
+def _relu(Z: np.ndarray) -> np.ndarray:
+    return np.maximum(Z, 0)
 
-    dZ = A - Y, Σ dW1 = dZ @ X.T, Σ db1 = Σ dZ. With ``sample_norms`` also Σ ‖g_i‖²: the
-    gradient of sample i is dz_i · [x_i; 1], so ‖g_i‖² = dz_i² (‖x_i‖² + 1).
-    """
-    W, b = params["W1"], params["b1"]
-    Z = W @ X + b
+
+# g(Z), and g'(Z) written with A = g(Z) where that is cheaper.
+_ACTIVATION = {"relu": _relu, "tanh": np.tanh, "sigmoid": sigmoid}
+_DERIVATIVE = {
+    "relu": lambda Z, A: Z > 0,
+    "tanh": lambda Z, A: 1.0 - A * A,
+    "sigmoid": lambda Z, A: A * (1.0 - A),
+}
+
+
+def _softmax(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column-wise softmax of Z, with the shifted logits S = Z - max and log Σ e^S."""
+    S = Z - Z.max(axis=0, keepdims=True)  # e^S <= 1: no overflow
+    E = np.exp(S)
+    total = E.sum(axis=0, keepdims=True)
+    return E / total, S, np.log(total)
+
+
+def _sigmoid_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
     loss = float((softplus(Z) - Y * Z).sum(dtype=np.float64))
-    correct = int(np.count_nonzero((Z >= 0) == (Y == 1)))  # a >= 0.5 exactly when z >= 0
-    if not grad:
-        return Totals(loss, None, X.shape[1], correct)
-    dZ = sigmoid(Z) - Y
-    grads = {"W1": dZ @ X.T, "b1": dZ.sum(axis=1, keepdims=True)}
-    grad_sq = None
-    if sample_norms:
-        x_sq = np.einsum("ij,ij->j", X, X, dtype=np.float64)
-        grad_sq = float((np.square(dZ, dtype=np.float64) * (x_sq + 1.0)).sum())
-    return Totals(loss, grads, X.shape[1], correct, grad_sq)
+    hit = (Z >= 0) == (Y == 1)  # a >= 0.5 exactly when z >= 0
+    correct = int(np.count_nonzero(hit if hit.shape[0] == 1 else hit.all(axis=0)))
+    return loss, correct, sigmoid(Z) - Y if grad else None
+
+
+def _softmax_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
+    A, S, log_total = _softmax(Z)
+    # -Σ_j y_j log a_j = log Σ e^S - Σ_j y_j S_j for one-hot y: no log of a tiny a_j.
+    loss = float(log_total.sum(dtype=np.float64) - (Y * S).sum(dtype=np.float64))
+    correct = int(np.count_nonzero(Z.argmax(axis=0) == Y.argmax(axis=0)))
+    return loss, correct, A - Y if grad else None
+
+
+def _squared_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
+    D = Z - Y
+    return 0.5 * float(np.square(D, dtype=np.float64).sum()), 0, D if grad else None
+
+
+_OUTPUT = {"sigmoid": (sigmoid, _sigmoid_loss), "softmax": (lambda Z: _softmax(Z)[0], _softmax_loss),
+           "identity": (lambda Z: Z, _squared_loss)}
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Model:
+    """A dense network: its hidden layer sizes, hidden activation and output layer.
+
+    ``classes`` is set for a softmax output trained on class ids (Y shaped (1, m)): the
+    number of classes, so ids can be turned into one-hot columns chunk by chunk.
+    """
+
+    name: str
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    output: str = "sigmoid"
+    classes: int | None = None
+
+    @property
+    def labels(self) -> str:
+        """What the labels must be: "binary" (0/1), "classes" (one-hot or ids) or "real"."""
+        return {"sigmoid": "binary", "softmax": "classes", "identity": "real"}[self.output]
+
+    @property
+    def has_accuracy(self) -> bool:
+        return self.output != "identity"
+
+    def options(self) -> dict[str, Any]:
+        """What rebuilds this model with ``get_model(name, **options)``, as JSON."""
+        return {"hidden": list(self.hidden), "activation": self.activation, "output": self.output,
+                "classes": self.classes}
+
+    def n_out(self, k: int) -> int:
+        """Output units for labels with k rows: the class count for softmax on class ids."""
+        return self.classes if self.output == "softmax" and k == 1 and self.classes else k
+
+    def init(self, n_x: int, k: int, dtype: np.dtype, seed: int) -> Params:
+        """Zeros for 1-layer models (their loss is convex); otherwise He (relu) or Xavier
+        (tanh, sigmoid) normal weights from ``seed``, which break the symmetry between units."""
+        sizes = [n_x, *self.hidden, self.n_out(k)]
+        rng = np.random.default_rng([seed, 2])
+        params: Params = {}
+        for l, (n_in, n) in enumerate(zip(sizes, sizes[1:]), start=1):
+            if len(sizes) == 2:
+                W = np.zeros((n, n_in))
+            else:
+                var = 2.0 / n_in if self.activation == "relu" else 2.0 / (n_in + n)
+                W = rng.standard_normal((n, n_in)) * math.sqrt(var)
+            params[f"W{l}"], params[f"b{l}"] = W.astype(dtype), np.zeros((n, 1), dtype=dtype)
+        return params
+
+    def _targets(self, Y: np.ndarray, n_out: int) -> np.ndarray:
+        """Y as the output layer sees it: class ids (1, B) become one-hot columns (n_out, B)."""
+        if self.output == "softmax" and Y.shape[0] == 1 and n_out > 1:
+            return (np.arange(n_out, dtype=Y.dtype)[:, None] == Y).astype(Y.dtype)
+        return Y
+
+    def _forward(self, params: Params, X: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Pre-activations Z[1..L] and activations A[0..L-1] (A[0] = X)."""
+        L, g = len(params) // 2, _ACTIVATION[self.activation]
+        Zs, As = [], [X]
+        for l in range(1, L + 1):
+            Zs.append(params[f"W{l}"] @ As[-1] + params[f"b{l}"])
+            if l < L:
+                As.append(g(Zs[-1]))
+        return Zs, As
+
+    def predict_proba(self, params: Params, X: np.ndarray) -> np.ndarray:
+        """The output layer A[L] for each column of X: probabilities, or values for identity."""
+        return _OUTPUT[self.output][0](self._forward(params, X)[0][-1])
+
+    def predict(self, params: Params, X: np.ndarray) -> np.ndarray:
+        """(1, m) 0/1 for sigmoid, (1, m) class ids for softmax, (k, m) values for identity."""
+        A = self.predict_proba(params, X)
+        if self.output == "sigmoid":
+            return (A >= 0.5).astype(np.int8)
+        return A.argmax(axis=0)[None, :] if self.output == "softmax" else A
+
+    def totals(self, params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True,
+               sample_norms: bool = False) -> Totals:
+        """Loss sums (and gradient sums by backpropagation) over the columns of X.
+
+        dZ[L] = A[L] - Y; Σ dW[l] = dZ[l] @ A[l-1].T; Σ db[l] = Σ dZ[l];
+        dZ[l-1] = (W[l].T @ dZ[l]) * g'(Z[l-1]). With ``sample_norms`` also Σ ‖g_i‖²:
+        sample i's gradient of layer l is dz_i [a_i; 1]ᵀ, so its norm² is ‖dz_i‖² (‖a_i‖² + 1).
+        """
+        Zs, As = self._forward(params, X)
+        Y = self._targets(Y, Zs[-1].shape[0])
+        loss, correct, dZ = _OUTPUT[self.output][1](Zs[-1], Y, grad)
+        if not grad:
+            return Totals(loss, None, X.shape[1], correct)
+        grads: Params = {}
+        grad_sq = 0.0
+        for l in range(len(Zs), 0, -1):
+            A_prev = As[l - 1]
+            grads[f"W{l}"], grads[f"b{l}"] = dZ @ A_prev.T, dZ.sum(axis=1, keepdims=True)
+            if sample_norms:
+                a_sq = np.einsum("ij,ij->j", A_prev, A_prev, dtype=np.float64)
+                grad_sq += float((np.square(dZ, dtype=np.float64).sum(axis=0) * (a_sq + 1.0)).sum())
+            if l > 1:
+                dZ = (params[f"W{l}"].T @ dZ) * _DERIVATIVE[self.activation](Zs[l - 2], A_prev)
+        grads = {k: grads[k] for k in params}  # W1, b1, ... in the params' order
+        return Totals(loss, grads, X.shape[1], correct, grad_sq if sample_norms else None)
+
+
+def get_model(name: str | Model, *, hidden: tuple[int, ...] | list[int] | None = None, activation: str = "relu",
+              output: str | None = None, classes: int | None = None) -> Model:
+    """The model called ``name`` (logistic, softmax, linear or mlp) with these options.
+
+    ``hidden`` (layer sizes) and ``activation`` are for mlp; its ``output`` defaults to the
+    data's (see ``for_data``). A Model passes through unchanged.
+    """
+    if isinstance(name, Model):
+        return name
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    if output is not None and output not in OUTPUTS:
+        raise ConfigError(f"unknown output {output!r}; choose from {', '.join(OUTPUTS)}")
+    if name != "mlp":
+        if hidden:
+            raise ConfigError(f"the {name} model has no hidden layers; use --model mlp for hidden={list(hidden)}")
+        if output is not None and output != _OUTPUT_OF[name]:
+            raise ConfigError(f"the {name} model's output is {_OUTPUT_OF[name]}, not {output}")
+        return Model(name, (), activation, _OUTPUT_OF[name], classes)
+    hidden = tuple(DEFAULT_HIDDEN if hidden is None else hidden)
+    if not hidden:
+        raise ConfigError("an mlp needs at least one hidden layer (e.g. hidden=[64])")
+    for n in hidden:
+        check_int("hidden layer size", n)
+    return Model(name, tuple(int(n) for n in hidden), activation, output or "", classes)
+
+
+def batch_objective(model: Model, params: Params, X: np.ndarray, Y: np.ndarray, *, l2: float = 0.0,
+                    m: int | None = None) -> tuple[float, Params, int]:
+    """Mini-batch estimate of J and ∇J, and the number of correct predictions in the batch."""
+    totals = model.totals(params, X, Y)
+    loss, grads = objective(params, totals, l2=l2, m=m)
+    return loss, grads, totals.correct
 
 
 def objective(params: Params, totals: Totals, *, l2: float = 0.0,
@@ -115,12 +302,9 @@ def objective(params: Params, totals: Totals, *, l2: float = 0.0,
     return loss, grads
 
 
-def batch_objective(model: Model, params: Params, X: np.ndarray, Y: np.ndarray, *, l2: float = 0.0,
-                    m: int | None = None) -> tuple[float, Params, int]:
-    """Mini-batch estimate of J and ∇J, and the number of correct predictions in the batch."""
-    totals = model.totals(params, X, Y)
-    loss, grads = objective(params, totals, l2=l2, m=m)
-    return loss, grads, totals.correct
+def logistic_totals(params: Params, X: np.ndarray, Y: np.ndarray, **kw: bool) -> Totals:
+    """``Model.totals`` of logistic regression."""
+    return _LOGISTIC.totals(params, X, Y, **kw)
 
 
 def logistic_loss_and_grad(params: Params, X: np.ndarray, Y: np.ndarray) -> tuple[float, Params]:
@@ -128,37 +312,7 @@ def logistic_loss_and_grad(params: Params, X: np.ndarray, Y: np.ndarray) -> tupl
     return objective(params, logistic_totals(params, X, Y))
 
 
-def logistic_predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
-    """P(y = 1 | x) for every column of X, shape (1, m)."""
-    return sigmoid(params["W1"] @ X + params["b1"])
-
-
-def logistic_init(n_x: int, k: int, dtype: np.dtype, seed: int) -> Params:
-    # Cross-entropy is convex in (W, b): zeros are a fine, seed-free start.
-    del seed
-    return {"W1": np.zeros((k, n_x), dtype=dtype), "b1": np.zeros((k, 1), dtype=dtype)}
-
-
-class Model(NamedTuple):
-    name: str
-    totals: Callable[..., Totals]  # (params, X, Y, *, grad=True, sample_norms=False)
-    predict_proba: Callable[[Params, np.ndarray], np.ndarray]
-    init: Callable[[int, int, np.dtype, int], Params]
-    binary_labels: bool  # labels must be 0/1
-    k: int | None  # rows of Y the model needs (None: any)
-
-
-MODELS: dict[str, Model] = {
-    "logistic": Model("logistic", logistic_totals, logistic_predict_proba, logistic_init,
-                      binary_labels=True, k=1),
-}
-
-
-def get_model(name: str) -> Model:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}") from None
+_LOGISTIC = get_model("logistic")
 
 
 def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
@@ -172,12 +326,45 @@ def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
         )
 
 
-def check_data(model: Model, source) -> None:
-    """Raise ConfigError unless ``source``'s labels have the rows ``model`` needs."""
-    if model.k is not None and source.k != model.k:
-        raise ConfigError(f"{source.name}/{source.y_name} has {source.k} rows; the {model.name} model "
-                          f"needs Y shaped ({model.k}, m)")
-
-
 def _shapes(shapes: dict[str, tuple]) -> str:
     return ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items())
+
+
+@contextmanager
+def bound(model: str | Model, source_or_path: ChunkSource | str | os.PathLike) -> Iterator[tuple[Model, ChunkSource]]:
+    """The model completed for a store's labels (``for_data``) and the store, opened here if
+    given as a path, checking its labels by the model's rule while in the block."""
+    with opened(source_or_path, labels=None) as source:
+        spec = for_data(get_model(model), source)
+        source.labels = label_rule(spec)
+        yield spec, source
+
+
+def for_data(model: Model, source: ChunkSource) -> Model:
+    """``model`` completed for ``source``'s labels: an mlp's output, softmax's class count.
+
+    An mlp without an output takes the store's generated task (make-data records it), else
+    softmax for labels with several rows, else sigmoid. Raises ConfigError when the labels'
+    shape cannot fit the output.
+    """
+    where, k = f"{source.name}/{source.y_name}", source.k
+    output = model.output or _OUTPUT_OF.get(source.attrs.get("task"), "softmax" if k > 1 else "sigmoid")
+    classes = model.classes
+    if output == "sigmoid" and k != 1:
+        raise ConfigError(f"{where} has {k} rows; the {model.name} model needs Y shaped (1, m)")
+    if output == "softmax" and k == 1:
+        classes = classes or source.attrs.get("classes") or int(source.label_max()) + 1
+        if classes < 2:
+            raise ConfigError(f"{where}: softmax needs at least 2 classes; the labels are all 0")
+    elif output == "softmax":
+        classes = None  # one-hot rows: k classes
+    return dataclasses.replace(model, output=output, classes=classes)
+
+
+def label_rule(model: Model) -> tuple | None:
+    """How sources check this model's labels as they stream (see ``sources.check_labels``)."""
+    if model.output == "sigmoid":
+        return ("binary",)
+    if model.output == "softmax":
+        return ("ids", model.classes) if model.classes else ("onehot",)
+    return None

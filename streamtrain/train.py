@@ -25,14 +25,13 @@ from ._progress import Progress
 from .batches import DEFAULT_BUFFER_BYTES, BatchStream, Cursor, check_batching
 from .checkpoint import load_model, save_model
 from .full_batch import FullBatch, check_scheduler, exact_record, lbfgs
-from .models import Model, Params, batch_objective, check_data, check_params, get_model, norm
-from .optim import Optimizer, sgd
-from .sources import ChunkSource, opened
+from .models import Model, Params, batch_objective, bound, check_params, get_model, norm
+from .optim import OPTIMIZERS, Optimizer, get_optimizer, schedule
+from .sources import ChunkSource
 
 __all__ = ["FitResult", "fit", "load"]
 
 DTYPES = ("float32", "float64")
-OPTIMIZERS = ("sgd", "lbfgs")
 DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, LBFGS_MAX_ITER = 256, 5, 100
 
 
@@ -46,13 +45,19 @@ class FitResult:
     config: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def spec(self) -> Model:
+        """The model these params belong to, with its options (layers, output, classes)."""
+        return get_model(self.model, **self.config.get("model_options", {}))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(y = 1 | x) for each column of X (n_x, m): shape (1, m)."""
-        return get_model(self.model).predict_proba(self.params, np.asarray(X, self._dtype))
+        """The output layer for each column of X (n_x, m): P(y = 1 | x) (1, m) for sigmoid,
+        class probabilities (k, m) for softmax, predicted values (k, m) for identity."""
+        return self.spec.predict_proba(self.params, np.asarray(X, self._dtype))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """0/1 predictions for each column of X: shape (1, m), dtype int8."""
-        return (self.predict_proba(X) >= 0.5).astype(np.int8)
+        """0/1 (1, m) for sigmoid, class ids (1, m) for softmax, values (k, m) for identity."""
+        return self.spec.predict(self.params, np.asarray(X, self._dtype))
 
     @property
     def _dtype(self) -> np.dtype:
@@ -74,11 +79,21 @@ def load(path: str | os.PathLike) -> FitResult:
 def fit(
     source_or_path: ChunkSource | str | os.PathLike,
     *,
-    model: str = "logistic",
+    model: str | Model = "logistic",
+    hidden: tuple[int, ...] | list[int] | None = None,
+    activation: str = "relu",
+    output: str | None = None,
     batch_size: int | str | None = None,
     epochs: int | None = None,
     lr: float = 0.1,
     optimizer: str = "sgd",
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    lr_schedule: str = "constant",
+    lr_decay: float | None = None,
+    lr_step: int = 1,
+    lr_per: str = "epoch",
     l2: float = 0.0,
     shuffle: str = "chunks",
     seed: int = 0,
@@ -94,11 +109,18 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on a store (path) or a ``ChunkSource`` by minimising J (see ``streamtrain.models``).
 
+    ``model``: logistic, softmax, linear or mlp; an mlp has ``hidden`` layer sizes (default
+    [64]), a hidden ``activation`` (relu, tanh, sigmoid) and an ``output`` (sigmoid, softmax,
+    identity; default: the data's task).
+
     ``batch_size`` is B samples per step (default 256), or ``"full"`` for true batch gradient
     descent: one exact full-batch step per epoch, computed by ``scheduler`` (see
-    ``streamtrain.full_batch``). ``optimizer="lbfgs"`` minimises J with L-BFGS on exact
-    full-batch gradients (needs scipy). ``epochs`` defaults to 5, or for L-BFGS to a cap of
-    100 iterations. ``l2`` is λ in J's penalty (λ/2m) Σ ‖W‖².
+    ``streamtrain.full_batch``). ``optimizer``: sgd, momentum (β = ``beta1``), rmsprop (β2 =
+    ``beta2``), adam (``beta1``, ``beta2``, ``eps``), or lbfgs, which minimises J with L-BFGS
+    on exact full-batch gradients (needs scipy; ``epochs`` caps its iterations, default 100).
+    ``lr`` follows ``lr_schedule`` (constant, inverse-time, exponential, step; see
+    ``streamtrain.optim``), counted in epochs or, with ``lr_per="step"``, in steps.
+    ``l2`` is λ in J's penalty (λ/2m) Σ ‖W‖².
 
     ``eval_exact_every=N`` adds the exact J, ‖∇J‖ and accuracy over the whole store to the
     record of every N-th epoch and of the last one. ``init`` warm-starts from a params dict
@@ -106,13 +128,15 @@ def fit(
     is a terminal). ``metrics`` appends one JSON line per epoch to that file, and
     ``on_epoch`` is called with the same record.
     """
-    spec = get_model(model)
-    with opened(source_or_path, binary_labels=spec.binary_labels) as source:
-        check_data(spec, source)
+    spec = model if isinstance(model, Model) else get_model(model, hidden=hidden, activation=activation,
+                                                            output=output)
+    with bound(spec, source_or_path) as (spec, source):
         config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, optimizer=optimizer,
-                               l2=l2, shuffle=shuffle, seed=seed, dtype=dtype,
+                               beta1=beta1, beta2=beta2, eps=eps, lr_schedule=lr_schedule, lr_decay=lr_decay,
+                               lr_step=lr_step, lr_per=lr_per, l2=l2, shuffle=shuffle, seed=seed, dtype=dtype,
                                eval_exact_every=eval_exact_every, scheduler=scheduler, prefetch=prefetch,
                                buffer_bytes=buffer_bytes)
+        config["model_options"] = spec.options()
         params = _initial_params(spec, source, init, np.dtype(dtype), seed)
         history: list[dict[str, Any]] = []
 
@@ -133,10 +157,19 @@ def fit(
         return FitResult(params, history, spec.name, config, source.fingerprint())
 
 
+def _optimizer(config: dict[str, Any], m: int) -> Optimizer:
+    """The optimizer of ``config``, its learning rate following the schedule."""
+    B = m if config["batch_size"] == "full" else config["batch_size"]
+    every = 1 if config["lr_per"] == "step" else -(-m // B)  # steps per epoch
+    rate = schedule(config["lr_schedule"], config["lr"], decay=config["lr_decay"], step_size=config["lr_step"],
+                    every=every)
+    return get_optimizer(config["optimizer"], rate, beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
+
+
 def _descend(spec: Model, source: ChunkSource, params: Params, config: dict[str, Any],
              exact: FullBatch | None, emit: Callable[[dict[str, Any]], None], show: bool) -> Params:
     """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
-    opt = sgd(config["lr"])
+    opt = _optimizer(config, source.m)
     state = opt.init(params)
     epochs, every, l2 = config["epochs"], config["eval_exact_every"], config["l2"]
     for epoch in range(epochs):
@@ -171,9 +204,11 @@ def _run_epoch(spec: Model, opt: Optimizer, params: Params, state: NamedTuple, s
         bar.update(seen, loss_sum / seen)
     bar.close()
     seconds = time.perf_counter() - t0
-    return params, state, {"loss": loss_sum / seen, "accuracy": correct / seen, "samples": seen,
-                           "steps": t + 1, "seconds": seconds, "samples_per_s": seen / seconds,
-                           "io_wait_s": stream.io_wait_s}
+    record = {"loss": loss_sum / seen, "samples": seen, "steps": t + 1, "seconds": seconds,
+              "samples_per_s": seen / seconds, "io_wait_s": stream.io_wait_s}
+    if spec.has_accuracy:
+        record["accuracy"] = correct / seen
+    return params, state, record
 
 
 def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTuple,
@@ -185,15 +220,20 @@ def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTup
         raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
     params, state = opt.update({k: g.astype(params[k].dtype) for k, g in grads.items()}, state, params)
     seconds, m = time.perf_counter() - t0, exact.source.m
-    return params, state, {"loss": loss, "grad_norm": norm(grads), "accuracy": totals.correct / m, "samples": m,
-                           "steps": 1, "seconds": seconds, "samples_per_s": m / seconds}
+    record = {"loss": loss, "grad_norm": norm(grads), "samples": m, "steps": 1, "seconds": seconds,
+              "samples_per_s": m / seconds}
+    if exact.model.has_accuracy:
+        record["accuracy"] = totals.correct / m
+    return params, state, record
 
 
 def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
     if cfg["dtype"] not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {cfg['dtype']!r}")
-    if cfg["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {cfg['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg["optimizer"] not in (*OPTIMIZERS, "lbfgs"):
+        raise ConfigError(f"unknown optimizer {cfg['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}, lbfgs")
+    if cfg["lr_per"] not in ("epoch", "step"):
+        raise ConfigError(f"lr_per must be 'epoch' or 'step', got {cfg['lr_per']!r}")
     if cfg["epochs"] is None:
         cfg["epochs"] = LBFGS_MAX_ITER if cfg["optimizer"] == "lbfgs" else DEFAULT_EPOCHS
     check_int("epochs", cfg["epochs"])
@@ -213,6 +253,8 @@ def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
         check_int("eval_exact_every", cfg["eval_exact_every"])
     check_scheduler(cfg["scheduler"])
     check_int("seed", cfg["seed"], minimum=0)
+    if cfg["optimizer"] != "lbfgs":
+        _optimizer(cfg, source.m)  # checks the optimizer's and the schedule's options
     return dict(cfg)
 
 

@@ -252,3 +252,61 @@ def test_compare_errors_are_one_line(capsys, store, tmp_path):
     assert_one_line_error(code, err, "batch_size")
     code, _, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--scheduler", "tcp//x")
     assert_one_line_error(code, err, "unknown scheduler")
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("momentum", 0.5), ("rmsprop", 0.01), ("adam", 0.01)])
+@pytest.mark.parametrize("task, argv", [
+    ("logistic", ["--model", "logistic"]),
+    ("softmax", ["--model", "softmax"]),
+    ("linear", ["--model", "linear"]),
+    ("softmax", ["--model", "mlp", "--hidden", "8,4", "--activation", "tanh"]),
+])
+def test_every_model_trains_from_the_command_line_with_every_optimizer(capsys, tmp_path, task, argv, optimizer, lr):
+    data = tmp_path / f"{task}.zarr"
+    code, out, err = run(capsys, "make-data", data, "--task", task, "--m", 4000, "--n-x", 5, "--chunk", 1000)
+    assert code == 0 and f"({task}," in out, err
+    bayes = json.loads(json.dumps(streamtrain.open_source(data).attrs))["bayes_loss"]
+    code, out, err = run(capsys, "fit", data, *argv, "--optimizer", optimizer, "--lr", lr, "--epochs", 4,
+                         "--batch-size", 32, "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    model = streamtrain.load(tmp_path / "m.npz")
+    assert model.config["optimizer"] == optimizer and model.model == argv[1]
+    exact = streamtrain.evaluate(data, model.params, model=model.spec, scheduler="sync")
+    assert exact["loss"] < bayes + 0.1  # learnt: the untrained loss is log 2, log 3 or about 5
+    code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", data, "--scheduler", "sync")
+    assert code == 0 and ("accuracy" in out) == (task != "linear"), err
+
+
+def test_mlp_options_and_lr_schedule_reach_the_library(capsys, store, tmp_path):
+    code, _, err = run(capsys, "fit", store, "--model", "mlp", "--hidden", "6,3", "--activation", "sigmoid",
+                       "--optimizer", "momentum", "--beta1", 0.8, "--lr-schedule", "step", "--lr-decay", 0.5,
+                       "--lr-step", 2, "--lr-per", "step", "--epochs", 2, "--batch-size", 100, "--dtype", "float64",
+                       "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    cli = streamtrain.load(tmp_path / "m.npz")
+    lib = streamtrain.fit(store, model="mlp", hidden=[6, 3], activation="sigmoid", optimizer="momentum", beta1=0.8,
+                          lr_schedule="step", lr_decay=0.5, lr_step=2, lr_per="step", epochs=2, batch_size=100,
+                          dtype="float64")
+    assert list(cli.params) == ["W1", "b1", "W2", "b2", "W3", "b3"] and cli.params["W2"].shape == (3, 6)
+    for k in lib.params:
+        np.testing.assert_array_equal(cli.params[k], lib.params[k])
+    assert cli.spec == lib.spec and cli.spec.output == "sigmoid"
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--model", "mlp", "--hidden", "4,0"], ["hidden layer size"]),
+    (["--model", "logistic", "--hidden", "4"], ["no hidden layers"]),
+    (["--optimizer", "adam", "--beta2", "1"], ["beta2"]),
+    (["--lr-schedule", "exponential", "--lr-decay", "2"], ["decay"]),
+    (["--model", "softmax", "--init", "NONE"], ["NONE"]),
+])
+def test_bad_model_and_optimizer_options_are_one_line(capsys, store, argv, fragments):
+    code, _, err = run(capsys, "fit", store, *argv)
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_make_data_task_errors_are_one_line(capsys, tmp_path):
+    code, _, err = run(capsys, "make-data", tmp_path / "x.zarr", "--task", "softmax", "--classes", 1)
+    assert_one_line_error(code, err, "classes")
+    code, _, err = run(capsys, "make-data", tmp_path / "x.zarr", "--task", "linear", "--noise", 0)
+    assert_one_line_error(code, err, "noise")

@@ -36,7 +36,7 @@ def _params(n_x, seed=2, dtype=np.float64):
 
 
 def _flat(grads):
-    return np.concatenate([np.ravel(grads[k]) for k in ("W1", "b1")])
+    return np.concatenate([np.ravel(grads[k]) for k in sorted(grads)])
 
 
 def _rel(a, b):
@@ -90,6 +90,35 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(zarr_store, shuffle, B, l2
                                    "in memory": memory}.items():
         assert _rel(e_loss, exact["sync"][0]) <= 1e-10, name
         assert _rel(e_grad, exact["sync"][1]) <= 1e-10, name
+
+
+@pytest.mark.parametrize("name, options", [
+    ("softmax", {}), ("linear", {}), ("mlp", {"hidden": (6, 4), "activation": "tanh", "output": "softmax"}),
+    ("mlp", {"hidden": (5,), "activation": "relu", "output": "sigmoid"}),
+])
+def test_every_model_minibatch_mean_with_l2_equals_the_full_batch_gradient(zarr_store, name, options):
+    """Mini-batch gradients of one epoch, weighted by size, add up to the exact ∇J with L2 on."""
+    rng = np.random.default_rng(5)
+    m, l2 = 700, 1.3
+    X = rng.standard_normal((4, m))
+    output = get_model(name, **options).output
+    if output == "softmax":
+        Y = rng.integers(0, 3, size=(1, m)).astype(np.float64)  # class ids
+    elif output == "identity":
+        Y = rng.standard_normal((2, m))
+    else:
+        Y = (rng.random((1, m)) < 0.5).astype(np.float64)
+    path = zarr_store(X, Y, chunk=64)
+    with streamtrain.models.bound(get_model(name, **options), path) as (model, source):
+        params = {k: rng.standard_normal(v.shape) for k, v in model.init(4, source.k, np.dtype(np.float64), 0).items()}
+        expected = {s: loss_and_grad(path, params, model=model, l2=l2, scheduler=s) for s in ("sync", "threads")}
+        loss, grad = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
+        for Xb, Yb, _ in BatchStream(source, 45, Cursor(seed=1, epoch=0), shuffle="buffer", dtype=np.float64):
+            b_loss, b_grad, _ = batch_objective(model, params, Xb, Yb, l2=l2, m=m)
+            loss += Xb.shape[1] / m * b_loss
+            grad = {k: grad[k] + Xb.shape[1] / m * b_grad[k] for k in grad}
+    for e_loss, e_grad in expected.values():
+        assert _rel(loss, e_loss) <= 1e-10 and _rel(grad, e_grad) <= 1e-10
 
 
 def test_l2_term_is_lambda_over_2m_and_leaves_b_alone():

@@ -110,3 +110,159 @@ def test_sgd_update_rule():
 def test_sgd_rejects_bad_learning_rates(lr):
     with pytest.raises(ConfigError):
         sgd(lr)
+
+
+# -- every model: softmax, linear and L-layer networks ---------------------------------------------
+
+from streamtrain import ArraySource  # noqa: E402
+from streamtrain.models import objective  # noqa: E402
+
+CASES = [
+    ("logistic", {}, 1),
+    ("softmax", {}, 4),
+    ("softmax-ids", {}, 1),
+    ("linear", {}, 2),
+    ("mlp", {"hidden": (5, 3), "activation": "relu", "output": "sigmoid"}, 1),
+    ("mlp", {"hidden": (4,), "activation": "tanh", "output": "softmax"}, 3),
+    ("mlp", {"hidden": (3, 4), "activation": "sigmoid", "output": "identity"}, 2),
+]
+
+
+def _model_problem(case, options, k, B, n_x=3, seed=0):
+    """A model, random params (not at zero: every path of the gradient is exercised) and labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, B))
+    name = "softmax" if case == "softmax-ids" else case
+    model = get_model(name, **options)
+    if model.output == "sigmoid":
+        Y = (rng.random((1, B)) < 0.5).astype(float)
+    elif case == "softmax-ids":
+        model = get_model(name, classes=3)
+        Y = rng.integers(0, 3, size=(1, B)).astype(float)
+    elif model.output == "softmax":
+        Y = np.eye(k)[:, rng.integers(0, k, size=B)]
+    else:
+        Y = rng.standard_normal((k, B))
+    params = {key: rng.standard_normal(v.shape) for key, v in model.init(n_x, k, np.dtype(np.float64), 0).items()}
+    return model, params, X, Y
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.7])
+@pytest.mark.parametrize("B", [1, 6])
+@pytest.mark.parametrize("case, options, k", CASES)
+def test_every_model_gradient_matches_finite_differences(case, options, k, B, l2, numeric_grad):
+    model, params, X, Y = _model_problem(case, options, k, B)
+    m = 10  # the store's size scales the L2 term
+    _, grads = objective(params, model.totals(params, X, Y), l2=l2, m=m)
+    numeric = numeric_grad(lambda p: objective(p, model.totals(p, X, Y, grad=False), l2=l2, m=m)[0], params)
+    assert list(grads) == list(params)
+    for name in params:
+        np.testing.assert_allclose(grads[name], numeric[name], rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("case, options, k", CASES)
+def test_per_sample_gradient_norms_are_summed_exactly(case, options, k):
+    model, params, X, Y = _model_problem(case, options, k, 7)
+    expected = 0.0
+    for i in range(7):  # a reference loop over single samples
+        g = model.totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads
+        expected += sum(float(np.sum(v**2)) for v in g.values())
+    assert model.totals(params, X, Y, sample_norms=True).grad_sq == pytest.approx(expected, rel=1e-12)
+
+
+def test_losses_are_the_textbook_formulas():
+    model, params, X, Y = _model_problem("softmax", {}, 4, 9)
+    Z = params["W1"] @ X + params["b1"]
+    P = np.exp(Z) / np.exp(Z).sum(axis=0)
+    assert model.totals(params, X, Y).loss == pytest.approx(-np.sum(Y * np.log(P)), rel=1e-12)
+    model, params, X, Y = _model_problem("linear", {}, 2, 9)
+    Z = params["W1"] @ X + params["b1"]
+    assert model.totals(params, X, Y).loss == pytest.approx(0.5 * np.sum((Z - Y) ** 2), rel=1e-12)
+
+
+def test_class_ids_and_one_hot_labels_give_the_same_sums():
+    model, params, X, Y = _model_problem("softmax-ids", {}, 1, 8)
+    onehot = np.eye(3)[:, Y[0].astype(int)]
+    by_ids, by_onehot = model.totals(params, X, Y), get_model("softmax").totals(params, X, onehot)
+    assert by_ids.loss == pytest.approx(by_onehot.loss) and by_ids.correct == by_onehot.correct
+    for name in params:
+        np.testing.assert_allclose(by_ids.grads[name], by_onehot.grads[name])
+
+
+def test_softmax_with_two_classes_is_logistic_regression():
+    # With W = [0; w], b = [0; b] softmax gives P(class 1) = sigmoid(w.x + b): the same loss,
+    # and row 2 of its gradient is logistic's gradient (row 1 is its negative).
+    params, X, Y = _problem(40)
+    logistic = get_model("logistic").totals(params, X, Y)
+    two = {"W1": np.vstack([np.zeros_like(params["W1"]), params["W1"]]),
+           "b1": np.vstack([np.zeros_like(params["b1"]), params["b1"]])}
+    softmax = get_model("softmax").totals(two, X, np.vstack([1 - Y, Y]))
+    assert softmax.loss == pytest.approx(logistic.loss, rel=1e-12)
+    assert softmax.correct == logistic.correct
+    for name in params:
+        np.testing.assert_allclose(softmax.grads[name][1:], logistic.grads[name], rtol=1e-12)
+        np.testing.assert_allclose(softmax.grads[name][:1], -logistic.grads[name], rtol=1e-12)
+
+
+def test_saturated_softmax_logits_give_a_finite_exact_loss():
+    X = np.array([[1.0]])
+    params = {"W1": np.array([[1000.0], [-1000.0]]), "b1": np.zeros((2, 1))}
+    totals = get_model("softmax").totals(params, X, np.array([[0.0], [1.0]]))
+    assert totals.loss == pytest.approx(2000.0) and np.isfinite(totals.grads["W1"]).all()
+
+
+@pytest.mark.parametrize("activation, expected_var", [("relu", 2 / 50), ("tanh", 2 / 80), ("sigmoid", 2 / 80)])
+def test_init_is_he_for_relu_and_xavier_otherwise_from_the_seed(activation, expected_var):
+    model = get_model("mlp", hidden=(30,), activation=activation, output="sigmoid")
+    params = model.init(50, 1, np.dtype(np.float64), seed=4)
+    assert params["W1"].shape == (30, 50) and params["W2"].shape == (1, 30) and params["b2"].shape == (1, 1)
+    assert params["W1"].var() == pytest.approx(expected_var, rel=0.1)
+    assert not params["b1"].any()
+    np.testing.assert_array_equal(model.init(50, 1, np.dtype(np.float64), seed=4)["W1"], params["W1"])
+    assert not np.array_equal(model.init(50, 1, np.dtype(np.float64), seed=5)["W1"], params["W1"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(name="mlp", hidden=()), "at least one hidden layer"),
+    (dict(name="mlp", hidden=(4, 0)), "hidden layer size"),
+    (dict(name="mlp", activation="gelu"), "unknown activation"),
+    (dict(name="mlp", output="tanh"), "unknown output"),
+    (dict(name="logistic", hidden=(4,)), "no hidden layers"),
+    (dict(name="linear", output="softmax"), "output is identity"),
+])
+def test_bad_model_options_are_config_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        get_model(options.pop("name"), **options)
+
+
+def _xor(m=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.choice([-1.0, 1.0], size=(2, m)) + 0.1 * rng.standard_normal((2, m))
+    Y = ((X[0] * X[1]) > 0).astype(float)[None, :]
+    return X, Y
+
+
+def test_an_mlp_learns_xor_which_logistic_regression_cannot():
+    import streamtrain
+
+    X, Y = _xor()
+    source = ArraySource(X, Y, chunk_size=500)
+    mlp = streamtrain.fit(source, model="mlp", hidden=[8], activation="tanh", optimizer="adam", lr=0.02,
+                          batch_size=32, epochs=30, dtype="float64")
+    linear = streamtrain.fit(source, model="logistic", optimizer="adam", lr=0.02, batch_size=32, epochs=30,
+                             dtype="float64")
+    assert np.mean(mlp.predict(X) == Y) > 0.97
+    assert np.mean(linear.predict(X) == Y) < 0.7
+
+
+def test_softmax_recovers_well_separated_classes():
+    import streamtrain
+
+    rng = np.random.default_rng(3)
+    centres = np.array([[4.0, 0.0], [-4.0, 4.0], [0.0, -4.0]]).T  # (n_x, k)
+    ids = rng.integers(0, 3, size=1500)
+    X = centres[:, ids] + rng.standard_normal((2, 1500))
+    result = streamtrain.fit(ArraySource(X, ids[None, :].astype(float), chunk_size=256), model="softmax",
+                             lr=0.5, batch_size=64, epochs=10, dtype="float64")
+    assert result.spec.classes == 3
+    assert np.mean(result.predict(X)[0] == ids) > 0.98

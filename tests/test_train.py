@@ -257,3 +257,31 @@ def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, modul
     X, Y = _arrays()
     with pytest.raises(ConfigError, match=message):
         streamtrain.fit(ArraySource(X, Y), epochs=1, **options)
+
+
+@pytest.mark.parametrize("per, expected_lrs", [("epoch", [0.4, 0.4, 0.2, 0.2]), ("step", [0.4, 0.2, 0.1, 0.05])])
+def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs):
+    X, Y = _arrays(m=100)
+    expected = _random_params(X.shape[0])
+    init = {k: v.copy() for k, v in expected.items()}
+    for t, lr in enumerate(expected_lrs):  # 2 epochs of 2 steps each, B = 50
+        _, grads = logistic_loss_and_grad(expected, X[:, 50 * (t % 2):50 * (t % 2 + 1)], Y[:, 50 * (t % 2):50 * (t % 2 + 1)])
+        expected = {k: expected[k] - lr * grads[k] for k in expected}
+    result = streamtrain.fit(ArraySource(X, Y), batch_size=50, epochs=2, lr=0.4, lr_schedule="step", lr_decay=0.5,
+                             lr_step=1, lr_per=per, shuffle="none", dtype="float64", init=init)
+    for k in expected:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
+
+
+def test_an_mlp_warm_starts_from_its_model_file_and_predicts_after_loading(tmp_path):
+    X, Y = _arrays()
+    source = ArraySource(X, Y, chunk_size=100)
+    first = streamtrain.fit(source, model="mlp", hidden=[7], activation="tanh", epochs=1, seed=3)
+    first.save(tmp_path / "m.npz")
+    loaded = streamtrain.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), first.predict_proba(X))
+    again = streamtrain.fit(source, model="mlp", hidden=[7], activation="tanh", epochs=1, init=tmp_path / "m.npz")
+    once = streamtrain.fit(source, model="mlp", hidden=[7], activation="tanh", epochs=1, init=first.params)
+    np.testing.assert_array_equal(again.params["W2"], once.params["W2"])
+    with pytest.raises(ConfigError, match="expected shapes"):
+        streamtrain.fit(source, model="mlp", hidden=[5], epochs=1, init=tmp_path / "m.npz")

@@ -37,13 +37,24 @@ def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y",
 
 
 @contextmanager
-def opened(source_or_path: ChunkSource | str | os.PathLike, *, binary_labels: bool = True) -> Iterator[ChunkSource]:
-    """The source itself, or the store at a path opened here and closed afterwards."""
+def opened(source_or_path: ChunkSource | str | os.PathLike, *, labels: tuple | None = ("binary",)
+           ) -> Iterator[ChunkSource]:
+    """The source itself, or the store at a path opened here and closed afterwards.
+
+    Its labels are checked by ``labels`` (see ``check_labels``) while in the block; a
+    source passed in gets its own rule back afterwards.
+    """
     if isinstance(source_or_path, ChunkSource):
-        yield source_or_path
-        return
-    with open_source(source_or_path, binary_labels=binary_labels) as source:
+        source, owned = source_or_path, False
+    else:
+        source, owned = open_source(source_or_path), True
+    before, source.labels = source.labels, labels
+    try:
         yield source
+    finally:
+        source.labels = before
+        if owned:
+            source.close()
 
 
 def _is_hdf5(path: str) -> bool:

@@ -59,8 +59,8 @@ class ChunkSource:
         self.name, self.x_name, self.y_name = name, x_name, y_name
         if must_exist and not os.path.exists(name):
             raise DataError(f"{name}: no such file or directory")
-        # Logistic regression needs labels in {0, 1}; later models relax this.
-        self.binary_labels = binary_labels
+        # How labels are checked as they stream (see check_labels); a model sets its own.
+        self.labels: tuple | None = ("binary",) if binary_labels else None
         # What ``make-data`` recorded about a generated store (true weights, Bayes loss).
         self.attrs: dict[str, Any] = {}
 
@@ -97,16 +97,13 @@ class ChunkSource:
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Columns ``[start, stop)``: X (n_x, stop-start) and Y (k, stop-start)."""
         X, Y = self._read(start, stop)
-        if self.binary_labels:
-            self._check_binary(Y, start)
+        if self.labels:
+            check_labels(Y, start, f"{self.name}/{self.y_name}", self.chunk_starts, self.labels)
         return X, Y
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         X, Y = self.arrays()
         return X[:, start:stop], Y[:, start:stop]
-
-    def _check_binary(self, Y: np.ndarray, start: int) -> None:
-        check_binary_labels(Y, start, f"{self.name}/{self.y_name}", self.chunk_starts)
 
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
@@ -114,6 +111,11 @@ class ChunkSource:
         Reading them directly skips the label check: callers run ``check_binary_labels``.
         """
         return self._X, self._Y
+
+    def label_max(self) -> float:
+        """The largest label in the store, reading Y chunk by chunk (Y is small next to X)."""
+        _, Y = self.arrays()
+        return max(float(np.max(Y[:, a:b])) for a, b in self.chunk_bounds)
 
     @cached_property
     def chunk_starts(self) -> np.ndarray:
@@ -159,14 +161,25 @@ class ChunkSource:
         )
 
 
-def check_binary_labels(Y: np.ndarray, start: int, where: str, chunk_starts: np.ndarray) -> None:
-    """Raise DataError naming the first label of ``Y`` (columns from ``start``) outside {0, 1}."""
-    bad = ~((Y == 0) | (Y == 1))
+def check_labels(Y: np.ndarray, start: int, where: str, chunk_starts: np.ndarray, rule: tuple) -> None:
+    """Raise DataError naming the first column of ``Y`` (samples from ``start``) that breaks ``rule``.
+
+    Rules: ("binary",) labels in {0, 1}; ("ids", k) one row of class ids 0..k-1;
+    ("onehot",) columns of 0/1 with exactly one 1.
+    """
+    kind = rule[0]
+    if kind == "binary":
+        bad, expected = ~((Y == 0) | (Y == 1)), "is outside {0, 1}"
+    elif kind == "ids":
+        bad, expected = ~((Y >= 0) & (Y < rule[1]) & (Y == np.floor(Y))), f"is not a class id 0..{rule[1] - 1}"
+    else:
+        bad = ~((Y == 0) | (Y == 1)) | (Y.sum(axis=0, keepdims=True) != 1)
+        expected = "is not one-hot (0/1, a single 1 per sample)"
     if bad.any():
         col = int(np.argmax(bad.any(axis=0)))
-        value = Y[:, col][bad[:, col]][0].item()
-        raise DataError(f"{where}: label {value!r} at sample {start + col} "
-                        f"(chunk {_chunk_of(chunk_starts, start + col)}) is outside {{0, 1}}")
+        value = Y[:, col][bad[:, col]][0].item() if kind != "onehot" else Y[:, col].tolist()
+        chunk = _chunk_of(chunk_starts, start + col)
+        raise DataError(f"{where}: label {value!r} at sample {start + col} (chunk {chunk}) {expected}")
 
 
 def _chunk_of(chunk_starts: np.ndarray, sample: int) -> int:
