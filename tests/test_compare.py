@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, FullBatch, get_model
 from streamtrain.compare import _suggest, advice, compare
 from streamtrain.full_batch import lbfgs, loss_and_grad
@@ -35,7 +36,7 @@ def _params(n_x, seed=2):
 
 
 def _flat(g):
-    return np.concatenate([np.ravel(g[k]) for k in ("W1", "b1")])
+    return np.concatenate([np.ravel(g[k]) for k in sorted(g)])
 
 
 # -- 1. B = m is the exact gradient ----------------------------------------------------------------
@@ -279,3 +280,20 @@ def test_params_of_the_wrong_shape_are_a_config_error():
     X, Y = _arrays(m=200)
     with pytest.raises(ConfigError, match="expected shapes"):
         compare(ArraySource(X, Y), _params(3))
+
+
+@pytest.mark.parametrize("name, options", [("softmax", {}), ("mlp", {"hidden": (5,), "activation": "tanh",
+                                                                      "output": "identity"})])
+def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loop(name, options):
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((3, 200))
+    model = get_model(name, **options)
+    Y = rng.integers(0, 3, size=(1, 200)).astype(float) if name == "softmax" else rng.standard_normal((2, 200))
+    source = ArraySource(X, Y, chunk_size=64, binary_labels=False)
+    with streamtrain.models.bound(model, source) as (model, _):
+        params = {k: rng.standard_normal(v.shape) for k, v in model.init(3, Y.shape[0], np.dtype(float), 0).items()}
+    report = compare(source, params, model=model, batch_sizes=[200], scheduler="sync")
+    assert report["batch_sizes"][0]["cosine_mean"] == pytest.approx(1, abs=1e-12)
+    per_sample = np.array([_flat(model.totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads) for i in range(200)])
+    trace = np.mean(np.sum((per_sample - per_sample.mean(axis=0)) ** 2, axis=1))
+    assert report["trace_cov"] == pytest.approx(trace, rel=1e-9)

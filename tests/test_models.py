@@ -1,10 +1,11 @@
-"""Logistic model maths: finite differences, the textbook formula, numerical safety."""
+"""Model maths for every model: finite differences, the textbook formulas, numerical safety, learning."""
 
 import numpy as np
 import pytest
 
-from streamtrain import ConfigError
-from streamtrain.models import check_params, get_model, logistic_loss_and_grad, sigmoid
+import streamtrain
+from streamtrain import ArraySource, ConfigError
+from streamtrain.models import check_params, get_model, logistic_loss_and_grad, objective, sigmoid
 from streamtrain.optim import sgd
 
 
@@ -113,9 +114,6 @@ def test_sgd_rejects_bad_learning_rates(lr):
 
 
 # -- every model: softmax, linear and L-layer networks ---------------------------------------------
-
-from streamtrain import ArraySource  # noqa: E402
-from streamtrain.models import objective  # noqa: E402
 
 CASES = [
     ("logistic", {}, 1),
@@ -243,8 +241,6 @@ def _xor(m=2000, seed=0):
 
 
 def test_an_mlp_learns_xor_which_logistic_regression_cannot():
-    import streamtrain
-
     X, Y = _xor()
     source = ArraySource(X, Y, chunk_size=500)
     mlp = streamtrain.fit(source, model="mlp", hidden=[8], activation="tanh", optimizer="adam", lr=0.02,
@@ -256,8 +252,6 @@ def test_an_mlp_learns_xor_which_logistic_regression_cannot():
 
 
 def test_softmax_recovers_well_separated_classes():
-    import streamtrain
-
     rng = np.random.default_rng(3)
     centres = np.array([[4.0, 0.0], [-4.0, 4.0], [0.0, -4.0]]).T  # (n_x, k)
     ids = rng.integers(0, 3, size=1500)

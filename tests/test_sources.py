@@ -245,3 +245,33 @@ def test_hdf5_contiguous_dataset_uses_default_chunk_size(hdf5_store, make_xy):
         for a, b in source.chunk_bounds:
             np.testing.assert_array_equal(source.read(a, b)[0], X[:, a:b])
             np.testing.assert_array_equal(source.read(a, b)[1], Y[:, a:b])
+
+
+@pytest.mark.parametrize("rule, labels, bad_sample, says", [
+    (("ids", 3), [[0, 2, 1, 3, 0]], 3, "label 3.0 at sample 3 (chunk 1) is not a class id 0..2"),
+    (("ids", 3), [[0, 1.5, 1, 2, 0]], 1, "label 1.5 at sample 1 (chunk 0) is not a class id 0..2"),
+    (("ids", 3), [[0, 1, -1, 2, 0]], 2, "label -1.0 at sample 2 (chunk 0) is not a class id"),
+    (("onehot",), [[1, 0, 0, 1, 1], [0, 1, 0, 0, 0]], 2, "at sample 2 (chunk 0) is not one-hot"),
+    (("onehot",), [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], 3, "at sample 3 (chunk 1) is not one-hot"),
+    (("binary",), [[0, 1, 1, 0, 7]], 4, "label 7.0 at sample 4 (chunk 1) is outside {0, 1}"),
+])
+def test_each_label_rule_names_the_first_bad_sample_and_its_chunk(rule, labels, bad_sample, says):
+    Y = np.array(labels, dtype=float)
+    source = ArraySource(np.zeros((2, 5)), Y, chunk_size=3, binary_labels=False)
+    source.labels = rule
+    with pytest.raises(DataError) as e:
+        source.read(0, 5)
+    assert says in str(e.value) and str(e.value).startswith("<arrays>/Y: ")
+    source.read(0, bad_sample)  # the columns before it pass
+
+
+def test_opened_sets_a_label_rule_for_the_block_and_restores_the_source_s_own():
+    from streamtrain.sources import opened
+
+    source = ArraySource(np.zeros((2, 4)), np.array([[0.0, 2.0, 1.0, 0.0]]), chunk_size=2)
+    with opened(source, labels=("ids", 3)) as same:
+        assert same is source
+        same.read(0, 4)
+    with pytest.raises(DataError, match="outside"):
+        source.read(0, 4)
+    assert source.label_max() == 2.0
