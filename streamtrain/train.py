@@ -218,7 +218,7 @@ def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTup
     loss, grads, totals = exact.objective_with_totals(params, l2=l2)
     if not math.isfinite(loss):
         raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
-    params, state = opt.update({k: g.astype(params[k].dtype) for k, g in grads.items()}, state, params)
+    params, state = opt.update(grads, state, params)  # the optimizer casts float64 grads to the params dtype
     seconds, m = time.perf_counter() - t0, exact.source.m
     record = {"loss": loss, "grad_norm": norm(grads), "samples": m, "steps": 1, "seconds": seconds,
               "samples_per_s": m / seconds}
