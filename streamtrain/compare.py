@@ -30,7 +30,7 @@ import numpy as np
 
 from .batches import BatchStream, Cursor, check_batching
 from .full_batch import FullBatch, check_scheduler
-from .models import Model, Params, batch_objective, bound, check_params, norm, objective
+from .models import Model, Params, as_float64, batch_objective, bound, check_params, norm
 from .sources import ChunkSource
 
 __all__ = ["DEFAULT_BATCH_SIZES", "compare"]
@@ -58,12 +58,11 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
         for B in (*(batch_sizes or ()), *extra):
             check_batching(B, shuffle)
         sizes = sorted({int(min(B, m)) for B in (*(batch_sizes or DEFAULT_BATCH_SIZES), *extra)})
-        params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+        params = as_float64(params)  # mini-batch gradients too are compared in float64
         t0 = time.perf_counter()
         with FullBatch(source, spec, scheduler=scheduler) as exact:
-            totals = exact.totals(params, sample_norms=True)
+            loss, grad, totals = exact.objective_with_totals(params, l2=l2, sample_norms=True)
         exact_s = time.perf_counter() - t0
-        loss, grad = objective(params, totals, l2=l2)
         g_norm = norm(grad)
         # Σ‖g_i − ḡ‖²/m = Σ‖g_i‖²/m − ‖ḡ‖², over the data term only: the L2 term is the
         # same for every sample and adds no noise.

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ConfigError, DataError, DivergedError
-from .models import Model, Params, Totals, add_totals, bound, check_params, norm, objective
+from .models import Model, Params, Totals, add_totals, as_float64, bound, check_params, norm, objective
 from .sources import ChunkSource
 from .sources._base import check_labels
 
@@ -65,7 +65,7 @@ class FullBatch:
 
     def totals(self, params: Params, *, grad: bool = True, sample_norms: bool = False) -> Totals:
         """Sums over every sample of the store at ``params`` (see ``models.Totals``)."""
-        params64 = _float64(params)
+        params64 = as_float64(params)
         source, check = self.source, None
         if source.labels:
             check = (f"{source.name}/{source.y_name}", source.chunk_starts, source.labels)
@@ -84,10 +84,11 @@ class FullBatch:
         loss, grads, _ = self.objective_with_totals(params, l2=l2)
         return loss, grads
 
-    def objective_with_totals(self, params: Params, *, l2: float = 0.0) -> tuple[float, Params, Totals]:
-        """Exact J, ∇J and the sums they come from (for the accuracy), in one pass."""
-        params = _float64(params)  # the L2 term too is computed in float64
-        totals = self.totals(params)
+    def objective_with_totals(self, params: Params, *, l2: float = 0.0,
+                              sample_norms: bool = False) -> tuple[float, Params, Totals]:
+        """Exact J, ∇J and the sums they come from (accuracy, per-sample norms), in one pass."""
+        params = as_float64(params)  # the L2 term too is computed in float64
+        totals = self.totals(params, sample_norms=sample_norms)
         loss, grads = objective(params, totals, l2=l2)
         return loss, grads, totals
 
@@ -183,10 +184,6 @@ def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
         if callback is not None:
             callback(records[-1])
     return {k: v.astype(dtype) for k, v in unravel(result.x).items()}
-
-
-def _float64(params: Params) -> Params:
-    return {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
 
 
 def _chunk_totals_block(X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals],

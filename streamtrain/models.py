@@ -45,7 +45,7 @@ import numpy as np
 from ._errors import ConfigError, check_int
 from .sources import ChunkSource, opened
 
-__all__ = ["ACTIVATIONS", "MODELS", "OUTPUTS", "Model", "Params", "Totals", "add_totals", "batch_objective", "bound",
+__all__ = ["ACTIVATIONS", "MODELS", "OUTPUTS", "Model", "Params", "Totals", "add_totals", "as_float64", "batch_objective", "bound",
            "check_params", "for_data", "get_model", "label_rule", "logistic_loss_and_grad", "logistic_totals", "norm", "objective",
            "sigmoid", "softplus"]
 
@@ -75,6 +75,11 @@ def add_totals(a: Totals, b: Totals) -> Totals:
         grads = {k: np.add(g, b.grads[k], dtype=np.float64) for k, g in a.grads.items()}
     grad_sq = None if a.grad_sq is None or b.grad_sq is None else a.grad_sq + b.grad_sq
     return Totals(a.loss + b.loss, grads, a.count + b.count, a.correct + b.correct, grad_sq)
+
+
+def as_float64(params: Params) -> Params:
+    """The same parameters in float64 (no copy of arrays that already are)."""
+    return {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
 
 
 def norm(params: Params) -> float:
@@ -334,7 +339,7 @@ def _shapes(shapes: dict[str, tuple]) -> str:
 def bound(model: str | Model, source_or_path: ChunkSource | str | os.PathLike) -> Iterator[tuple[Model, ChunkSource]]:
     """The model completed for a store's labels (``for_data``) and the store, opened here if
     given as a path, checking its labels by the model's rule while in the block."""
-    with opened(source_or_path, labels=None) as source:
+    with opened(source_or_path) as source:
         spec = for_data(get_model(model), source)
         source.labels = label_rule(spec)
         yield spec, source

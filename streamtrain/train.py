@@ -128,8 +128,7 @@ def fit(
     is a terminal). ``metrics`` appends one JSON line per epoch to that file, and
     ``on_epoch`` is called with the same record.
     """
-    spec = model if isinstance(model, Model) else get_model(model, hidden=hidden, activation=activation,
-                                                            output=output)
+    spec = get_model(model, hidden=hidden, activation=activation, output=output)  # a Model passes through
     with bound(spec, source_or_path) as (spec, source):
         config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, optimizer=optimizer,
                                beta1=beta1, beta2=beta2, eps=eps, lr_schedule=lr_schedule, lr_decay=lr_decay,

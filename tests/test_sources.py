@@ -265,12 +265,13 @@ def test_each_label_rule_names_the_first_bad_sample_and_its_chunk(rule, labels, 
     source.read(0, bad_sample)  # the columns before it pass
 
 
-def test_opened_sets_a_label_rule_for_the_block_and_restores_the_source_s_own():
+def test_a_label_rule_set_inside_opened_is_undone_afterwards():
     from streamtrain.sources import opened
 
     source = ArraySource(np.zeros((2, 4)), np.array([[0.0, 2.0, 1.0, 0.0]]), chunk_size=2)
-    with opened(source, labels=("ids", 3)) as same:
+    with opened(source) as same:
         assert same is source
+        same.labels = ("ids", 3)
         same.read(0, 4)
     with pytest.raises(DataError, match="outside"):
         source.read(0, 4)

@@ -37,18 +37,17 @@ def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y",
 
 
 @contextmanager
-def opened(source_or_path: ChunkSource | str | os.PathLike, *, labels: tuple | None = ("binary",)
-           ) -> Iterator[ChunkSource]:
+def opened(source_or_path: ChunkSource | str | os.PathLike) -> Iterator[ChunkSource]:
     """The source itself, or the store at a path opened here and closed afterwards.
 
-    Its labels are checked by ``labels`` (see ``check_labels``) while in the block; a
-    source passed in gets its own rule back afterwards.
+    A label rule set on it inside the block (``source.labels``, see ``check_labels``) is
+    undone afterwards: a source passed in gets its own rule back.
     """
     if isinstance(source_or_path, ChunkSource):
         source, owned = source_or_path, False
     else:
         source, owned = open_source(source_or_path), True
-    before, source.labels = source.labels, labels
+    before = source.labels
     try:
         yield source
     finally:

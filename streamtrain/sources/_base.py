@@ -108,7 +108,7 @@ class ChunkSource:
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
 
-        Reading them directly skips the label check: callers run ``check_binary_labels``.
+        Reading them directly skips the label check: callers run ``check_labels``.
         """
         return self._X, self._Y
 
