@@ -50,7 +50,8 @@ def main() -> None:
         result = {"m": args.m, "n_x": args.n_x, "batch_size": args.batch_size, "shuffle": args.shuffle}
         if not os.path.exists(data):
             result["make_data_s"], result["make_data_rss_mb"] = run_child(
-                ["make-data", data, "--m", str(args.m), "--n-x", str(args.n_x), "--codec", args.codec])
+                ["make-data", data, "--m", str(args.m), "--n-x", str(args.n_x), "--codec", args.codec]
+            )
         source = streamtrain.open_source(data)
         # The first pass may come from disk, later ones from the page cache: warm it first so
         # the read pass and the epoch see the same storage.
@@ -108,15 +109,35 @@ def reference_loss_and_grad(source: streamtrain.ChunkSource, params: dict) -> tu
 def fit_in_child(data: str, model: str, args: argparse.Namespace) -> dict:
     """Run the real CLI in a child process so its peak RSS is its own."""
     metrics = model + ".jsonl"
-    cmd = ["fit", data, "--epochs", "1", "--batch-size",
-           str(args.batch_size), "--lr", str(args.lr), "--shuffle", args.shuffle, "--out", model,
-           "--metrics", metrics, "--no-progress"]
+    cmd = [
+        "fit",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--shuffle",
+        args.shuffle,
+        "--out",
+        model,
+        "--metrics",
+        metrics,
+        "--no-progress",
+    ]
     if os.path.exists(metrics):
         os.unlink(metrics)
     wall, peak_mb = run_child(cmd)
-    epoch = json.loads(open(metrics).read().splitlines()[0])
-    return {"epoch_s": epoch["seconds"], "io_wait_s": epoch["io_wait_s"], "fit_wall_s": wall,
-            "samples_per_s": epoch["samples_per_s"], "peak_rss_mb": peak_mb}
+    with open(metrics) as f:
+        epoch = json.loads(f.readline())
+    return {
+        "epoch_s": epoch["seconds"],
+        "io_wait_s": epoch["io_wait_s"],
+        "fit_wall_s": wall,
+        "samples_per_s": epoch["samples_per_s"],
+        "peak_rss_mb": peak_mb,
+    }
 
 
 def run_child(argv: list[str]) -> tuple[float, float]:
@@ -133,17 +154,30 @@ def run_child(argv: list[str]) -> tuple[float, float]:
 def report(r: dict) -> None:
     gap = r["full_loss"] - r["bayes_loss"] if r["bayes_loss"] is not None else float("nan")
     rows = [
-        ("make-data", f"{r['make_data_s']:.1f} s, peak RSS {r['make_data_rss_mb']:.0f} MB"
-                      if "make_data_s" in r else "(existing store)"),
+        (
+            "make-data",
+            f"{r['make_data_s']:.1f} s, peak RSS {r['make_data_rss_mb']:.0f} MB"
+            if "make_data_s" in r
+            else "(existing store)",
+        ),
         ("read pass", f"{r['read_s']:.2f} s (first pass {r['first_read_s']:.2f} s)"),
-        ("epoch", f"{r['epoch_s']:.2f} s = {r['epoch_s'] / r['read_s']:.2f} x read "
-                  f"({r['samples_per_s']:,.0f} samples/s, waiting on reads {r['io_wait_s']:.2f} s)"),
+        (
+            "epoch",
+            f"{r['epoch_s']:.2f} s = {r['epoch_s'] / r['read_s']:.2f} x read "
+            f"({r['samples_per_s']:,.0f} samples/s, waiting on reads {r['io_wait_s']:.2f} s)",
+        ),
         ("fit process", f"{r['fit_wall_s']:.2f} s wall, peak RSS {r['peak_rss_mb']:.0f} MB"),
         ("full-data loss", f"{r['full_loss']:.5f} (Bayes {r['bayes_loss']:.5f}, gap {gap:+.5f})"),
-        ("exact, numpy", f"{r['exact_sync_s']:.2f} s (loss rel. err {r['exact_sync_loss_rel']:.1e}, "
-                         f"gradient {r['exact_sync_grad_rel']:.1e})"),
-        ("exact, dask", f"{r['exact_threads_s']:.2f} s = {r['exact_threads_s'] / r['exact_sync_s']:.2f} x numpy "
-                        f"(loss rel. err {r['exact_threads_loss_rel']:.1e}, gradient {r['exact_threads_grad_rel']:.1e})"),
+        (
+            "exact, numpy",
+            f"{r['exact_sync_s']:.2f} s (loss rel. err {r['exact_sync_loss_rel']:.1e}, "
+            f"gradient {r['exact_sync_grad_rel']:.1e})",
+        ),
+        (
+            "exact, dask",
+            f"{r['exact_threads_s']:.2f} s = {r['exact_threads_s'] / r['exact_sync_s']:.2f} x numpy "
+            f"(loss rel. err {r['exact_threads_loss_rel']:.1e}, gradient {r['exact_threads_grad_rel']:.1e})",
+        ),
     ]
     print(f"m={r['m']:,} n_x={r['n_x']} B={r['batch_size']} shuffle={r['shuffle']}")
     for name, value in rows:

@@ -1,9 +1,9 @@
 """streamtrain: train on column-wise chunked Zarr/HDF5 data far larger than RAM.
 
-    >>> import streamtrain
-    >>> result = streamtrain.fit("data.zarr", batch_size=1000, lr=0.5, epochs=1)  # doctest: +SKIP
-    >>> result.params["W1"].shape                                                  # doctest: +SKIP
-    (1, 100)
+>>> import streamtrain
+>>> result = streamtrain.fit("data.zarr", batch_size=1000, lr=0.5, epochs=1)  # doctest: +SKIP
+>>> result.params["W1"].shape                                                  # doctest: +SKIP
+(1, 100)
 """
 
 from ._errors import ConfigError, DataError, DivergedError, UserError
@@ -33,8 +33,8 @@ __all__ = [
     "get_model",
     "load",
     "load_model",
-    "loss_and_grad",
     "logistic_loss_and_grad",
+    "loss_and_grad",
     "make_data",
     "open_source",
     "save_model",

@@ -24,8 +24,7 @@ class Progress:
         rate = done / max(now - self._t0, 1e-9)
         bar = "#" * int(20 * done / self.total)
         shown = f"loss {loss:.5f}  " if loss is not None else ""
-        sys.stderr.write(f"\r{self.label} [{bar:<20}] {100 * done / self.total:5.1f}% "
-                         f"{shown}{rate:,.0f} samples/s ")
+        sys.stderr.write(f"\r{self.label} [{bar:<20}] {100 * done / self.total:5.1f}% {shown}{rate:,.0f} samples/s ")
         sys.stderr.flush()
         self._drawn = True
 

@@ -81,8 +81,7 @@ def chunk_order(n_chunks: int, shuffle: str, seed: int, epoch: int) -> np.ndarra
     return np.random.default_rng([seed, epoch, 0]).permutation(n_chunks)
 
 
-def buffer_chunks(source: ChunkSource, shuffle: str, buffer_bytes: int, prefetch: int,
-                  itemsize: int) -> int:
+def buffer_chunks(source: ChunkSource, shuffle: str, buffer_bytes: int, prefetch: int, itemsize: int) -> int:
     """Chunks per unit: 1, or in ``buffer`` mode as many as the memory budget allows."""
     if shuffle != "buffer":
         return 1
@@ -98,14 +97,21 @@ class BatchStream:
     thread); ``io_wait_s`` is the time the consumer spent waiting for them.
     """
 
-    def __init__(self, source: ChunkSource, batch_size: int, cursor: Cursor, *,
-                 shuffle: str = "none", dtype: Any = np.float32, prefetch: int = 2,
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+    def __init__(
+        self,
+        source: ChunkSource,
+        batch_size: int,
+        cursor: Cursor,
+        *,
+        shuffle: str = "none",
+        dtype: Any = np.float32,
+        prefetch: int = 2,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
         check_batching(batch_size, shuffle)
         self.source, self.batch_size, self.cursor = source, int(batch_size), cursor
         self.shuffle, self.dtype, self.prefetch = shuffle, np.dtype(dtype), prefetch
-        self.group = cursor.unit or buffer_chunks(source, shuffle, buffer_bytes, prefetch,
-                                                  self.dtype.itemsize)
+        self.group = cursor.unit or buffer_chunks(source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize)
         self.order = chunk_order(source.n_chunks, shuffle, cursor.seed, cursor.epoch)
         at_end = cursor.position == source.n_chunks
         if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.group and not at_end):
@@ -115,8 +121,7 @@ class BatchStream:
     def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(position, X, Y) of each unit from the cursor on, in the epoch's order."""
         for pos in range(self.cursor.position, self.source.n_chunks, self.group):
-            parts = [self.source.read(*self.source.chunk_bounds[c])
-                     for c in self.order[pos:pos + self.group]]
+            parts = [self.source.read(*self.source.chunk_bounds[c]) for c in self.order[pos : pos + self.group]]
             X, Y = (np.concatenate(p, axis=1) if len(p) > 1 else p[0] for p in zip(*parts))
             del parts  # the chunks' memory goes before the permuted copy is made
             if self.shuffle == "buffer":
@@ -139,12 +144,11 @@ class BatchStream:
                     raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
                 while i < n:
                     take = min(B - have, n - i)
-                    pending.append((X[:, i:i + take], Y[:, i:i + take]))
+                    pending.append((X[:, i : i + take], Y[:, i : i + take]))
                     have, i = have + take, i + take
                     if have == B:
                         next_unit = min(pos + self.group, self.source.n_chunks)
-                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)),
-                                       unit=self.group)
+                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)), unit=self.group)
                         yield _join(pending, after)
                         pending, have = [], 0
             if pending:  # the last, short batch of the epoch
@@ -157,8 +161,7 @@ class BatchStream:
 def _join(pieces: list[tuple[np.ndarray, np.ndarray]], cursor: Cursor) -> Batch:
     if len(pieces) == 1:  # the common case: a view into the unit, no copy
         return Batch(pieces[0][0], pieces[0][1], cursor)
-    return Batch(np.concatenate([p[0] for p in pieces], axis=1),
-                 np.concatenate([p[1] for p in pieces], axis=1), cursor)
+    return Batch(np.concatenate([p[0] for p in pieces], axis=1), np.concatenate([p[1] for p in pieces], axis=1), cursor)
 
 
 _END = object()

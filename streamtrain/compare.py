@@ -39,10 +39,19 @@ DEFAULT_BATCH_SIZES = (16, 64, 256, 1024, 4096, 16384, 65536)
 NOISY_ORDER = 1.5  # measured / random-sampling error above this: the store order is not random
 
 
-def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, model: str | Model = "logistic",
-            batch_sizes: tuple[int, ...] | list[int] | None = None, batches: int = 32, l2: float = 0.0,
-            shuffle: str = "chunks", seed: int = 0, scheduler: str | None = None,
-            train_batch_size: int | None = None) -> dict[str, Any]:
+def compare(
+    source_or_path: ChunkSource | str | os.PathLike,
+    params: Params,
+    *,
+    model: str | Model = "logistic",
+    batch_sizes: tuple[int, ...] | list[int] | None = None,
+    batches: int = 32,
+    l2: float = 0.0,
+    shuffle: str = "chunks",
+    seed: int = 0,
+    scheduler: str | None = None,
+    train_batch_size: int | None = None,
+) -> dict[str, Any]:
     """Exact J, ‖∇J‖ and noise scale at ``params``, and per batch size how mini-batch gradients compare.
 
     ``batches`` mini-batches of each size are drawn as epoch 0 of training with this
@@ -69,16 +78,39 @@ def compare(source_or_path: ChunkSource | str | os.PathLike, params: Params, *, 
         trace = max(0.0, totals.grad_sq / m - norm(totals.grads) ** 2 / m**2)
         b_noise = trace / g_norm**2 if g_norm > 0 else math.inf
         rows = [_batch_row(source, spec, params, grad, B, batches, l2, shuffle, seed, trace) for B in sizes]
-    report = {"data": source.name, "m": m, "model": spec.name, "l2": l2, "shuffle": shuffle, "seed": seed,
-              "loss": loss, "grad_norm": g_norm, "trace_cov": trace, "noise_scale": b_noise,
-              "suggested_batch_size": _suggest(b_noise, m), "exact_seconds": exact_s,
-              "scheduler": check_scheduler(scheduler), "train_batch_size": train_batch_size, "batch_sizes": rows}
+    report = {
+        "data": source.name,
+        "m": m,
+        "model": spec.name,
+        "l2": l2,
+        "shuffle": shuffle,
+        "seed": seed,
+        "loss": loss,
+        "grad_norm": g_norm,
+        "trace_cov": trace,
+        "noise_scale": b_noise,
+        "suggested_batch_size": _suggest(b_noise, m),
+        "exact_seconds": exact_s,
+        "scheduler": check_scheduler(scheduler),
+        "train_batch_size": train_batch_size,
+        "batch_sizes": rows,
+    }
     report["advice"] = advice(report)
     return report
 
 
-def _batch_row(source: ChunkSource, spec: Any, params: Params, grad: Params, B: int, batches: int,
-               l2: float, shuffle: str, seed: int, trace: float) -> dict[str, Any]:
+def _batch_row(
+    source: ChunkSource,
+    spec: Any,
+    params: Params,
+    grad: Params,
+    B: int,
+    batches: int,
+    l2: float,
+    shuffle: str,
+    seed: int,
+    trace: float,
+) -> dict[str, Any]:
     """Cosine and relative error of the first ``batches`` whole mini-batches of size B."""
     m, g_norm = source.m, norm(grad)
     stream = BatchStream(source, B, Cursor(seed, 0), shuffle=shuffle, dtype=np.float64)
@@ -91,9 +123,15 @@ def _batch_row(source: ChunkSource, spec: Any, params: Params, grad: Params, B: 
             errors.append(norm({k: g[k] - grad[k] for k in grad}) / g_norm if g_norm > 0 else 0.0)
     fpc = (m - B) / (m - 1) if m > 1 else 0.0  # sampling without replacement from m samples
     iid = math.sqrt(trace / B * fpc) / g_norm if g_norm > 0 else math.inf
-    return {"batch_size": B, "batches": len(errors), "cosine_mean": float(np.mean(cosines)),
-            "cosine_min": float(np.min(cosines)), "rel_error_mean": float(np.mean(errors)),
-            "rel_error_rms": math.sqrt(float(np.mean(np.square(errors)))), "rel_error_random": iid}
+    return {
+        "batch_size": B,
+        "batches": len(errors),
+        "cosine_mean": float(np.mean(cosines)),
+        "cosine_min": float(np.min(cosines)),
+        "rel_error_mean": float(np.mean(errors)),
+        "rel_error_rms": math.sqrt(float(np.mean(np.square(errors)))),
+        "rel_error_random": iid,
+    }
 
 
 def _suggest(b_noise: float, m: int) -> int:
@@ -107,34 +145,44 @@ def advice(report: dict[str, Any]) -> list[str]:
     """Plain-language conclusions from a ``compare`` report."""
     b_noise, m, out = report["noise_scale"], report["m"], []
     if b_noise >= m:
-        out.append(f"B_noise ({b_noise:,.0f}) is larger than the data (m = {m:,}): the exact gradient is small "
-                   f"next to the per-sample noise, as near an optimum. Mini-batch steps mostly add noise here: "
-                   f"decay the learning rate, use large batches, or finish with full-batch L-BFGS "
-                   f"(--optimizer lbfgs).")
+        out.append(
+            f"B_noise ({b_noise:,.0f}) is larger than the data (m = {m:,}): the exact gradient is small "
+            f"next to the per-sample noise, as near an optimum. Mini-batch steps mostly add noise here: "
+            f"decay the learning rate, use large batches, or finish with full-batch L-BFGS "
+            f"(--optimizer lbfgs)."
+        )
     else:
-        out.append(f"B_noise is about {b_noise:,.0f}. Batches well below it waste no samples but their steps are "
-                   f"mostly noise; near it, reaching a given loss takes about twice the fewest possible steps and "
-                   f"twice the fewest samples; well above it, samples are wasted. When an epoch's time is mostly "
-                   f"reading, as on one machine, B below B_noise costs nothing extra. Balance point at these "
-                   f"params: B = {report['suggested_batch_size']:,} (B_noise grows as training converges).")
+        out.append(
+            f"B_noise is about {b_noise:,.0f}. Batches well below it waste no samples but their steps are "
+            f"mostly noise; near it, reaching a given loss takes about twice the fewest possible steps and "
+            f"twice the fewest samples; well above it, samples are wasted. When an epoch's time is mostly "
+            f"reading, as on one machine, B below B_noise costs nothing extra. Balance point at these "
+            f"params: B = {report['suggested_batch_size']:,} (B_noise grows as training converges)."
+        )
     trained = next((r for r in report["batch_sizes"] if r["batch_size"] == report.get("train_batch_size")), None)
     if trained is not None and trained["batch_size"] < m:
         B, ratio = trained["batch_size"], b_noise / trained["batch_size"]
         if ratio > 4:
-            out.append(f"These params were trained with B = {B:,}, {ratio:,.0f}x below B_noise: such batches have a "
-                       f"mean cosine of only {trained['cosine_mean']:.2f} with the exact gradient, so training settles "
-                       f"at a noise floor set by the learning rate. To get closer to the optimum, lower the learning "
-                       f"rate for the last epochs or raise B at the same rate (--init continues from this model).")
+            out.append(
+                f"These params were trained with B = {B:,}, {ratio:,.0f}x below B_noise: such batches have a "
+                f"mean cosine of only {trained['cosine_mean']:.2f} with the exact gradient, so training settles "
+                f"at a noise floor set by the learning rate. To get closer to the optimum, lower the learning "
+                f"rate for the last epochs or raise B at the same rate (--init continues from this model)."
+            )
         elif ratio < 0.25:
-            out.append(f"These params were trained with B = {B:,}, {1 / ratio:,.0f}x above B_noise: a smaller batch "
-                       f"would reach the same loss from fewer samples.")
+            out.append(
+                f"These params were trained with B = {B:,}, {1 / ratio:,.0f}x above B_noise: a smaller batch "
+                f"would reach the same loss from fewer samples."
+            )
         else:
             out.append(f"These params were trained with B = {B:,}, near B_noise: a balance of steps and samples.")
     for row in report["batch_sizes"]:
         B, measured, random = row["batch_size"], row["rel_error_rms"], row["rel_error_random"]
-        if B < m and random > 0 and measured > NOISY_ORDER * random:
-            out.append(f"At B = {B:,} the mini-batch gradients are {measured / random:.1f}x noisier than random "
-                       f"samples of the same size would be: the store's sample order is not random. Train with "
-                       f"--shuffle buffer, or shuffle the store once.")
+        if m > B and random > 0 and measured > NOISY_ORDER * random:
+            out.append(
+                f"At B = {B:,} the mini-batch gradients are {measured / random:.1f}x noisier than random "
+                f"samples of the same size would be: the store's sample order is not random. Train with "
+                f"--shuffle buffer, or shuffle the store once."
+            )
             break
     return out

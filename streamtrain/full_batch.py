@@ -43,8 +43,10 @@ def check_scheduler(scheduler: str | None) -> str:
         return "threads"
     if isinstance(scheduler, str) and (scheduler in SCHEDULERS or "://" in scheduler):
         return scheduler
-    raise ConfigError(f"unknown scheduler {scheduler!r}; use threads, sync, local or the address "
-                      f"of a Dask scheduler (tcp://host:port)")
+    raise ConfigError(
+        f"unknown scheduler {scheduler!r}; use threads, sync, local or the address "
+        f"of a Dask scheduler (tcp://host:port)"
+    )
 
 
 class FullBatch:
@@ -69,8 +71,9 @@ class FullBatch:
         source, check = self.source, None
         if source.labels:
             check = (f"{source.name}/{source.y_name}", source.chunk_starts, source.labels)
-        task = functools.partial(_chunk_totals, self.model.totals, params64, check, grad=grad,
-                                 sample_norms=sample_norms)
+        task = functools.partial(
+            _chunk_totals, self.model.totals, params64, check, grad=grad, sample_norms=sample_norms
+        )
         if self.scheduler == "sync":
             parts = (task(*self.source.read(a, b), a) for a, b in self.source.chunk_bounds)
         else:
@@ -84,8 +87,9 @@ class FullBatch:
         loss, grads, _ = self.objective_with_totals(params, l2=l2)
         return loss, grads
 
-    def objective_with_totals(self, params: Params, *, l2: float = 0.0,
-                              sample_norms: bool = False) -> tuple[float, Params, Totals]:
+    def objective_with_totals(
+        self, params: Params, *, l2: float = 0.0, sample_norms: bool = False
+    ) -> tuple[float, Params, Totals]:
         """Exact J, ∇J and the sums they come from (accuracy, per-sample norms), in one pass."""
         params = as_float64(params)  # the L2 term too is computed in float64
         totals = self.totals(params, sample_norms=sample_norms)
@@ -98,8 +102,15 @@ class FullBatch:
         X, Y = self._dask_arrays()
         # One task per chunk: Dask fuses the read of X's and Y's block into it, so a chunk is
         # read and reduced by the same thread (tested faster than separate read tasks).
-        sums = da.map_blocks(_chunk_totals_block, X, Y, task=task, dtype=object,
-                             chunks=((1,), (1,) * self.source.n_chunks), meta=np.empty((0, 0), dtype=object))
+        sums = da.map_blocks(
+            _chunk_totals_block,
+            X,
+            Y,
+            task=task,
+            dtype=object,
+            chunks=((1,), (1,) * self.source.n_chunks),
+            meta=np.empty((0, 0), dtype=object),
+        )
         return sums.compute(scheduler=self._client or "threads").ravel().tolist()
 
     def _dask_arrays(self) -> tuple[Any, Any]:
@@ -110,8 +121,10 @@ class FullBatch:
             sizes = tuple(b - a for a, b in self.source.chunk_bounds)
             X, Y = self.source.arrays()
             # name=False: a random name, so dask does not hash the whole store to name it.
-            self._arrays = (da.from_array(X, chunks=((X.shape[0],), sizes), name=False),
-                            da.from_array(Y, chunks=((Y.shape[0],), sizes), name=False))
+            self._arrays = (
+                da.from_array(X, chunks=((X.shape[0],), sizes), name=False),
+                da.from_array(Y, chunks=((Y.shape[0],), sizes), name=False),
+            )
         return self._arrays
 
     def close(self) -> None:
@@ -137,8 +150,14 @@ def exact_record(exact: FullBatch, params: Params, l2: float) -> dict[str, float
     return record
 
 
-def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
-          callback: Callable[[dict[str, Any]], None] | None = None) -> Params:
+def lbfgs(
+    exact: FullBatch,
+    params: Params,
+    *,
+    l2: float,
+    max_iter: int,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> Params:
     """Minimise J with scipy's L-BFGS-B on exact losses and gradients (one pass per evaluation).
 
     Stops after ``max_iter`` iterations or when J stops improving at float64 precision, which
@@ -172,13 +191,26 @@ def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
             callback(records[-1])
         now = time.perf_counter()
         # L-BFGS-B reports the point it accepted, which is the one it evaluated last.
-        records.append({"epoch": len(records) + 1, "loss": float(intermediate_result.fun),
-                        "grad_norm": last["grad_norm"], "passes": exact.passes, "seconds": now - last["t"]})
+        records.append(
+            {
+                "epoch": len(records) + 1,
+                "loss": float(intermediate_result.fun),
+                "grad_norm": last["grad_norm"],
+                "passes": exact.passes,
+                "seconds": now - last["t"],
+            }
+        )
         last["t"] = now
 
     theta0 = np.concatenate([np.asarray(params[k], np.float64).ravel() for k in keys])
-    result = minimize(fun, theta0, jac=True, method="L-BFGS-B", callback=on_iteration,
-                      options={"maxiter": max_iter, "gtol": 1e-10, "ftol": 1e-15})
+    result = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=on_iteration,
+        options={"maxiter": max_iter, "gtol": 1e-10, "ftol": 1e-15},
+    )
     if records:
         records[-1].update(converged=bool(result.success), stop=str(result.message))
         if callback is not None:
@@ -186,8 +218,9 @@ def lbfgs(exact: FullBatch, params: Params, *, l2: float, max_iter: int,
     return {k: v.astype(dtype) for k, v in unravel(result.x).items()}
 
 
-def _chunk_totals_block(X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals],
-                        block_info: dict | None = None) -> np.ndarray:
+def _chunk_totals_block(
+    X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals], block_info: dict | None = None
+) -> np.ndarray:
     """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs."""
     out = np.empty((1, 1), dtype=object)
     out[0, 0] = task(X, Y, block_info[0]["array-location"][1][0])  # the block's first sample
@@ -202,8 +235,15 @@ def _raise_errors(part: Totals | DataError) -> Totals:
     return part
 
 
-def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[str, np.ndarray, tuple] | None,
-                  X: np.ndarray, Y: np.ndarray, start: int, **kw: bool) -> Totals | DataError:
+def _chunk_totals(
+    totals: Callable[..., Totals],
+    params: Params,
+    check: tuple[str, np.ndarray, tuple] | None,
+    X: np.ndarray,
+    Y: np.ndarray,
+    start: int,
+    **kw: bool,
+) -> Totals | DataError:
     """One chunk's sums in float64, or its DataError. Runs wherever the scheduler puts it.
 
     The chunk is cast to float64 in column blocks of about CAST_BYTES, which stay in the CPU
@@ -215,8 +255,15 @@ def _chunk_totals(totals: Callable[..., Totals], params: Params, check: tuple[st
         except DataError as e:
             return e
     width = max(1, CAST_BYTES // (8 * X.shape[0]))
-    parts = (totals(params, np.asarray(X[:, s:s + width], dtype=np.float64),
-                    np.asarray(Y[:, s:s + width], dtype=np.float64), **kw) for s in range(0, X.shape[1], width))
+    parts = (
+        totals(
+            params,
+            np.asarray(X[:, s : s + width], dtype=np.float64),
+            np.asarray(Y[:, s : s + width], dtype=np.float64),
+            **kw,
+        )
+        for s in range(0, X.shape[1], width)
+    )
     return functools.reduce(add_totals, parts)
 
 
@@ -224,8 +271,9 @@ def _connect(address: str) -> tuple[Any, Any]:
     try:
         from distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError(f"scheduler {address!r} needs dask.distributed: "
-                          f"pip install 'streamtrain[distributed]'") from None
+        raise ConfigError(
+            f"scheduler {address!r} needs dask.distributed: pip install 'streamtrain[distributed]'"
+        ) from None
     if address == "local":
         cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
         return Client(cluster, set_as_default=False), cluster
@@ -235,8 +283,14 @@ def _connect(address: str) -> tuple[Any, Any]:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {e}") from None
 
 
-def loss_and_grad(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
-                  model: str | Model = "logistic", l2: float = 0.0, scheduler: str | None = None) -> tuple[float, Params]:
+def loss_and_grad(
+    source_or_path: ChunkSource | str | os.PathLike,
+    params: Params,
+    *,
+    model: str | Model = "logistic",
+    l2: float = 0.0,
+    scheduler: str | None = None,
+) -> tuple[float, Params]:
     """Exact J = (1/m) Σ loss + (λ/2m) Σ ‖W‖² and ∇J over a whole store, in one pass (float64)."""
     with bound(model, source_or_path) as (spec, source):
         check_params(spec, params, source.n_x, source.k)
@@ -244,8 +298,13 @@ def loss_and_grad(source_or_path: ChunkSource | str | os.PathLike, params: Param
             return exact.loss_and_grad(params, l2=l2)
 
 
-def evaluate(source_or_path: ChunkSource | str | os.PathLike, params: Params, *,
-             model: str | Model = "logistic", scheduler: str | None = None) -> dict[str, float]:
+def evaluate(
+    source_or_path: ChunkSource | str | os.PathLike,
+    params: Params,
+    *,
+    model: str | Model = "logistic",
+    scheduler: str | None = None,
+) -> dict[str, float]:
     """Exact mean loss (no L2 term) and, for classifiers, accuracy of ``params`` over a whole store.
 
     One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask.

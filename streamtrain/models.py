@@ -33,6 +33,7 @@ over all m samples of the store. A mini-batch of B samples estimates it with
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -45,9 +46,28 @@ import numpy as np
 from ._errors import ConfigError, check_int
 from .sources import ChunkSource, opened
 
-__all__ = ["ACTIVATIONS", "MODELS", "OUTPUTS", "Model", "Params", "Totals", "add_totals", "as_float64", "batch_objective", "bound",
-           "check_params", "for_data", "get_model", "label_rule", "logistic_loss_and_grad", "logistic_totals", "norm", "objective",
-           "sigmoid", "softplus"]
+__all__ = [
+    "ACTIVATIONS",
+    "MODELS",
+    "OUTPUTS",
+    "Model",
+    "Params",
+    "Totals",
+    "add_totals",
+    "as_float64",
+    "batch_objective",
+    "bound",
+    "check_params",
+    "for_data",
+    "get_model",
+    "label_rule",
+    "logistic_loss_and_grad",
+    "logistic_totals",
+    "norm",
+    "objective",
+    "sigmoid",
+    "softplus",
+]
 
 Params = dict[str, np.ndarray]
 MODELS = ("logistic", "softmax", "linear", "mlp")
@@ -88,6 +108,7 @@ def norm(params: Params) -> float:
 
 
 # -- activations and output layers -----------------------------------------------------------
+
 
 def softplus(Z: np.ndarray) -> np.ndarray:
     """log(1 + e^z), the cross-entropy of a sigmoid output: -[y log a + (1-y) log(1-a)] = softplus(z) - y z.
@@ -144,11 +165,15 @@ def _squared_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int,
     return 0.5 * float(np.square(D, dtype=np.float64).sum()), 0, D if grad else None
 
 
-_OUTPUT = {"sigmoid": (sigmoid, _sigmoid_loss), "softmax": (lambda Z: _softmax(Z)[0], _softmax_loss),
-           "identity": (lambda Z: Z, _squared_loss)}
+_OUTPUT = {
+    "sigmoid": (sigmoid, _sigmoid_loss),
+    "softmax": (lambda Z: _softmax(Z)[0], _softmax_loss),
+    "identity": (lambda Z: Z, _squared_loss),
+}
 
 
 # -- the model ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Model:
@@ -175,8 +200,12 @@ class Model:
 
     def options(self) -> dict[str, Any]:
         """What rebuilds this model with ``get_model(name, **options)``, as JSON."""
-        return {"hidden": list(self.hidden), "activation": self.activation, "output": self.output,
-                "classes": self.classes}
+        return {
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "output": self.output,
+            "classes": self.classes,
+        }
 
     def n_out(self, k: int) -> int:
         """Output units for labels with k rows: the class count for softmax on class ids."""
@@ -188,7 +217,7 @@ class Model:
         sizes = [n_x, *self.hidden, self.n_out(k)]
         rng = np.random.default_rng([seed, 2])
         params: Params = {}
-        for l, (n_in, n) in enumerate(zip(sizes, sizes[1:]), start=1):
+        for l, (n_in, n) in enumerate(itertools.pairwise(sizes), start=1):
             if len(sizes) == 2:
                 W = np.zeros((n, n_in))
             else:
@@ -224,8 +253,9 @@ class Model:
             return (A >= 0.5).astype(np.int8)
         return A.argmax(axis=0)[None, :] if self.output == "softmax" else A
 
-    def totals(self, params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True,
-               sample_norms: bool = False) -> Totals:
+    def totals(
+        self, params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True, sample_norms: bool = False
+    ) -> Totals:
         """Loss sums (and gradient sums by backpropagation) over the columns of X.
 
         dZ[L] = A[L] - Y; Σ dW[l] = dZ[l] @ A[l-1].T; Σ db[l] = Σ dZ[l];
@@ -251,8 +281,14 @@ class Model:
         return Totals(loss, grads, X.shape[1], correct, grad_sq if sample_norms else None)
 
 
-def get_model(name: str | Model, *, hidden: tuple[int, ...] | list[int] | None = None, activation: str = "relu",
-              output: str | None = None, classes: int | None = None) -> Model:
+def get_model(
+    name: str | Model,
+    *,
+    hidden: tuple[int, ...] | list[int] | None = None,
+    activation: str = "relu",
+    output: str | None = None,
+    classes: int | None = None,
+) -> Model:
     """The model called ``name`` (logistic, softmax, linear or mlp) with these options.
 
     ``hidden`` (layer sizes) and ``activation`` are for mlp; its ``output`` defaults to the
@@ -280,16 +316,16 @@ def get_model(name: str | Model, *, hidden: tuple[int, ...] | list[int] | None =
     return Model(name, tuple(int(n) for n in hidden), activation, output or "", classes)
 
 
-def batch_objective(model: Model, params: Params, X: np.ndarray, Y: np.ndarray, *, l2: float = 0.0,
-                    m: int | None = None) -> tuple[float, Params, int]:
+def batch_objective(
+    model: Model, params: Params, X: np.ndarray, Y: np.ndarray, *, l2: float = 0.0, m: int | None = None
+) -> tuple[float, Params, int]:
     """Mini-batch estimate of J and ∇J, and the number of correct predictions in the batch."""
     totals = model.totals(params, X, Y)
     loss, grads = objective(params, totals, l2=l2, m=m)
     return loss, grads, totals.correct
 
 
-def objective(params: Params, totals: Totals, *, l2: float = 0.0,
-              m: int | None = None) -> tuple[float, Params | None]:
+def objective(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None = None) -> tuple[float, Params | None]:
     """J and ∇J (see the module docstring) from the sums over ``totals.count`` samples.
 
     ``m`` is the number of samples in the whole store, which scales the L2 term; it

@@ -26,9 +26,23 @@ import numpy as np
 
 from ._errors import ConfigError, check_int
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "AdamState", "LearningRate", "MomentumState", "Optimizer",
-           "RMSpropState", "SGDState", "adam", "get_optimizer", "lr_at", "momentum", "rmsprop",
-           "schedule", "sgd"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "AdamState",
+    "LearningRate",
+    "MomentumState",
+    "Optimizer",
+    "RMSpropState",
+    "SGDState",
+    "adam",
+    "get_optimizer",
+    "lr_at",
+    "momentum",
+    "rmsprop",
+    "schedule",
+    "sgd",
+]
 
 Params = dict[str, np.ndarray]
 LearningRate = float | Callable[[int], float]
@@ -166,8 +180,9 @@ def adam(lr: LearningRate, beta1: float = 0.9, beta2: float = 0.999, eps: float 
     return Optimizer(init, update)
 
 
-def get_optimizer(name: str, lr: LearningRate, *, beta1: float = 0.9, beta2: float = 0.999,
-                  eps: float = 1e-8) -> Optimizer:
+def get_optimizer(
+    name: str, lr: LearningRate, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+) -> Optimizer:
     """The optimizer called ``name`` (one of OPTIMIZERS); momentum's β is ``beta1``, RMSprop's is ``beta2``.
 
     All hyperparameters are checked, even those ``name`` does not use, so a bad value never hides.
@@ -186,8 +201,9 @@ def get_optimizer(name: str, lr: LearningRate, *, beta1: float = 0.9, beta2: flo
     return adam(lr, beta1, beta2, eps)
 
 
-def schedule(name: str, lr: float, *, decay: float | None = None, step_size: int = 1,
-             every: int = 1) -> Callable[[int], float]:
+def schedule(
+    name: str, lr: float, *, decay: float | None = None, step_size: int = 1, every: int = 1
+) -> Callable[[int], float]:
     """A learning-rate schedule ``step -> α``, where t = step // every:
 
         constant       α                      (decay and step_size are ignored)

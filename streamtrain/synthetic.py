@@ -39,10 +39,23 @@ TASKS = ("logistic", "softmax", "linear")
 SLAB_BYTES = 32 * 2**20
 
 
-def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, task: str = "logistic",
-              classes: int = 3, outputs: int = 1, noise: float = 1.0, format: str = "zarr",
-              chunk: int | None = None, codec: str = "none", seed: int = 0, w_norm: float = 3.0,
-              overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
+def make_data(
+    path: str | os.PathLike,
+    *,
+    m: int = 200_000,
+    n_x: int = 100,
+    task: str = "logistic",
+    classes: int = 3,
+    outputs: int = 1,
+    noise: float = 1.0,
+    format: str = "zarr",
+    chunk: int | None = None,
+    codec: str = "none",
+    seed: int = 0,
+    w_norm: float = 3.0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Write a dataset X (n_x, m) float32, Y for ``task`` (see the module) to ``path``; return its attributes.
 
     ``classes`` is read only for task="softmax", ``outputs`` and ``noise`` (the standard
@@ -52,29 +65,54 @@ def make_data(path: str | os.PathLike, *, m: int = 200_000, n_x: int = 100, task
     ``progress`` draws a progress line on stderr (default: only when stderr is a terminal).
     """
     path = os.fspath(path)
-    _check_options(path, m=m, n_x=n_x, task=task, classes=classes, outputs=outputs, noise=noise,
-                   format=format, chunk=chunk, codec=codec, seed=seed, w_norm=w_norm, overwrite=overwrite)
+    _check_options(
+        path,
+        m=m,
+        n_x=n_x,
+        task=task,
+        classes=classes,
+        outputs=outputs,
+        noise=noise,
+        format=format,
+        chunk=chunk,
+        codec=codec,
+        seed=seed,
+        w_norm=w_norm,
+        overwrite=overwrite,
+    )
     m, n_x, seed = int(m), int(n_x), int(seed)
     chunk = min(int(chunk or default_chunk_size(n_x, 4)), m)
     rows = int({"softmax": classes, "linear": outputs}.get(task, 1))  # of W, b
-    extra: dict[str, Any] = {"softmax": {"classes": rows},
-                             "linear": {"outputs": rows, "noise": float(noise)}}.get(task, {})
+    extra: dict[str, Any] = {"softmax": {"classes": rows}, "linear": {"outputs": rows, "noise": float(noise)}}.get(
+        task, {}
+    )
     W, b = true_weights(rows, n_x, seed, w_norm)
     truth = Truth(task, W, b, float(noise))
     y_rows, y_dtype = (rows, "float32") if task == "linear" else (1, "uint8")
     tmp = f"{path}.partial-{os.getpid()}"
     write = _write_zarr if format == "zarr" else _write_hdf5
     try:
-        bar = Progress(f"writing {os.path.basename(path)}", m,
-                       enabled=sys.stderr.isatty() if progress is None else progress)
+        bar = Progress(
+            f"writing {os.path.basename(path)}", m, enabled=sys.stderr.isatty() if progress is None else progress
+        )
         slabs = _shown(_slabs(m, n_x, chunk, seed, truth), bar)
         loss_sum = write(tmp, slabs, m=m, n_x=n_x, k=y_rows, y_dtype=y_dtype, chunk=chunk, codec=codec)
         bar.close()
         # Logistic keeps its original flat w_true and scalar b_true, which older readers expect.
-        w_true, b_true = ((W.ravel().tolist(), float(b[0, 0])) if task == "logistic"
-                          else (W.tolist(), b.ravel().tolist()))
-        attrs = {"task": task, "m": m, "n_x": n_x, **extra, "seed": seed, "w_norm": w_norm,
-                 "w_true": w_true, "b_true": b_true, "bayes_loss": loss_sum / m}
+        w_true, b_true = (
+            (W.ravel().tolist(), float(b[0, 0])) if task == "logistic" else (W.tolist(), b.ravel().tolist())
+        )
+        attrs = {
+            "task": task,
+            "m": m,
+            "n_x": n_x,
+            **extra,
+            "seed": seed,
+            "w_norm": w_norm,
+            "w_true": w_true,
+            "b_true": b_true,
+            "bayes_loss": loss_sum / m,
+        }
         _set_attrs(tmp, format, attrs)
         if os.path.exists(path):  # only with overwrite=True, checked above
             _remove(path)
@@ -123,8 +161,9 @@ def block(j: int, n_x: int, seed: int, truth: Truth) -> tuple[np.ndarray, np.nda
     return X, Y, 0.5 * ((Y - Z) ** 2).sum(axis=0, keepdims=True)  # the noise as stored
 
 
-def _slabs(m: int, n_x: int, chunk: int, seed: int, truth: Truth
-           ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+def _slabs(
+    m: int, n_x: int, chunk: int, seed: int, truth: Truth
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
     """(start, X, Y, loss_sum) for consecutive slabs of whole chunks covering [0, m)."""
     slab = chunk * max(1, SLAB_BYTES // (4 * n_x * chunk))
     blocks = Prefetcher((block(j, n_x, seed, truth) for j in range(-(-m // BLOCK))), depth=2)
@@ -151,24 +190,23 @@ def _shown(slabs: Iterator, bar: Progress) -> Iterator:
         bar.update(slab[0] + slab[1].shape[1])  # after the slab is written
 
 
-def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int,
-                codec: str) -> float:
+def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int, codec: str) -> float:
     import zarr
 
-    compressors = {"none": None, "zstd": zarr.codecs.ZstdCodec(level=3),
-                   "gzip": zarr.codecs.GzipCodec(level=5)}[codec]
+    compressors = {"none": None, "zstd": zarr.codecs.ZstdCodec(level=3), "gzip": zarr.codecs.GzipCodec(level=5)}[codec]
     group = zarr.open_group(path, mode="w")
     # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
     config = {"write_empty_chunks": True}
-    X = group.create_array("X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32",
-                           compressors=compressors, fill_value=0, config=config)
-    Y = group.create_array("Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype,
-                           compressors=compressors, fill_value=0, config=config)
+    X = group.create_array(
+        "X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", compressors=compressors, fill_value=0, config=config
+    )
+    Y = group.create_array(
+        "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
+    )
     return _write_slabs(X, Y, slabs)
 
 
-def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int,
-                codec: str) -> float:
+def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int, codec: str) -> float:
     import h5py
 
     comp = {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4}}[codec]
@@ -182,8 +220,8 @@ def _write_slabs(X: Any, Y: Any, slabs: Iterator) -> float:
     """Write each slab into the zarr arrays or HDF5 datasets X, Y; the sum of the true losses."""
     loss_sum = 0.0
     for start, Xs, Ys, ls in slabs:
-        X[:, start:start + Xs.shape[1]] = Xs
-        Y[:, start:start + Ys.shape[1]] = Ys
+        X[:, start : start + Xs.shape[1]] = Xs
+        Y[:, start : start + Ys.shape[1]] = Ys
         loss_sum += ls
     return loss_sum
 

@@ -65,15 +65,15 @@ class FitResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write an ``.npz`` model file atomically (see ``streamtrain.load``)."""
-        save_model(path, self.params, {"model": self.model, "config": self.config,
-                                       "data": self.data, "history": self.history})
+        save_model(
+            path, self.params, {"model": self.model, "config": self.config, "data": self.data, "history": self.history}
+        )
 
 
 def load(path: str | os.PathLike) -> FitResult:
     """Read a model file written by ``FitResult.save``."""
     params, meta = load_model(path)
-    return FitResult(params, meta.get("history", []), meta["model"], meta.get("config", {}),
-                     meta.get("data", {}))
+    return FitResult(params, meta.get("history", []), meta["model"], meta.get("config", {}), meta.get("data", {}))
 
 
 def fit(
@@ -130,11 +130,28 @@ def fit(
     """
     spec = get_model(model, hidden=hidden, activation=activation, output=output)  # a Model passes through
     with bound(spec, source_or_path) as (spec, source):
-        config = _check_config(source, batch_size=batch_size, epochs=epochs, lr=lr, optimizer=optimizer,
-                               beta1=beta1, beta2=beta2, eps=eps, lr_schedule=lr_schedule, lr_decay=lr_decay,
-                               lr_step=lr_step, lr_per=lr_per, l2=l2, shuffle=shuffle, seed=seed, dtype=dtype,
-                               eval_exact_every=eval_exact_every, scheduler=scheduler, prefetch=prefetch,
-                               buffer_bytes=buffer_bytes)
+        config = _check_config(
+            source,
+            batch_size=batch_size,
+            epochs=epochs,
+            lr=lr,
+            optimizer=optimizer,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            lr_schedule=lr_schedule,
+            lr_decay=lr_decay,
+            lr_step=lr_step,
+            lr_per=lr_per,
+            l2=l2,
+            shuffle=shuffle,
+            seed=seed,
+            dtype=dtype,
+            eval_exact_every=eval_exact_every,
+            scheduler=scheduler,
+            prefetch=prefetch,
+            buffer_bytes=buffer_bytes,
+        )
         config["model_options"] = spec.options()
         params = _initial_params(spec, source, init, np.dtype(dtype), seed)
         history: list[dict[str, Any]] = []
@@ -160,13 +177,21 @@ def _optimizer(config: dict[str, Any], m: int) -> Optimizer:
     """The optimizer of ``config``, its learning rate following the schedule."""
     B = m if config["batch_size"] == "full" else config["batch_size"]
     every = 1 if config["lr_per"] == "step" else -(-m // B)  # steps per epoch
-    rate = schedule(config["lr_schedule"], config["lr"], decay=config["lr_decay"], step_size=config["lr_step"],
-                    every=every)
+    rate = schedule(
+        config["lr_schedule"], config["lr"], decay=config["lr_decay"], step_size=config["lr_step"], every=every
+    )
     return get_optimizer(config["optimizer"], rate, beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
 
 
-def _descend(spec: Model, source: ChunkSource, params: Params, config: dict[str, Any],
-             exact: FullBatch | None, emit: Callable[[dict[str, Any]], None], show: bool) -> Params:
+def _descend(
+    spec: Model,
+    source: ChunkSource,
+    params: Params,
+    config: dict[str, Any],
+    exact: FullBatch | None,
+    emit: Callable[[dict[str, Any]], None],
+    show: bool,
+) -> Params:
     """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
     opt = _optimizer(config, source.m)
     state = opt.init(params)
@@ -175,9 +200,15 @@ def _descend(spec: Model, source: ChunkSource, params: Params, config: dict[str,
         if config["batch_size"] == "full":
             params, state, record = _full_step(exact, opt, params, state, l2)
         else:
-            stream = BatchStream(source, config["batch_size"], Cursor(config["seed"], epoch),
-                                 shuffle=config["shuffle"], dtype=config["dtype"], prefetch=config["prefetch"],
-                                 buffer_bytes=config["buffer_bytes"])
+            stream = BatchStream(
+                source,
+                config["batch_size"],
+                Cursor(config["seed"], epoch),
+                shuffle=config["shuffle"],
+                dtype=config["dtype"],
+                prefetch=config["prefetch"],
+                buffer_bytes=config["buffer_bytes"],
+            )
             bar = Progress(f"epoch {epoch + 1}/{epochs}", source.m, enabled=show)
             params, state, record = _run_epoch(spec, opt, params, state, stream, bar, l2=l2)
             if every is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
@@ -186,8 +217,9 @@ def _descend(spec: Model, source: ChunkSource, params: Params, config: dict[str,
     return params
 
 
-def _run_epoch(spec: Model, opt: Optimizer, params: Params, state: NamedTuple, stream: BatchStream,
-               bar: Progress, *, l2: float) -> tuple[Params, NamedTuple, dict[str, Any]]:
+def _run_epoch(
+    spec: Model, opt: Optimizer, params: Params, state: NamedTuple, stream: BatchStream, bar: Progress, *, l2: float
+) -> tuple[Params, NamedTuple, dict[str, Any]]:
     """One pass of gradient steps over ``stream``; returns the new params, state and a record."""
     t0, loss_sum, correct, seen, m = time.perf_counter(), 0.0, 0, 0, stream.source.m
     for t, (X, Y, _) in enumerate(stream):
@@ -203,15 +235,22 @@ def _run_epoch(spec: Model, opt: Optimizer, params: Params, state: NamedTuple, s
         bar.update(seen, loss_sum / seen)
     bar.close()
     seconds = time.perf_counter() - t0
-    record = {"loss": loss_sum / seen, "samples": seen, "steps": t + 1, "seconds": seconds,
-              "samples_per_s": seen / seconds, "io_wait_s": stream.io_wait_s}
+    record = {
+        "loss": loss_sum / seen,
+        "samples": seen,
+        "steps": t + 1,
+        "seconds": seconds,
+        "samples_per_s": seen / seconds,
+        "io_wait_s": stream.io_wait_s,
+    }
     if spec.has_accuracy:
         record["accuracy"] = correct / seen
     return params, state, record
 
 
-def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTuple,
-               l2: float) -> tuple[Params, NamedTuple, dict[str, Any]]:
+def _full_step(
+    exact: FullBatch, opt: Optimizer, params: Params, state: NamedTuple, l2: float
+) -> tuple[Params, NamedTuple, dict[str, Any]]:
     """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
     t0 = time.perf_counter()
     loss, grads, totals = exact.objective_with_totals(params, l2=l2)
@@ -219,8 +258,14 @@ def _full_step(exact: FullBatch, opt: Optimizer, params: Params, state: NamedTup
         raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
     params, state = opt.update(grads, state, params)  # the optimizer casts float64 grads to the params dtype
     seconds, m = time.perf_counter() - t0, exact.source.m
-    record = {"loss": loss, "grad_norm": norm(grads), "samples": m, "steps": 1, "seconds": seconds,
-              "samples_per_s": m / seconds}
+    record = {
+        "loss": loss,
+        "grad_norm": norm(grads),
+        "samples": m,
+        "steps": 1,
+        "seconds": seconds,
+        "samples_per_s": m / seconds,
+    }
     if exact.model.has_accuracy:
         record["accuracy"] = totals.correct / m
     return params, state, record
@@ -243,9 +288,10 @@ def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
         if cfg["optimizer"] == "lbfgs":
             raise ConfigError("L-BFGS takes exact full-batch steps: leave batch_size unset or use 'full'")
         check_batching(B, cfg["shuffle"])
-        if B > source.m:
-            raise ConfigError(f"batch_size {B} is larger than m={source.m}; use {source.m} or 'full' "
-                              f"for batch gradient descent")
+        if source.m < B:
+            raise ConfigError(
+                f"batch_size {B} is larger than m={source.m}; use {source.m} or 'full' for batch gradient descent"
+            )
     if not (isinstance(cfg["l2"], (int, float)) and math.isfinite(cfg["l2"]) and cfg["l2"] >= 0):
         raise ConfigError(f"l2 must be a number >= 0, got {cfg['l2']!r}")
     if cfg["eval_exact_every"] is not None:
@@ -257,8 +303,9 @@ def _check_config(source: ChunkSource, **cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _initial_params(spec: Model, source: ChunkSource, init: Params | str | os.PathLike | None,
-                    dtype: np.dtype, seed: int) -> Params:
+def _initial_params(
+    spec: Model, source: ChunkSource, init: Params | str | os.PathLike | None, dtype: np.dtype, seed: int
+) -> Params:
     if init is None:
         return spec.init(source.n_x, source.k, dtype, seed)
     if not isinstance(init, dict):

@@ -40,7 +40,7 @@ def _numeric_grad(loss, params: dict, eps: float = 1e-6) -> dict:
 
 def _chunks(shape: tuple[int, ...], chunk: int) -> tuple[int, ...]:
     # HDF5 rejects a chunk longer than the axis; clip it (only malformed test data is that short).
-    return tuple(shape[:-1]) + (max(1, min(chunk, shape[-1])),)
+    return (*tuple(shape[:-1]), max(1, min(chunk, shape[-1])))
 
 
 def _fill(dtype: np.dtype):
@@ -52,25 +52,49 @@ def _chunk_ranges(m: int, chunk: int, which) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, m)) for i, s in enumerate(range(0, m, chunk)) if i in which]
 
 
-def write_zarr(path: Path, X: np.ndarray, Y: np.ndarray, chunk: int, *, x: str = "X", y: str = "Y",
-               skip: dict[str, set[int]] | None = None, write_empty_chunks: bool = True) -> Path:
+def write_zarr(
+    path: Path,
+    X: np.ndarray,
+    Y: np.ndarray,
+    chunk: int,
+    *,
+    x: str = "X",
+    y: str = "Y",
+    skip: dict[str, set[int]] | None = None,
+    write_empty_chunks: bool = True,
+) -> Path:
     """A zarr v3 group with arrays ``x``, ``y``; chunks listed in ``skip[name]`` are never written."""
     g = zarr.open_group(path, mode="w")
     for name, data in ((x, np.asarray(X)), (y, np.asarray(Y))):
-        arr = g.create_array(name, shape=data.shape, chunks=_chunks(data.shape, chunk), dtype=data.dtype,
-                             compressors=None, fill_value=_fill(data.dtype),
-                             config={"write_empty_chunks": write_empty_chunks})
+        arr = g.create_array(
+            name,
+            shape=data.shape,
+            chunks=_chunks(data.shape, chunk),
+            dtype=data.dtype,
+            compressors=None,
+            fill_value=_fill(data.dtype),
+            config={"write_empty_chunks": write_empty_chunks},
+        )
         _write_except(arr, data, chunk, (skip or {}).get(name, ()))
     return Path(path)
 
 
-def write_hdf5(path: Path, X: np.ndarray, Y: np.ndarray, chunk: int | None, *, x: str = "X", y: str = "Y",
-               skip: dict[str, set[int]] | None = None) -> Path:
+def write_hdf5(
+    path: Path,
+    X: np.ndarray,
+    Y: np.ndarray,
+    chunk: int | None,
+    *,
+    x: str = "X",
+    y: str = "Y",
+    skip: dict[str, set[int]] | None = None,
+) -> Path:
     """An HDF5 file with datasets ``x``, ``y``; ``chunk=None`` stores them contiguous."""
     with h5py.File(path, "w") as f:
         for name, data in ((x, np.asarray(X)), (y, np.asarray(Y))):
-            ds = f.create_dataset(name, shape=data.shape, dtype=data.dtype,
-                                  chunks=_chunks(data.shape, chunk) if chunk else None)
+            ds = f.create_dataset(
+                name, shape=data.shape, dtype=data.dtype, chunks=_chunks(data.shape, chunk) if chunk else None
+            )
             _write_except(ds, data, chunk or max(data.shape[-1], 1), (skip or {}).get(name, ()))
     return Path(path)
 

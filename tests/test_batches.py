@@ -47,8 +47,15 @@ def unit_budget(prefetch: int, chunks_per_unit: int = UNIT, itemsize: int = 8) -
 
 
 def stream(source, B, mode="none", *, seed=0, epoch=0, cursor=None, prefetch=0, dtype="float64"):
-    return BatchStream(source, B, cursor or Cursor(seed, epoch), shuffle=mode, dtype=dtype,
-                       prefetch=prefetch, buffer_bytes=unit_budget(prefetch))
+    return BatchStream(
+        source,
+        B,
+        cursor or Cursor(seed, epoch),
+        shuffle=mode,
+        dtype=dtype,
+        prefetch=prefetch,
+        buffer_bytes=unit_budget(prefetch),
+    )
 
 
 def order_of(batches) -> np.ndarray:
@@ -75,8 +82,8 @@ def test_every_sample_once_per_epoch(source, data, mode, B, prefetch):
 def test_none_is_sequential(source, data, B):
     X, Y = data
     for t, batch in enumerate(stream(source, B, "none")):
-        np.testing.assert_array_equal(batch.X, X[:, t * B:(t + 1) * B])
-        np.testing.assert_array_equal(batch.Y, Y[:, t * B:(t + 1) * B])
+        np.testing.assert_array_equal(batch.X, X[:, t * B : (t + 1) * B])
+        np.testing.assert_array_equal(batch.Y, Y[:, t * B : (t + 1) * B])
 
 
 def runs(chunk_ids: np.ndarray) -> list[int]:
@@ -101,8 +108,8 @@ def test_buffer_mode_shuffles_inside_units_of_chunks(source, prefetch):
     np.testing.assert_array_equal(np.sort(s.order), np.arange(N_CHUNKS))
     seq, i = order_of(s), 0
     for pos in range(0, N_CHUNKS, UNIT):
-        expected = np.concatenate([np.arange(c * C, min(c * C + C, M)) for c in s.order[pos:pos + UNIT]])
-        unit = seq[i:i + len(expected)]
+        expected = np.concatenate([np.arange(c * C, min(c * C + C, M)) for c in s.order[pos : pos + UNIT]])
+        unit = seq[i : i + len(expected)]
         np.testing.assert_array_equal(np.sort(unit), np.sort(expected))  # a unit is its chunks
         if pos + UNIT <= N_CHUNKS:
             assert not np.array_equal(unit, expected)  # shuffled, not chunk after chunk
@@ -123,6 +130,7 @@ def test_order_depends_on_seed_and_epoch_only(source, mode):
 
 # -- cursor ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("B", [1, 7, 24])
 @pytest.mark.parametrize("mode", SHUFFLE_MODES)
 def test_resume_from_any_batch_cursor(source, mode, B):
@@ -130,7 +138,7 @@ def test_resume_from_any_batch_cursor(source, mode, B):
     for t, batch in enumerate(full):
         rest = list(stream(source, B, mode, cursor=batch.cursor))
         assert len(rest) == len(full) - t - 1, f"resuming after batch {t}"
-        for got, want in zip(rest, full[t + 1:]):
+        for got, want in zip(rest, full[t + 1 :]):
             assert np.array_equal(got.X, want.X) and np.array_equal(got.Y, want.Y)
             assert got.cursor == want.cursor
 
@@ -147,8 +155,9 @@ def test_resume_keeps_the_unit_size_whatever_the_prefetch_or_dtype(source, prefe
     # cursor carries the size the epoch was cut with, so the rest of the epoch is unchanged.
     full = list(stream(source, 8, "buffer", seed=3, prefetch=0))
     assert full[5].cursor.unit == UNIT
-    resumed = BatchStream(source, 8, full[5].cursor, shuffle="buffer", dtype=dtype, prefetch=prefetch,
-                          buffer_bytes=unit_budget(0))
+    resumed = BatchStream(
+        source, 8, full[5].cursor, shuffle="buffer", dtype=dtype, prefetch=prefetch, buffer_bytes=unit_budget(0)
+    )
     assert order_of(resumed).tolist() == order_of(full[6:]).tolist()
 
 
@@ -174,6 +183,7 @@ def test_last_batch_cursor_marks_the_end(source, mode, B):
 
 # -- across backends -----------------------------------------------------------------------------
 
+
 def test_zarr_hdf5_and_memory_give_the_same_batches(data, source, zarr_store, hdf5_store):
     with open_source(hdf5_store(*data, C)) as h5:
         z = open_source(zarr_store(*data, C))
@@ -186,6 +196,7 @@ def test_zarr_hdf5_and_memory_give_the_same_batches(data, source, zarr_store, hd
 
 # -- options -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", SHUFFLE_MODES)
 @pytest.mark.parametrize("dtype", [None, "float32", "float64"])
 def test_dtype(source, data, mode, dtype):
@@ -194,8 +205,7 @@ def test_dtype(source, data, mode, dtype):
     want = np.dtype(dtype or "float32")
     assert all(b.X.dtype == want and b.Y.dtype == want for b in batches)
     seq = np.concatenate([b.X[0] for b in batches]).astype(np.int64)
-    np.testing.assert_array_equal(np.concatenate([b.X for b in batches], axis=1),
-                                  data[0][:, seq].astype(want))
+    np.testing.assert_array_equal(np.concatenate([b.X for b in batches], axis=1), data[0][:, seq].astype(want))
 
 
 @pytest.mark.parametrize("B", [0, -1, 2.5, True, "8"])
@@ -212,6 +222,7 @@ def test_unknown_shuffle_mode(source):
 
 
 # -- Prefetcher ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("depth", [0, 1, 3])
 def test_prefetcher_yields_all_in_order(depth):

@@ -46,7 +46,7 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
 
 def test_object_arrays_are_refused_not_unpickled(tmp_path):
     np.savez(tmp_path / "evil.npz", W1=np.array([object()], dtype=object))
-    with pytest.raises(DataError, match="evil.npz: not a streamtrain model file"):
+    with pytest.raises(DataError, match=r"evil\.npz: not a streamtrain model file"):
         load_model(tmp_path / "evil.npz")
 
 
@@ -57,7 +57,7 @@ def test_other_files_are_data_errors(tmp_path, content):
         np.savez(path, W1=np.zeros((1, 2)))  # an npz, but no metadata
     else:
         path.write_bytes(content)
-    with pytest.raises(DataError, match="x.npz: not a streamtrain model file"):
+    with pytest.raises(DataError, match=r"x\.npz: not a streamtrain model file"):
         load_model(path)
 
 

@@ -37,8 +37,18 @@ def store(tmp_path):
 def test_make_data_then_fit_writes_a_model_and_reports_each_epoch(capsys, tmp_path):
     code, out, _ = run(capsys, "make-data", tmp_path / "d.zarr", "--m", 2000, "--n-x", 3, "--chunk", 300)
     assert code == 0 and "Bayes loss" in out
-    code, out, err = run(capsys, "fit", tmp_path / "d.zarr", "--epochs", 2, "--batch-size", 64,
-                         "--metrics", tmp_path / "m.jsonl", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "fit",
+        tmp_path / "d.zarr",
+        "--epochs",
+        2,
+        "--batch-size",
+        64,
+        "--metrics",
+        tmp_path / "m.jsonl",
+        "--no-progress",
+    )
     assert code == 0, err
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2"]
     assert "samples/s" in out and f"model written to {tmp_path / 'd-model.npz'}" in out
@@ -48,8 +58,25 @@ def test_make_data_then_fit_writes_a_model_and_reports_each_epoch(capsys, tmp_pa
 
 
 def test_fit_options_reach_the_library(capsys, store, tmp_path):
-    code, _, err = run(capsys, "fit", store, "--batch-size", 3000, "--epochs", 1, "--lr", 0.25, "--shuffle", "none",
-                       "--seed", 9, "--dtype", "float64", "--out", tmp_path / "m.npz")
+    code, _, err = run(
+        capsys,
+        "fit",
+        store,
+        "--batch-size",
+        3000,
+        "--epochs",
+        1,
+        "--lr",
+        0.25,
+        "--shuffle",
+        "none",
+        "--seed",
+        9,
+        "--dtype",
+        "float64",
+        "--out",
+        tmp_path / "m.npz",
+    )
     assert code == 0, err
     cli = streamtrain.load(tmp_path / "m.npz")
     lib = streamtrain.fit(store, batch_size=3000, epochs=1, lr=0.25, shuffle="none", seed=9, dtype="float64")
@@ -69,10 +96,12 @@ def test_warm_start_with_init(capsys, store, tmp_path):
 def test_custom_array_names(capsys, tmp_path):
     g = zarr.open_group(tmp_path / "n.zarr", mode="w")
     g.create_array("feat", data=np.ones((2, 10), np.float32), chunks=(2, 5))
-    g.create_array("lab", data=np.tile([[0, 1]], 5).astype(np.uint8), chunks=(1, 5),
-                   config={"write_empty_chunks": True})
-    code, _, err = run(capsys, "fit", tmp_path / "n.zarr", "--x", "feat", "--y", "lab", "--batch-size", 4,
-                       "--out", tmp_path / "m.npz")
+    g.create_array(
+        "lab", data=np.tile([[0, 1]], 5).astype(np.uint8), chunks=(1, 5), config={"write_empty_chunks": True}
+    )
+    code, _, err = run(
+        capsys, "fit", tmp_path / "n.zarr", "--x", "feat", "--y", "lab", "--batch-size", 4, "--out", tmp_path / "m.npz"
+    )
     assert code == 0, err
 
 
@@ -99,8 +128,10 @@ BAD_DATA = {
     "no array": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), L=np.zeros((1, 5))), ["no dataset 'Y'", "L, X"]),
     "text dtype": (lambda d: _h5(d / "a.h5", X=np.array([[b"a", b"b"]]), Y=np.zeros((1, 2))), ["a.h5/X", "numeric"]),
     "no samples": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 0)), Y=np.zeros((1, 0))), ["m = 0"]),
-    "bad labels": (lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), Y=np.array([[0, 1, 2, 0, 1]])),
-                   ["a.h5/Y", "label 2", "sample 2"]),
+    "bad labels": (
+        lambda d: _h5(d / "a.h5", X=np.zeros((2, 5)), Y=np.array([[0, 1, 2, 0, 1]])),
+        ["a.h5/Y", "label 2", "sample 2"],
+    ),
     "missing chunk": (lambda d: _zarr_missing_chunk(d / "m.zarr"), ["m.zarr/X", "samples 5..10", "missing"]),
 }
 
@@ -113,16 +144,19 @@ def test_bad_data_is_one_line_and_exit_1(capsys, tmp_path, case):
     assert not (tmp_path / "out.npz").exists()
 
 
-@pytest.mark.parametrize("argv, fragments", [
-    (["--batch-size", "0"], ["batch_size"]),
-    (["--batch-size", "5000"], ["larger than m=3000"]),
-    (["--lr", "0"], ["learning rate"]),
-    (["--epochs", "0"], ["epochs"]),
-    (["--out", "/nonexistent-dir/m.npz"], ["/nonexistent-dir"]),
-    (["--scheduler", "bogus", "--batch-size", "full"], ["unknown scheduler 'bogus'"]),
-    (["--optimizer", "lbfgs", "--batch-size", "64"], ["L-BFGS takes exact full-batch steps"]),
-    (["--l2", "-1"], ["l2 must be"]),
-])
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["--batch-size", "0"], ["batch_size"]),
+        (["--batch-size", "5000"], ["larger than m=3000"]),
+        (["--lr", "0"], ["learning rate"]),
+        (["--epochs", "0"], ["epochs"]),
+        (["--out", "/nonexistent-dir/m.npz"], ["/nonexistent-dir"]),
+        (["--scheduler", "bogus", "--batch-size", "full"], ["unknown scheduler 'bogus'"]),
+        (["--optimizer", "lbfgs", "--batch-size", "64"], ["L-BFGS takes exact full-batch steps"]),
+        (["--l2", "-1"], ["l2 must be"]),
+    ],
+)
 def test_bad_fit_options_are_one_line_and_exit_1(capsys, store, argv, fragments):
     code, _, err = run(capsys, "fit", store, *argv)
     assert_one_line_error(code, err, *fragments)
@@ -145,10 +179,21 @@ def test_make_data_errors(capsys, store):
     assert_one_line_error(code, err, "zstd")
 
 
-@pytest.mark.parametrize("argv", [[], ["fit"], ["fit", "d", "--shuffle", "random"], ["fit", "d", "--epochs", "x"],
-                                  ["make-data"], ["frobnicate"], ["fit", "d", "--batch-size", "half"],
-                                  ["evaluate", "m.npz"], ["compare", "d"], ["compare", "d", "--model", "m.npz",
-                                                                            "--batch-size", "x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["fit"],
+        ["fit", "d", "--shuffle", "random"],
+        ["fit", "d", "--epochs", "x"],
+        ["make-data"],
+        ["frobnicate"],
+        ["fit", "d", "--batch-size", "half"],
+        ["evaluate", "m.npz"],
+        ["compare", "d"],
+        ["compare", "d", "--model", "m.npz", "--batch-size", "x"],
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -156,40 +201,74 @@ def test_usage_errors_exit_2(capsys, argv):
 
 
 def test_help_is_fast_and_does_not_import_dask_or_the_backends():
-    code = ("import sys\nfrom streamtrain.cli import main\n"
-            "for argv in (['--help'], ['fit', '--help'], ['make-data', '--help'], ['evaluate', '--help'],\n"
-            "             ['compare', '--help']):\n"
-            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
-            "heavy = [m for m in ('dask', 'zarr', 'h5py') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\nfrom streamtrain.cli import main\n"
+        "for argv in (['--help'], ['fit', '--help'], ['make-data', '--help'], ['evaluate', '--help'],\n"
+        "             ['compare', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0\n"
+        "heavy = [m for m in ('dask', 'zarr', 'h5py') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--batch-size" in proc.stdout and "make-data" in proc.stdout
 
 
 def test_the_installed_command_exits_1_without_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "streamtrain", "fit", str(tmp_path / "none.zarr")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamtrain", "fit", str(tmp_path / "none.zarr")], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"streamtrain: error: {tmp_path / 'none.zarr'}: no such file or directory"
 
 
 def test_fit_without_a_terminal_prints_no_progress_line(tmp_path, store):
-    proc = subprocess.run([sys.executable, "-m", "streamtrain", "fit", str(store), "--epochs", "1",
-                           "--out", str(tmp_path / "m.npz")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamtrain", "fit", str(store), "--epochs", "1", "--out", str(tmp_path / "m.npz")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and proc.stderr == ""
     assert json.loads(json.dumps(streamtrain.load(tmp_path / "m.npz").history))[0]["epoch"] == 1
 
 
 def test_fit_batch_size_full_and_lbfgs_reach_the_library(capsys, store, tmp_path):
-    code, out, err = run(capsys, "fit", store, "--batch-size", "full", "--epochs", 2, "--lr", 1, "--l2", 0.5,
-                         "--scheduler", "sync", "--dtype", "float64", "--out", tmp_path / "gd.npz")
+    code, out, err = run(
+        capsys,
+        "fit",
+        store,
+        "--batch-size",
+        "full",
+        "--epochs",
+        2,
+        "--lr",
+        1,
+        "--l2",
+        0.5,
+        "--scheduler",
+        "sync",
+        "--dtype",
+        "float64",
+        "--out",
+        tmp_path / "gd.npz",
+    )
     assert code == 0, err
     lib = streamtrain.fit(store, batch_size="full", epochs=2, lr=1.0, l2=0.5, dtype="float64")
     np.testing.assert_allclose(streamtrain.load(tmp_path / "gd.npz").params["W1"], lib.params["W1"], rtol=1e-12)
     assert out.count("(exact) |grad|") == 2
-    code, out, err = run(capsys, "fit", store, "--optimizer", "lbfgs", "--l2", 0.5, "--scheduler", "sync",
-                         "--out", tmp_path / "lbfgs.npz")
+    code, out, err = run(
+        capsys,
+        "fit",
+        store,
+        "--optimizer",
+        "lbfgs",
+        "--l2",
+        0.5,
+        "--scheduler",
+        "sync",
+        "--out",
+        tmp_path / "lbfgs.npz",
+    )
     assert code == 0, err
     assert "converged:" in out.splitlines()[-3]
     lbfgs = streamtrain.load(tmp_path / "lbfgs.npz")
@@ -198,8 +277,9 @@ def test_fit_batch_size_full_and_lbfgs_reach_the_library(capsys, store, tmp_path
 
 
 def test_fit_eval_exact_every_prints_the_exact_loss(capsys, store, tmp_path):
-    code, out, err = run(capsys, "fit", store, "--epochs", 2, "--eval-exact-every", 1, "--scheduler", "sync",
-                         "--out", tmp_path / "m.npz")
+    code, out, err = run(
+        capsys, "fit", store, "--epochs", 2, "--eval-exact-every", 1, "--scheduler", "sync", "--out", tmp_path / "m.npz"
+    )
     assert code == 0, err
     assert len([line for line in out.splitlines() if "| exact loss" in line]) == 2
 
@@ -229,8 +309,21 @@ def test_evaluate_errors_are_one_line(capsys, store, tmp_path):
 
 def test_compare_json_and_table(capsys, store, tmp_path):
     streamtrain.fit(store, epochs=1, batch_size=100, l2=2.0).save(tmp_path / "m.npz")
-    code, out, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--batch-size", 10, 3000,
-                         "--batches", 5, "--json", "--scheduler", "sync")
+    code, out, err = run(
+        capsys,
+        "compare",
+        store,
+        "--model",
+        tmp_path / "m.npz",
+        "--batch-size",
+        10,
+        3000,
+        "--batches",
+        5,
+        "--json",
+        "--scheduler",
+        "sync",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["l2"] == 2.0 and report["m"] == 3000  # the model's own l2 by default
@@ -255,19 +348,36 @@ def test_compare_errors_are_one_line(capsys, store, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("momentum", 0.5), ("rmsprop", 0.01), ("adam", 0.01)])
-@pytest.mark.parametrize("task, argv", [
-    ("logistic", ["--model", "logistic"]),
-    ("softmax", ["--model", "softmax"]),
-    ("linear", ["--model", "linear"]),
-    ("softmax", ["--model", "mlp", "--hidden", "8,4", "--activation", "tanh"]),
-])
+@pytest.mark.parametrize(
+    "task, argv",
+    [
+        ("logistic", ["--model", "logistic"]),
+        ("softmax", ["--model", "softmax"]),
+        ("linear", ["--model", "linear"]),
+        ("softmax", ["--model", "mlp", "--hidden", "8,4", "--activation", "tanh"]),
+    ],
+)
 def test_every_model_trains_from_the_command_line_with_every_optimizer(capsys, tmp_path, task, argv, optimizer, lr):
     data = tmp_path / f"{task}.zarr"
     code, out, err = run(capsys, "make-data", data, "--task", task, "--m", 4000, "--n-x", 5, "--chunk", 1000)
     assert code == 0 and f"({task}," in out, err
     bayes = json.loads(json.dumps(streamtrain.open_source(data).attrs))["bayes_loss"]
-    code, out, err = run(capsys, "fit", data, *argv, "--optimizer", optimizer, "--lr", lr, "--epochs", 4,
-                         "--batch-size", 32, "--out", tmp_path / "m.npz")
+    code, out, err = run(
+        capsys,
+        "fit",
+        data,
+        *argv,
+        "--optimizer",
+        optimizer,
+        "--lr",
+        lr,
+        "--epochs",
+        4,
+        "--batch-size",
+        32,
+        "--out",
+        tmp_path / "m.npz",
+    )
     assert code == 0, err
     model = streamtrain.load(tmp_path / "m.npz")
     assert model.config["optimizer"] == optimizer and model.model == argv[1]
@@ -278,28 +388,70 @@ def test_every_model_trains_from_the_command_line_with_every_optimizer(capsys, t
 
 
 def test_mlp_options_and_lr_schedule_reach_the_library(capsys, store, tmp_path):
-    code, _, err = run(capsys, "fit", store, "--model", "mlp", "--hidden", "6,3", "--activation", "sigmoid",
-                       "--optimizer", "momentum", "--beta1", 0.8, "--lr-schedule", "step", "--lr-decay", 0.5,
-                       "--lr-step", 2, "--lr-per", "step", "--epochs", 2, "--batch-size", 100, "--dtype", "float64",
-                       "--out", tmp_path / "m.npz")
+    code, _, err = run(
+        capsys,
+        "fit",
+        store,
+        "--model",
+        "mlp",
+        "--hidden",
+        "6,3",
+        "--activation",
+        "sigmoid",
+        "--optimizer",
+        "momentum",
+        "--beta1",
+        0.8,
+        "--lr-schedule",
+        "step",
+        "--lr-decay",
+        0.5,
+        "--lr-step",
+        2,
+        "--lr-per",
+        "step",
+        "--epochs",
+        2,
+        "--batch-size",
+        100,
+        "--dtype",
+        "float64",
+        "--out",
+        tmp_path / "m.npz",
+    )
     assert code == 0, err
     cli = streamtrain.load(tmp_path / "m.npz")
-    lib = streamtrain.fit(store, model="mlp", hidden=[6, 3], activation="sigmoid", optimizer="momentum", beta1=0.8,
-                          lr_schedule="step", lr_decay=0.5, lr_step=2, lr_per="step", epochs=2, batch_size=100,
-                          dtype="float64")
+    lib = streamtrain.fit(
+        store,
+        model="mlp",
+        hidden=[6, 3],
+        activation="sigmoid",
+        optimizer="momentum",
+        beta1=0.8,
+        lr_schedule="step",
+        lr_decay=0.5,
+        lr_step=2,
+        lr_per="step",
+        epochs=2,
+        batch_size=100,
+        dtype="float64",
+    )
     assert list(cli.params) == ["W1", "b1", "W2", "b2", "W3", "b3"] and cli.params["W2"].shape == (3, 6)
     for k in lib.params:
         np.testing.assert_array_equal(cli.params[k], lib.params[k])
     assert cli.spec == lib.spec and cli.spec.output == "sigmoid"
 
 
-@pytest.mark.parametrize("argv, fragments", [
-    (["--model", "mlp", "--hidden", "4,0"], ["hidden layer size"]),
-    (["--model", "logistic", "--hidden", "4"], ["no hidden layers"]),
-    (["--optimizer", "adam", "--beta2", "1"], ["beta2"]),
-    (["--lr-schedule", "exponential", "--lr-decay", "2"], ["decay"]),
-    (["--model", "softmax", "--init", "NONE"], ["NONE"]),
-])
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["--model", "mlp", "--hidden", "4,0"], ["hidden layer size"]),
+        (["--model", "logistic", "--hidden", "4"], ["no hidden layers"]),
+        (["--optimizer", "adam", "--beta2", "1"], ["beta2"]),
+        (["--lr-schedule", "exponential", "--lr-decay", "2"], ["decay"]),
+        (["--model", "softmax", "--init", "NONE"], ["NONE"]),
+    ],
+)
 def test_bad_model_and_optimizer_options_are_one_line(capsys, store, argv, fragments):
     code, _, err = run(capsys, "fit", store, *argv)
     assert_one_line_error(code, err, *fragments)

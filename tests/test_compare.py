@@ -41,12 +41,20 @@ def _flat(g):
 
 # -- 1. B = m is the exact gradient ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
 @pytest.mark.parametrize("l2", [0.0, 3.0])
 def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2):
     X, Y = _arrays(m=1000)
-    report = compare(ArraySource(X, Y, chunk_size=64), _params(4), batch_sizes=[16, 1000], batches=8,
-                     l2=l2, shuffle=shuffle, scheduler="sync")
+    report = compare(
+        ArraySource(X, Y, chunk_size=64),
+        _params(4),
+        batch_sizes=[16, 1000],
+        batches=8,
+        l2=l2,
+        shuffle=shuffle,
+        scheduler="sync",
+    )
     row = report["batch_sizes"][-1]
     assert row["batch_size"] == 1000 and row["batches"] == 1
     assert abs(row["cosine_mean"] - 1) <= 1e-12 and abs(row["cosine_min"] - 1) <= 1e-12
@@ -58,6 +66,7 @@ def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2):
 
 # -- 2. Noise statistics against a per-sample loop -------------------------------------------------
 
+
 @pytest.mark.parametrize("l2", [0.0, 2.0])
 def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
     X, Y = _arrays(m=300, n_x=3)
@@ -67,8 +76,9 @@ def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
 
     # Reference: one gradient per sample, one call each; the L2 term is the same for every
     # sample, so it shifts all g_i alike and leaves their spread unchanged.
-    per_sample = np.array([_flat(logistic_totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads)
-                           for i in range(X.shape[1])])
+    per_sample = np.array(
+        [_flat(logistic_totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(X.shape[1])]
+    )
     mean = per_sample.mean(axis=0)
     trace = float(np.sum((per_sample - mean) ** 2) / X.shape[1])
     loss, grad = loss_and_grad(source, params, l2=l2, scheduler="sync")
@@ -77,7 +87,7 @@ def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
     assert report["trace_cov"] == pytest.approx(trace, rel=1e-10)
     assert report["loss"] == pytest.approx(loss, rel=1e-12)
     assert report["grad_norm"] == pytest.approx(grad_norm, rel=1e-12)
-    assert report["noise_scale"] == pytest.approx(trace / grad_norm ** 2, rel=1e-10)
+    assert report["noise_scale"] == pytest.approx(trace / grad_norm**2, rel=1e-10)
     assert report["m"] == 300 and report["l2"] == l2
 
 
@@ -90,7 +100,8 @@ def test_l2_changes_the_noise_scale_only_through_the_gradient_norm():
     assert penalised["trace_cov"] == pytest.approx(plain["trace_cov"], rel=1e-12)
     assert penalised["grad_norm"] != pytest.approx(plain["grad_norm"], rel=1e-3)
     assert penalised["noise_scale"] * penalised["grad_norm"] ** 2 == pytest.approx(
-        plain["noise_scale"] * plain["grad_norm"] ** 2, rel=1e-12)
+        plain["noise_scale"] * plain["grad_norm"] ** 2, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("scheduler", ["threads", None])
@@ -107,10 +118,12 @@ def test_dask_gives_the_same_report_as_sync(scheduler):
 
 # -- 3. Measured vs random-sampling error ----------------------------------------------------------
 
+
 def test_shuffled_data_matches_the_random_sampling_error():
     X, Y = _arrays(m=8000, n_x=4)
-    report = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[20], batches=400,
-                     shuffle="buffer", scheduler="sync")
+    report = compare(
+        ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[20], batches=400, shuffle="buffer", scheduler="sync"
+    )
     row = report["batch_sizes"][0]
     assert row["batches"] == 400
     assert row["rel_error_rms"] == pytest.approx(row["rel_error_random"], rel=0.15)
@@ -121,12 +134,12 @@ def test_store_sorted_by_label_is_reported_as_not_random():
     X, Y = _arrays(m=8000, n_x=4)
     order = np.argsort(Y[0], kind="stable")
     sorted_source = ArraySource(X[:, order], Y[:, order], chunk_size=100)
-    report = compare(sorted_source, _params(4), batch_sizes=[100], batches=60, shuffle="chunks",
-                     scheduler="sync")
+    report = compare(sorted_source, _params(4), batch_sizes=[100], batches=60, shuffle="chunks", scheduler="sync")
     row = report["batch_sizes"][0]
     # Same data, same params, shuffled: what random batches of 100 would give.
-    shuffled = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[100], batches=60,
-                       shuffle="buffer", scheduler="sync")["batch_sizes"][0]
+    shuffled = compare(
+        ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[100], batches=60, shuffle="buffer", scheduler="sync"
+    )["batch_sizes"][0]
     assert row["rel_error_random"] == pytest.approx(shuffled["rel_error_random"], rel=1e-10)
     assert shuffled["rel_error_rms"] < 1.3 * shuffled["rel_error_random"]
     assert row["rel_error_rms"] > 3 * row["rel_error_random"]
@@ -136,10 +149,10 @@ def test_store_sorted_by_label_is_reported_as_not_random():
 
 # -- 4. Suggested batch size and advice ------------------------------------------------------------
 
+
 def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale():
     X, Y = _arrays(m=4000)
-    report = compare(ArraySource(X, Y, chunk_size=500), _params(4), batch_sizes=[64], batches=2,
-                     scheduler="sync")
+    report = compare(ArraySource(X, Y, chunk_size=500), _params(4), batch_sizes=[64], batches=2, scheduler="sync")
     b_noise, suggested = report["noise_scale"], report["suggested_batch_size"]
     assert 1 < b_noise < 4000
     assert suggested & (suggested - 1) == 0  # a power of two
@@ -148,17 +161,20 @@ def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale():
     assert "lbfgs" not in report["advice"][0]
 
 
-@pytest.mark.parametrize("b_noise, m, expected", [
-    (0.3, 1000, 1),        # below one sample
-    (1.0, 1000, 1),
-    (10.33, 1000, 8),      # log2 = 3.37
-    (12.0, 1000, 16),      # log2 = 3.58
-    (700.0, 1000, 512),    # log2 = 9.45
-    (800.0, 1000, 1000),   # nearest power 1024 is past m
-    (1000.0, 1000, 1000),
-    (1e9, 1000, 1000),
-    (math.inf, 1000, 1000),
-])
+@pytest.mark.parametrize(
+    "b_noise, m, expected",
+    [
+        (0.3, 1000, 1),  # below one sample
+        (1.0, 1000, 1),
+        (10.33, 1000, 8),  # log2 = 3.37
+        (12.0, 1000, 16),  # log2 = 3.58
+        (700.0, 1000, 512),  # log2 = 9.45
+        (800.0, 1000, 1000),  # nearest power 1024 is past m
+        (1000.0, 1000, 1000),
+        (1e9, 1000, 1000),
+        (math.inf, 1000, 1000),
+    ],
+)
 def test_suggest_rounds_in_log_scale_and_stays_within_m(b_noise, m, expected):
     assert _suggest(b_noise, m) == expected
 
@@ -179,8 +195,12 @@ def test_near_the_optimum_the_noise_scale_exceeds_m_and_the_advice_is_lbfgs():
 def test_advice_uses_only_the_report_fields():
     # The threshold: 1.5x the random-sampling error, and never for B = m.
     def report(rows, b_noise=10.0, m=100):
-        return {"noise_scale": b_noise, "m": m, "suggested_batch_size": _suggest(b_noise, m),
-                "batch_sizes": [{"batch_size": B, "rel_error_rms": e, "rel_error_random": r} for B, e, r in rows]}
+        return {
+            "noise_scale": b_noise,
+            "m": m,
+            "suggested_batch_size": _suggest(b_noise, m),
+            "batch_sizes": [{"batch_size": B, "rel_error_rms": e, "rel_error_random": r} for B, e, r in rows],
+        }
 
     assert len(advice(report([(10, 1.4, 1.0)]))) == 1
     assert "1.6x noisier" in advice(report([(10, 1.6, 1.0)]))[1]
@@ -188,46 +208,90 @@ def test_advice_uses_only_the_report_fields():
     assert "--optimizer lbfgs" in advice(report([], b_noise=math.inf))[0]
 
 
-@pytest.mark.parametrize("trained, b_noise, says", [
-    (10, 1000.0, "100x below B_noise"),
-    (1000, 10.0, "100x above B_noise"),
-    (100, 150.0, "near B_noise"),
-])
+@pytest.mark.parametrize(
+    "trained, b_noise, says",
+    [
+        (10, 1000.0, "100x below B_noise"),
+        (1000, 10.0, "100x above B_noise"),
+        (100, 150.0, "near B_noise"),
+    ],
+)
 def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_noise, says):
-    rows = [{"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5}
-            for B in (10, 100, 1000)]
-    report = {"noise_scale": b_noise, "m": 10_000, "suggested_batch_size": _suggest(b_noise, 10_000),
-              "train_batch_size": trained, "batch_sizes": rows}
+    rows = [
+        {"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5} for B in (10, 100, 1000)
+    ]
+    report = {
+        "noise_scale": b_noise,
+        "m": 10_000,
+        "suggested_batch_size": _suggest(b_noise, 10_000),
+        "train_batch_size": trained,
+        "batch_sizes": rows,
+    }
     lines = advice(report)
     assert len(lines) == 2 and f"trained with B = {trained:,}" in lines[1] and says in lines[1]
 
 
 def test_the_training_batch_size_is_added_to_the_rows():
     X, Y = _arrays()
-    report = compare(ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[10], batches=3,
-                     scheduler="sync", train_batch_size=37)
+    report = compare(
+        ArraySource(X, Y, chunk_size=100),
+        _params(4),
+        batch_sizes=[10],
+        batches=3,
+        scheduler="sync",
+        train_batch_size=37,
+    )
     assert [r["batch_size"] for r in report["batch_sizes"]] == [10, 37]
     assert any("trained with B = 37" in line for line in report["advice"])
 
 
 # -- 5. Row fields and batch counts ----------------------------------------------------------------
 
+
 def test_report_and_row_fields_and_types():
     X, Y = _arrays(m=1000)
-    report = compare(ArraySource(X, Y, chunk_size=64), _params(4), batch_sizes=[2000, 30, 1000], batches=100,
-                     l2=0.5, seed=3, shuffle="buffer", scheduler="sync")
+    report = compare(
+        ArraySource(X, Y, chunk_size=64),
+        _params(4),
+        batch_sizes=[2000, 30, 1000],
+        batches=100,
+        l2=0.5,
+        seed=3,
+        shuffle="buffer",
+        scheduler="sync",
+    )
     json.dumps(report)  # JSON-ready
-    for key, kind in {"data": str, "m": int, "model": str, "l2": float, "shuffle": str, "seed": int,
-                      "loss": float, "grad_norm": float, "trace_cov": float, "noise_scale": float,
-                      "suggested_batch_size": int, "exact_seconds": float, "scheduler": str,
-                      "batch_sizes": list, "advice": list}.items():
+    for key, kind in {
+        "data": str,
+        "m": int,
+        "model": str,
+        "l2": float,
+        "shuffle": str,
+        "seed": int,
+        "loss": float,
+        "grad_norm": float,
+        "trace_cov": float,
+        "noise_scale": float,
+        "suggested_batch_size": int,
+        "exact_seconds": float,
+        "scheduler": str,
+        "batch_sizes": list,
+        "advice": list,
+    }.items():
         assert isinstance(report[key], kind), key
     assert report["exact_seconds"] >= 0 and all(isinstance(a, str) for a in report["advice"])
     # 2000 > m is clipped to m, and the duplicate dropped; rows are sorted by batch size.
     assert [r["batch_size"] for r in report["batch_sizes"]] == [30, 1000]
     for row in report["batch_sizes"]:
-        assert set(row) == {"batch_size", "batches", "cosine_mean", "cosine_min", "rel_error_mean",
-                            "rel_error_rms", "rel_error_random"}
+        assert set(row) == {
+            "batch_size",
+            "batches",
+            "cosine_mean",
+            "cosine_min",
+            "rel_error_mean",
+            "rel_error_rms",
+            "rel_error_random",
+        }
         assert isinstance(row["batch_size"], int) and isinstance(row["batches"], int)
         assert all(isinstance(row[k], float) for k in row if k not in ("batch_size", "batches"))
         assert -1 <= row["cosine_min"] <= row["cosine_mean"] <= 1 + 1e-12
@@ -241,8 +305,9 @@ def test_report_and_row_fields_and_types():
 def test_rows_are_the_first_whole_batches_training_would_draw(shuffle, B, asked, expected):
     X, Y = _arrays(m=1000)
     source, params, l2 = ArraySource(X, Y, chunk_size=64), _params(4), 0.5
-    row = compare(source, params, batch_sizes=[B], batches=asked, l2=l2, shuffle=shuffle, seed=9,
-                  scheduler="sync")["batch_sizes"][0]
+    row = compare(source, params, batch_sizes=[B], batches=asked, l2=l2, shuffle=shuffle, seed=9, scheduler="sync")[
+        "batch_sizes"
+    ][0]
     assert row["batches"] == expected
     # The same batches through the mini-batch API, as epoch 0 of fit(shuffle=..., seed=9).
     _, exact = loss_and_grad(source, params, l2=l2, scheduler="sync")
@@ -262,14 +327,18 @@ def test_rows_are_the_first_whole_batches_training_would_draw(shuffle, B, asked,
 
 # -- 6. Bad options --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, message", [
-    (dict(batch_sizes=[0]), "batch_size"),
-    (dict(batch_sizes=[64, -5]), "batch_size"),
-    (dict(batch_sizes=[2.5]), "batch_size"),
-    (dict(shuffle="random"), "shuffle"),
-    (dict(scheduler="processes"), "unknown scheduler"),
-    (dict(model="svm"), "unknown model"),
-])
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(batch_sizes=[0]), "batch_size"),
+        (dict(batch_sizes=[64, -5]), "batch_size"),
+        (dict(batch_sizes=[2.5]), "batch_size"),
+        (dict(shuffle="random"), "shuffle"),
+        (dict(scheduler="processes"), "unknown scheduler"),
+        (dict(model="svm"), "unknown model"),
+    ],
+)
 def test_bad_options_are_config_errors(options, message):
     X, Y = _arrays(m=200)
     with pytest.raises(ConfigError, match=message):
@@ -282,8 +351,9 @@ def test_params_of_the_wrong_shape_are_a_config_error():
         compare(ArraySource(X, Y), _params(3))
 
 
-@pytest.mark.parametrize("name, options", [("softmax", {}), ("mlp", {"hidden": (5,), "activation": "tanh",
-                                                                      "output": "identity"})])
+@pytest.mark.parametrize(
+    "name, options", [("softmax", {}), ("mlp", {"hidden": (5,), "activation": "tanh", "output": "identity"})]
+)
 def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loop(name, options):
     rng = np.random.default_rng(9)
     X = rng.standard_normal((3, 200))
@@ -294,6 +364,6 @@ def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loo
         params = {k: rng.standard_normal(v.shape) for k, v in model.init(3, Y.shape[0], np.dtype(float), 0).items()}
     report = compare(source, params, model=model, batch_sizes=[200], scheduler="sync")
     assert report["batch_sizes"][0]["cosine_mean"] == pytest.approx(1, abs=1e-12)
-    per_sample = np.array([_flat(model.totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads) for i in range(200)])
+    per_sample = np.array([_flat(model.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(200)])
     trace = np.mean(np.sum((per_sample - per_sample.mean(axis=0)) ** 2, axis=1))
     assert report["trace_cov"] == pytest.approx(trace, rel=1e-9)

@@ -59,6 +59,7 @@ def _in_memory_accuracy(params, X, Y):
 
 # -- 1. Dask == numpy == weighted mean of mini-batches == in memory ------------------------------
 
+
 @pytest.mark.parametrize("shuffle", ["none", "buffer"])
 @pytest.mark.parametrize("B", [100, 73])  # divides m = 1500; does not (20 batches of 73 and one of 40)
 @pytest.mark.parametrize("l2", [0.0, 0.7])
@@ -73,8 +74,14 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(zarr_store, shuffle, B, l2
             with FullBatch(source, LOGISTIC, scheduler=scheduler) as fb:
                 exact[scheduler] = fb.loss_and_grad(params, l2=l2)
         # Units of 3 chunks in buffer mode, so batches straddle units and chunks.
-        stream = BatchStream(source, B, Cursor(seed=4, epoch=0), shuffle=shuffle, dtype=np.float64,
-                             buffer_bytes=5 * 3 * (5 + 1) * 128 * 8)
+        stream = BatchStream(
+            source,
+            B,
+            Cursor(seed=4, epoch=0),
+            shuffle=shuffle,
+            dtype=np.float64,
+            buffer_bytes=5 * 3 * (5 + 1) * 128 * 8,
+        )
         loss, grad, seen, n_batches = 0.0, {k: np.zeros_like(v) for k, v in params.items()}, 0, 0
         for Xb, Yb, _ in stream:
             b_loss, b_grad, _ = batch_objective(LOGISTIC, params, Xb, Yb, l2=l2, m=m)
@@ -86,16 +93,20 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(zarr_store, shuffle, B, l2
     if shuffle == "buffer":
         assert stream.group == 3
     memory = _in_memory(params, X, Y, l2)
-    for name, (e_loss, e_grad) in {"threads": exact["threads"], "minibatch": (loss, grad),
-                                   "in memory": memory}.items():
+    for name, (e_loss, e_grad) in {"threads": exact["threads"], "minibatch": (loss, grad), "in memory": memory}.items():
         assert _rel(e_loss, exact["sync"][0]) <= 1e-10, name
         assert _rel(e_grad, exact["sync"][1]) <= 1e-10, name
 
 
-@pytest.mark.parametrize("name, options", [
-    ("softmax", {}), ("linear", {}), ("mlp", {"hidden": (6, 4), "activation": "tanh", "output": "softmax"}),
-    ("mlp", {"hidden": (5,), "activation": "relu", "output": "sigmoid"}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("softmax", {}),
+        ("linear", {}),
+        ("mlp", {"hidden": (6, 4), "activation": "tanh", "output": "softmax"}),
+        ("mlp", {"hidden": (5,), "activation": "relu", "output": "sigmoid"}),
+    ],
+)
 def test_every_model_minibatch_mean_with_l2_equals_the_full_batch_gradient(zarr_store, name, options):
     """Mini-batch gradients of one epoch, weighted by size, add up to the exact ∇J with L2 on."""
     rng = np.random.default_rng(5)
@@ -135,12 +146,14 @@ def test_l2_term_is_lambda_over_2m_and_leaves_b_alone():
 
 # -- 2, 3. The store's layout does not change the answer -------------------------------------------
 
+
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 def test_chunk_size_does_not_change_the_result(zarr_store, scheduler):
     X, Y = _arrays(m=2000, n_x=4)
     params = _params(4)
-    results = [loss_and_grad(zarr_store(X, Y, chunk), params, l2=0.3,
-                             scheduler=scheduler) for chunk in (64, 100, 1000, 2000)]
+    results = [
+        loss_and_grad(zarr_store(X, Y, chunk), params, l2=0.3, scheduler=scheduler) for chunk in (64, 100, 1000, 2000)
+    ]
     reference = _in_memory(params, X, Y, 0.3)
     for loss, grad in results:
         assert _rel(loss, reference[0]) <= 1e-9
@@ -167,6 +180,7 @@ def test_zarr_hdf5_chunked_hdf5_contiguous_and_memory_agree(zarr_store, hdf5_sto
 
 # -- 4. Analytic gradient vs finite differences ----------------------------------------------------
 
+
 def test_gradient_matches_central_finite_differences_of_the_exact_loss(numeric_grad):
     X, Y = _arrays(m=500, n_x=3)
     source = ArraySource(X, Y, chunk_size=64)
@@ -178,6 +192,7 @@ def test_gradient_matches_central_finite_differences_of_the_exact_loss(numeric_g
 
 
 # -- 5. Float32 stores are summed in float64 -------------------------------------------------------
+
 
 @pytest.mark.parametrize("params_dtype, l2", [(np.float64, 0.5), (np.float64, 0.0), (np.float32, 0.5)])
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
@@ -233,6 +248,7 @@ def test_casting_a_chunk_in_column_blocks_changes_nothing(monkeypatch, scheduler
 
 # -- 6. Labels outside {0, 1} ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 @pytest.mark.parametrize("call", ["loss_and_grad", "evaluate"])
 def test_bad_label_names_the_sample_and_chunk(zarr_store, scheduler, call):
@@ -262,6 +278,7 @@ def test_the_model_checks_labels_even_when_the_source_does_not(scheduler):
 
 
 # -- 7. Schedulers and exact_record ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scheduler", ["processes", "", "Threads", 3])
 def test_unknown_scheduler_is_a_config_error(scheduler):
@@ -293,14 +310,16 @@ def test_exact_record_agrees_with_loss_and_grad_and_evaluate(scheduler):
     ev = evaluate(source, params, scheduler=scheduler)
     assert set(record) == {"exact_loss", "exact_grad_norm", "exact_accuracy"}
     assert record["exact_loss"] == pytest.approx(loss, rel=1e-12)
-    assert record["exact_grad_norm"] == pytest.approx(math.sqrt(sum(float(np.sum(g ** 2)) for g in grad.values())),
-                                                      rel=1e-12)
+    assert record["exact_grad_norm"] == pytest.approx(
+        math.sqrt(sum(float(np.sum(g**2)) for g in grad.values())), rel=1e-12
+    )
     assert record["exact_accuracy"] == ev["accuracy"] == _in_memory_accuracy(params, X, Y)
     assert record_no_l2["exact_loss"] == pytest.approx(ev["loss"], rel=1e-12)
     assert record["exact_loss"] > record_no_l2["exact_loss"]  # the L2 term is in J, not in evaluate
 
 
 # -- 8. evaluate -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", None])
 def test_evaluate_equals_the_in_memory_loss_and_accuracy(hdf5_store, scheduler):
@@ -316,6 +335,7 @@ def test_evaluate_equals_the_in_memory_loss_and_accuracy(hdf5_store, scheduler):
 
 
 # -- 9. dask.distributed -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def cluster():
@@ -387,6 +407,7 @@ def test_unreachable_scheduler_is_a_config_error(monkeypatch):
 
 # -- 10. L-BFGS and batch gradient descent meet at the same optimum ------------------------------
 
+
 def test_lbfgs_and_batch_gradient_descent_reach_the_same_optimum():
     pytest.importorskip("scipy")
     X, Y = _arrays(m=1000, n_x=4, seed=3)
@@ -397,8 +418,7 @@ def test_lbfgs_and_batch_gradient_descent_reach_the_same_optimum():
         solution = lbfgs(fb, _params(4, seed=5), l2=l2, max_iter=200, callback=records.append)
     J_lbfgs, g_lbfgs = loss_and_grad(source, solution, l2=l2, scheduler="sync")
 
-    gd = streamtrain.fit(source, batch_size="full", epochs=2000, lr=3.0, l2=l2, dtype="float64",
-                         scheduler="sync")
+    gd = streamtrain.fit(source, batch_size="full", epochs=2000, lr=3.0, l2=l2, dtype="float64", scheduler="sync")
     J_gd, g_gd = loss_and_grad(source, gd.params, l2=l2, scheduler="sync")
     via_fit = streamtrain.fit(source, optimizer="lbfgs", epochs=200, l2=l2, dtype="float64", scheduler="sync")
     J_fit, _ = loss_and_grad(source, via_fit.params, l2=l2, scheduler="sync")
@@ -438,8 +458,13 @@ def test_lbfgs_records_report_the_evaluation_at_the_accepted_point():
             return loss, grad
 
     records = []
-    lbfgs(Logged(ArraySource(X, Y, chunk_size=100), LOGISTIC, scheduler="sync"), _params(3, seed=8), l2=1.0,
-          max_iter=50, callback=records.append)
+    lbfgs(
+        Logged(ArraySource(X, Y, chunk_size=100), LOGISTIC, scheduler="sync"),
+        _params(3, seed=8),
+        l2=1.0,
+        max_iter=50,
+        callback=records.append,
+    )
     assert len(records) >= 3
     assert records[-1]["passes"] == len(evaluations)
     for r in records:

@@ -163,7 +163,7 @@ def test_per_sample_gradient_norms_are_summed_exactly(case, options, k):
     model, params, X, Y = _model_problem(case, options, k, 7)
     expected = 0.0
     for i in range(7):  # a reference loop over single samples
-        g = model.totals(params, X[:, i:i + 1], Y[:, i:i + 1]).grads
+        g = model.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads
         expected += sum(float(np.sum(v**2)) for v in g.values())
     assert model.totals(params, X, Y, sample_norms=True).grad_sq == pytest.approx(expected, rel=1e-12)
 
@@ -192,8 +192,10 @@ def test_softmax_with_two_classes_is_logistic_regression():
     # and row 2 of its gradient is logistic's gradient (row 1 is its negative).
     params, X, Y = _problem(40)
     logistic = get_model("logistic").totals(params, X, Y)
-    two = {"W1": np.vstack([np.zeros_like(params["W1"]), params["W1"]]),
-           "b1": np.vstack([np.zeros_like(params["b1"]), params["b1"]])}
+    two = {
+        "W1": np.vstack([np.zeros_like(params["W1"]), params["W1"]]),
+        "b1": np.vstack([np.zeros_like(params["b1"]), params["b1"]]),
+    }
     softmax = get_model("softmax").totals(two, X, np.vstack([1 - Y, Y]))
     assert softmax.loss == pytest.approx(logistic.loss, rel=1e-12)
     assert softmax.correct == logistic.correct
@@ -220,14 +222,17 @@ def test_init_is_he_for_relu_and_xavier_otherwise_from_the_seed(activation, expe
     assert not np.array_equal(model.init(50, 1, np.dtype(np.float64), seed=5)["W1"], params["W1"])
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(name="mlp", hidden=()), "at least one hidden layer"),
-    (dict(name="mlp", hidden=(4, 0)), "hidden layer size"),
-    (dict(name="mlp", activation="gelu"), "unknown activation"),
-    (dict(name="mlp", output="tanh"), "unknown output"),
-    (dict(name="logistic", hidden=(4,)), "no hidden layers"),
-    (dict(name="linear", output="softmax"), "output is identity"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(name="mlp", hidden=()), "at least one hidden layer"),
+        (dict(name="mlp", hidden=(4, 0)), "hidden layer size"),
+        (dict(name="mlp", activation="gelu"), "unknown activation"),
+        (dict(name="mlp", output="tanh"), "unknown output"),
+        (dict(name="logistic", hidden=(4,)), "no hidden layers"),
+        (dict(name="linear", output="softmax"), "output is identity"),
+    ],
+)
 def test_bad_model_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         get_model(options.pop("name"), **options)
@@ -243,10 +248,20 @@ def _xor(m=2000, seed=0):
 def test_an_mlp_learns_xor_which_logistic_regression_cannot():
     X, Y = _xor()
     source = ArraySource(X, Y, chunk_size=500)
-    mlp = streamtrain.fit(source, model="mlp", hidden=[8], activation="tanh", optimizer="adam", lr=0.02,
-                          batch_size=32, epochs=30, dtype="float64")
-    linear = streamtrain.fit(source, model="logistic", optimizer="adam", lr=0.02, batch_size=32, epochs=30,
-                             dtype="float64")
+    mlp = streamtrain.fit(
+        source,
+        model="mlp",
+        hidden=[8],
+        activation="tanh",
+        optimizer="adam",
+        lr=0.02,
+        batch_size=32,
+        epochs=30,
+        dtype="float64",
+    )
+    linear = streamtrain.fit(
+        source, model="logistic", optimizer="adam", lr=0.02, batch_size=32, epochs=30, dtype="float64"
+    )
     assert np.mean(mlp.predict(X) == Y) > 0.97
     assert np.mean(linear.predict(X) == Y) < 0.7
 
@@ -256,7 +271,13 @@ def test_softmax_recovers_well_separated_classes():
     centres = np.array([[4.0, 0.0], [-4.0, 4.0], [0.0, -4.0]]).T  # (n_x, k)
     ids = rng.integers(0, 3, size=1500)
     X = centres[:, ids] + rng.standard_normal((2, 1500))
-    result = streamtrain.fit(ArraySource(X, ids[None, :].astype(float), chunk_size=256), model="softmax",
-                             lr=0.5, batch_size=64, epochs=10, dtype="float64")
+    result = streamtrain.fit(
+        ArraySource(X, ids[None, :].astype(float), chunk_size=256),
+        model="softmax",
+        lr=0.5,
+        batch_size=64,
+        epochs=10,
+        dtype="float64",
+    )
     assert result.spec.classes == 3
     assert np.mean(result.predict(X)[0] == ids) > 0.98

@@ -7,12 +7,29 @@ import numpy as np
 import pytest
 
 from streamtrain._errors import ConfigError
-from streamtrain.optim import (OPTIMIZERS, SCHEDULES, AdamState, MomentumState, RMSpropState, SGDState, adam,
-                               get_optimizer, lr_at, momentum, rmsprop, schedule, sgd)
+from streamtrain.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    AdamState,
+    MomentumState,
+    RMSpropState,
+    SGDState,
+    adam,
+    get_optimizer,
+    lr_at,
+    momentum,
+    rmsprop,
+    schedule,
+    sgd,
+)
 
 LR = 0.1
-BUILD = {"sgd": lambda lr: sgd(lr), "momentum": lambda lr: momentum(lr), "rmsprop": lambda lr: rmsprop(lr),
-         "adam": lambda lr: adam(lr)}
+BUILD = {
+    "sgd": lambda lr: sgd(lr),
+    "momentum": lambda lr: momentum(lr),
+    "rmsprop": lambda lr: rmsprop(lr),
+    "adam": lambda lr: adam(lr),
+}
 
 
 def make_params(dtype=np.float64, seed=0):
@@ -22,8 +39,9 @@ def make_params(dtype=np.float64, seed=0):
 
 def grad_sequence(n=3, dtype=np.float64):
     """n different gradients, each entry away from 0, so sign(g) and |g| are well defined."""
-    return [{k: np.where(v >= 0, v + 0.1, v - 0.1) for k, v in make_params(dtype, seed=10 + i).items()}
-            for i in range(n)]
+    return [
+        {k: np.where(v >= 0, v + 0.1, v - 0.1) for k, v in make_params(dtype, seed=10 + i).items()} for i in range(n)
+    ]
 
 
 def run(opt, params, grads_seq):
@@ -41,6 +59,7 @@ def assert_params_close(a, b):
 
 
 # -- update rules, against the formulas written out by hand --------------------------------------
+
 
 def test_sgd_first_three_updates():
     W, gs = make_params(), grad_sequence()
@@ -63,7 +82,7 @@ def test_momentum_averages_gradients_with_weight_one_minus_beta():
 
 
 def test_rmsprop_first_three_updates():
-    beta2, eps, W, s = 0.9, 1e-8, make_params(), {k: 0.0 for k in ("W1", "b1")}
+    beta2, eps, W, s = 0.9, 1e-8, make_params(), dict.fromkeys(("W1", "b1"), 0.0)
     gs = grad_sequence()
     for (params, state), g in zip(run(rmsprop(LR, beta2=beta2, eps=eps), W, gs), gs):
         s = {k: beta2 * s[k] + (1 - beta2) * g[k] ** 2 for k in g}
@@ -74,7 +93,7 @@ def test_rmsprop_first_three_updates():
 
 def test_adam_first_three_updates_with_bias_correction():
     b1, b2, eps, W = 0.9, 0.999, 1e-8, make_params()
-    v, s, gs = {k: 0.0 for k in W}, {k: 0.0 for k in W}, grad_sequence()
+    v, s, gs = dict.fromkeys(W, 0.0), dict.fromkeys(W, 0.0), grad_sequence()
     for t, ((params, state), g) in enumerate(zip(run(adam(LR, b1, b2, eps), W, gs), gs), start=1):
         v = {k: b1 * v[k] + (1 - b1) * g[k] for k in g}
         s = {k: b2 * s[k] + (1 - b2) * g[k] ** 2 for k in g}
@@ -93,12 +112,15 @@ def test_first_adam_step_moves_each_coordinate_by_about_lr():
         np.testing.assert_allclose(new[k] - params[k], -LR * np.sign(g[k]), rtol=1e-6)
 
 
-@pytest.mark.parametrize("name, state_type, fields", [
-    ("sgd", SGDState, ("step",)),
-    ("momentum", MomentumState, ("step", "velocity")),
-    ("rmsprop", RMSpropState, ("step", "sq")),
-    ("adam", AdamState, ("step", "mu", "nu")),
-])
+@pytest.mark.parametrize(
+    "name, state_type, fields",
+    [
+        ("sgd", SGDState, ("step",)),
+        ("momentum", MomentumState, ("step", "velocity")),
+        ("rmsprop", RMSpropState, ("step", "sq")),
+        ("adam", AdamState, ("step", "mu", "nu")),
+    ],
+)
 def test_state_is_a_namedtuple_of_plain_arrays_and_a_step_count(name, state_type, fields):
     params = make_params()
     opt = BUILD[name](LR)
@@ -118,9 +140,11 @@ def test_state_is_a_namedtuple_of_plain_arrays_and_a_step_count(name, state_type
 
 # -- dtypes and purity ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
-@pytest.mark.parametrize("lr", [LR, np.float64(LR), schedule("inverse-time", np.float64(LR), decay=0.5),
-                                lambda step: np.float64(LR)])
+@pytest.mark.parametrize(
+    "lr", [LR, np.float64(LR), schedule("inverse-time", np.float64(LR), decay=0.5), lambda step: np.float64(LR)]
+)
 @pytest.mark.parametrize("grad_dtype", [np.float32, np.float64])
 def test_float32_params_and_state_stay_float32(name, lr, grad_dtype):
     params = make_params(np.float32)
@@ -155,10 +179,12 @@ def test_update_does_not_modify_its_inputs(name):
 
 def test_get_optimizer_maps_beta1_to_momentum_and_beta2_to_rmsprop():
     params, gs = make_params(), grad_sequence()
-    pairs = [(get_optimizer("sgd", LR), sgd(LR)),
-             (get_optimizer("momentum", LR, beta1=0.5, beta2=0.7), momentum(LR, beta=0.5)),
-             (get_optimizer("rmsprop", LR, beta1=0.5, beta2=0.7, eps=1e-3), rmsprop(LR, beta2=0.7, eps=1e-3)),
-             (get_optimizer("adam", LR, beta1=0.5, beta2=0.7, eps=1e-3), adam(LR, 0.5, 0.7, 1e-3))]
+    pairs = [
+        (get_optimizer("sgd", LR), sgd(LR)),
+        (get_optimizer("momentum", LR, beta1=0.5, beta2=0.7), momentum(LR, beta=0.5)),
+        (get_optimizer("rmsprop", LR, beta1=0.5, beta2=0.7, eps=1e-3), rmsprop(LR, beta2=0.7, eps=1e-3)),
+        (get_optimizer("adam", LR, beta1=0.5, beta2=0.7, eps=1e-3), adam(LR, 0.5, 0.7, 1e-3)),
+    ]
     for got, expected in pairs:
         assert_params_close(run(got, params, gs)[-1][0], run(expected, params, gs)[-1][0])
     assert OPTIMIZERS == ("sgd", "momentum", "rmsprop", "adam")
@@ -166,27 +192,34 @@ def test_get_optimizer_maps_beta1_to_momentum_and_beta2_to_rmsprop():
 
 # -- learning-rate schedules ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, kwargs, expected", [
-    ("constant", {}, [1.0] * 7),
-    ("inverse-time", {}, [1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7]),  # default decay 1.0
-    ("inverse-time", {"decay": 0.5}, [1.0, 1 / 1.5, 1 / 2, 1 / 2.5, 1 / 3, 1 / 3.5, 1 / 4]),
-    ("inverse-time", {"decay": 0.0}, [1.0] * 7),
-    ("exponential", {}, [0.95**t for t in range(7)]),  # default decay 0.95
-    ("exponential", {"decay": 0.5}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),
-    ("step", {}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),  # default decay 0.5, step_size 1
-    ("step", {"decay": 0.1, "step_size": 3}, [1, 1, 1, 0.1, 0.1, 0.1, 0.01]),
-])
+
+@pytest.mark.parametrize(
+    "name, kwargs, expected",
+    [
+        ("constant", {}, [1.0] * 7),
+        ("inverse-time", {}, [1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7]),  # default decay 1.0
+        ("inverse-time", {"decay": 0.5}, [1.0, 1 / 1.5, 1 / 2, 1 / 2.5, 1 / 3, 1 / 3.5, 1 / 4]),
+        ("inverse-time", {"decay": 0.0}, [1.0] * 7),
+        ("exponential", {}, [0.95**t for t in range(7)]),  # default decay 0.95
+        ("exponential", {"decay": 0.5}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),
+        ("step", {}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),  # default decay 0.5, step_size 1
+        ("step", {"decay": 0.1, "step_size": 3}, [1, 1, 1, 0.1, 0.1, 0.1, 0.01]),
+    ],
+)
 def test_schedule_values_per_step(name, kwargs, expected):
     sched = schedule(name, 2.0, **kwargs)
     np.testing.assert_allclose([sched(s) for s in range(7)], [2.0 * e for e in expected], rtol=1e-12)
 
 
-@pytest.mark.parametrize("name, kwargs, per_epoch", [
-    ("constant", {}, [1.0, 1.0, 1.0]),
-    ("inverse-time", {"decay": 1.0}, [1.0, 1 / 2, 1 / 3]),
-    ("exponential", {"decay": 0.5}, [1.0, 0.5, 0.25]),
-    ("step", {"decay": 0.5, "step_size": 2}, [1.0, 1.0, 0.5]),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, per_epoch",
+    [
+        ("constant", {}, [1.0, 1.0, 1.0]),
+        ("inverse-time", {"decay": 1.0}, [1.0, 1 / 2, 1 / 3]),
+        ("exponential", {"decay": 0.5}, [1.0, 0.5, 0.25]),
+        ("step", {"decay": 0.5, "step_size": 2}, [1.0, 1.0, 0.5]),
+    ],
+)
 def test_schedule_per_epoch_changes_once_every_steps(name, kwargs, per_epoch):
     steps_per_epoch = 4
     sched = schedule(name, 0.3, every=steps_per_epoch, **kwargs)
@@ -234,40 +267,46 @@ def test_lr_at_resolves_numbers_and_schedules():
 
 # -- validation -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: sgd(0.0), "learning rate must be a positive number, got 0.0"),
-    (lambda: sgd(-1.0), "learning rate must be a positive number, got -1.0"),
-    (lambda: sgd(math.nan), "learning rate must be a positive number"),
-    (lambda: sgd(math.inf), "learning rate must be a positive number"),
-    (lambda: sgd("0.1"), "learning rate must be a positive number"),
-    (lambda: sgd(True), "learning rate must be a positive number"),
-    (lambda: adam(-0.1), "learning rate must be a positive number"),
-    (lambda: momentum(LR, beta=1.0), r"beta must be a number in \[0, 1\), got 1.0"),
-    (lambda: momentum(LR, beta=-0.1), r"beta must be a number in \[0, 1\)"),
-    (lambda: rmsprop(LR, beta2=1.0), r"beta2 must be a number in \[0, 1\)"),
-    (lambda: rmsprop(LR, eps=0.0), "eps must be a positive number, got 0.0"),
-    (lambda: adam(LR, beta1=1.5), r"beta1 must be a number in \[0, 1\)"),
-    (lambda: adam(LR, beta2=math.nan), r"beta2 must be a number in \[0, 1\)"),
-    (lambda: adam(LR, eps=-1e-8), "eps must be a positive number"),
-    (lambda: get_optimizer("adamw", LR), "unknown optimizer 'adamw'; choose from sgd, momentum, rmsprop, adam"),
-    (lambda: get_optimizer("sgd", 0.0), "learning rate must be a positive number"),
-    (lambda: get_optimizer("sgd", LR, beta1=1.0), r"beta1 must be a number in \[0, 1\)"),  # unused, still checked
-    (lambda: get_optimizer("momentum", LR, beta1=1.0), r"beta1 must be a number in \[0, 1\)"),
-    (lambda: get_optimizer("rmsprop", LR, eps=0), "eps must be a positive number"),
-    (lambda: schedule("cosine", LR),
-     "unknown schedule 'cosine'; choose from constant, inverse-time, exponential, step"),
-    (lambda: schedule("constant", 0.0), "learning rate must be a positive number"),
-    (lambda: schedule("constant", lambda s: LR), "learning rate must be a positive number"),
-    (lambda: schedule("inverse-time", LR, decay=-0.1), "decay must be a number >= 0 for the inverse-time schedule"),
-    (lambda: schedule("exponential", LR, decay=0.0), r"decay must be a number in \(0, 1\] for the exponential"),
-    (lambda: schedule("exponential", LR, decay=1.5), r"decay must be a number in \(0, 1\] for the exponential"),
-    (lambda: schedule("step", LR, decay=0.0), r"decay must be a number in \(0, 1\] for the step schedule"),
-    (lambda: schedule("step", LR, decay="0.5"), r"decay must be a number in \(0, 1\]"),
-    (lambda: schedule("step", LR, step_size=0), "step_size must be a positive integer, got 0"),
-    (lambda: schedule("step", LR, step_size=1.5), "step_size must be a positive integer"),
-    (lambda: schedule("exponential", LR, every=0), "every must be a positive integer, got 0"),
-    (lambda: schedule("constant", LR, every="4"), "every must be a positive integer"),
-])
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: sgd(0.0), "learning rate must be a positive number, got 0.0"),
+        (lambda: sgd(-1.0), "learning rate must be a positive number, got -1.0"),
+        (lambda: sgd(math.nan), "learning rate must be a positive number"),
+        (lambda: sgd(math.inf), "learning rate must be a positive number"),
+        (lambda: sgd("0.1"), "learning rate must be a positive number"),
+        (lambda: sgd(True), "learning rate must be a positive number"),
+        (lambda: adam(-0.1), "learning rate must be a positive number"),
+        (lambda: momentum(LR, beta=1.0), r"beta must be a number in \[0, 1\), got 1.0"),
+        (lambda: momentum(LR, beta=-0.1), r"beta must be a number in \[0, 1\)"),
+        (lambda: rmsprop(LR, beta2=1.0), r"beta2 must be a number in \[0, 1\)"),
+        (lambda: rmsprop(LR, eps=0.0), "eps must be a positive number, got 0.0"),
+        (lambda: adam(LR, beta1=1.5), r"beta1 must be a number in \[0, 1\)"),
+        (lambda: adam(LR, beta2=math.nan), r"beta2 must be a number in \[0, 1\)"),
+        (lambda: adam(LR, eps=-1e-8), "eps must be a positive number"),
+        (lambda: get_optimizer("adamw", LR), "unknown optimizer 'adamw'; choose from sgd, momentum, rmsprop, adam"),
+        (lambda: get_optimizer("sgd", 0.0), "learning rate must be a positive number"),
+        (lambda: get_optimizer("sgd", LR, beta1=1.0), r"beta1 must be a number in \[0, 1\)"),  # unused, still checked
+        (lambda: get_optimizer("momentum", LR, beta1=1.0), r"beta1 must be a number in \[0, 1\)"),
+        (lambda: get_optimizer("rmsprop", LR, eps=0), "eps must be a positive number"),
+        (
+            lambda: schedule("cosine", LR),
+            "unknown schedule 'cosine'; choose from constant, inverse-time, exponential, step",
+        ),
+        (lambda: schedule("constant", 0.0), "learning rate must be a positive number"),
+        (lambda: schedule("constant", lambda s: LR), "learning rate must be a positive number"),
+        (lambda: schedule("inverse-time", LR, decay=-0.1), "decay must be a number >= 0 for the inverse-time schedule"),
+        (lambda: schedule("exponential", LR, decay=0.0), r"decay must be a number in \(0, 1\] for the exponential"),
+        (lambda: schedule("exponential", LR, decay=1.5), r"decay must be a number in \(0, 1\] for the exponential"),
+        (lambda: schedule("step", LR, decay=0.0), r"decay must be a number in \(0, 1\] for the step schedule"),
+        (lambda: schedule("step", LR, decay="0.5"), r"decay must be a number in \(0, 1\]"),
+        (lambda: schedule("step", LR, step_size=0), "step_size must be a positive integer, got 0"),
+        (lambda: schedule("step", LR, step_size=1.5), "step_size must be a positive integer"),
+        (lambda: schedule("exponential", LR, every=0), "every must be a positive integer, got 0"),
+        (lambda: schedule("constant", LR, every="4"), "every must be a positive integer"),
+    ],
+)
 def test_bad_hyperparameters_are_config_errors(make, message):
     with pytest.raises(ConfigError, match=message) as info:
         make()
@@ -281,12 +320,16 @@ def test_whole_float_step_size_and_every_are_accepted():
 
 # -- convergence ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, lr", [
-    ("sgd", 0.1),
-    ("momentum", 0.1),
-    ("rmsprop", 0.01),
-    ("adam", schedule("exponential", 0.05, decay=0.98, every=10)),  # Adam moves ~α a step: α must shrink
-])
+
+@pytest.mark.parametrize(
+    "name, lr",
+    [
+        ("sgd", 0.1),
+        ("momentum", 0.1),
+        ("rmsprop", 0.01),
+        ("adam", schedule("exponential", 0.05, decay=0.98, every=10)),  # Adam moves ~α a step: α must shrink
+    ],
+)
 def test_each_optimizer_minimises_a_convex_quadratic(name, lr):
     # J = 0.5·‖W - W*‖², so dJ/dW = W - W*; from W = 0 every optimizer must reach W*.
     target = make_params(seed=3)

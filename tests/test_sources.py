@@ -116,6 +116,7 @@ class TestHDF5Source(SourceContract):
 
 # -- across backends ----------------------------------------------------------------------
 
+
 @pytest.fixture(params=["zarr", "hdf5"])
 def backend(request):
     return request.param
@@ -133,8 +134,9 @@ def test_zarr_and_hdf5_read_the_same(make_xy, zarr_store, hdf5_store):
     with h:
         assert z.chunk_bounds == h.chunk_bounds
         drop = {"format", "path", "codec"}
-        assert {k: v for k, v in z.fingerprint().items() if k not in drop} == \
-               {k: v for k, v in h.fingerprint().items() if k not in drop}
+        assert {k: v for k, v in z.fingerprint().items() if k not in drop} == {
+            k: v for k, v in h.fingerprint().items() if k not in drop
+        }
         for a, b in z.chunk_bounds:
             for got_z, got_h in zip(z.read(a, b), h.read(a, b)):
                 assert got_z.dtype == got_h.dtype
@@ -150,6 +152,7 @@ def test_custom_array_names(store, make_xy):
 
 
 # -- validation at open ---------------------------------------------------------------------
+
 
 def open_fails(path, *match, **kw) -> str:
     """Open ``path`` expecting a DataError whose message names the path and each of ``match``."""
@@ -247,14 +250,17 @@ def test_hdf5_contiguous_dataset_uses_default_chunk_size(hdf5_store, make_xy):
             np.testing.assert_array_equal(source.read(a, b)[1], Y[:, a:b])
 
 
-@pytest.mark.parametrize("rule, labels, bad_sample, says", [
-    (("ids", 3), [[0, 2, 1, 3, 0]], 3, "label 3.0 at sample 3 (chunk 1) is not a class id 0..2"),
-    (("ids", 3), [[0, 1.5, 1, 2, 0]], 1, "label 1.5 at sample 1 (chunk 0) is not a class id 0..2"),
-    (("ids", 3), [[0, 1, -1, 2, 0]], 2, "label -1.0 at sample 2 (chunk 0) is not a class id"),
-    (("onehot",), [[1, 0, 0, 1, 1], [0, 1, 0, 0, 0]], 2, "at sample 2 (chunk 0) is not one-hot"),
-    (("onehot",), [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], 3, "at sample 3 (chunk 1) is not one-hot"),
-    (("binary",), [[0, 1, 1, 0, 7]], 4, "label 7.0 at sample 4 (chunk 1) is outside {0, 1}"),
-])
+@pytest.mark.parametrize(
+    "rule, labels, bad_sample, says",
+    [
+        (("ids", 3), [[0, 2, 1, 3, 0]], 3, "label 3.0 at sample 3 (chunk 1) is not a class id 0..2"),
+        (("ids", 3), [[0, 1.5, 1, 2, 0]], 1, "label 1.5 at sample 1 (chunk 0) is not a class id 0..2"),
+        (("ids", 3), [[0, 1, -1, 2, 0]], 2, "label -1.0 at sample 2 (chunk 0) is not a class id"),
+        (("onehot",), [[1, 0, 0, 1, 1], [0, 1, 0, 0, 0]], 2, "at sample 2 (chunk 0) is not one-hot"),
+        (("onehot",), [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], 3, "at sample 3 (chunk 1) is not one-hot"),
+        (("binary",), [[0, 1, 1, 0, 7]], 4, "label 7.0 at sample 4 (chunk 1) is outside {0, 1}"),
+    ],
+)
 def test_each_label_rule_names_the_first_bad_sample_and_its_chunk(rule, labels, bad_sample, says):
     Y = np.array(labels, dtype=float)
     source = ArraySource(np.zeros((2, 5)), Y, chunk_size=3, binary_labels=False)

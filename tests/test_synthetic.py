@@ -59,15 +59,18 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert os.listdir(tmp_path) == ["d.zarr"]  # no partial or old copies left behind
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(m=0), "m must be"),
-    (dict(n_x=-1), "n_x must be"),
-    (dict(chunk=0), "chunk must be"),
-    (dict(format="csv"), "format"),
-    (dict(codec="lz4"), "codec"),
-    (dict(format="hdf5", codec="zstd"), "zstd is not built into HDF5"),
-    (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(m=0), "m must be"),
+        (dict(n_x=-1), "n_x must be"),
+        (dict(chunk=0), "chunk must be"),
+        (dict(format="csv"), "format"),
+        (dict(codec="lz4"), "codec"),
+        (dict(format="hdf5", codec="zstd"), "zstd is not built into HDF5"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_bad_options(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         streamtrain.make_data(tmp_path / "d", **{"m": 10, "n_x": 2, **options})
@@ -75,6 +78,7 @@ def test_bad_options(tmp_path, options, message):
 
 
 # -- softmax and linear ----------------------------------------------------------------------
+
 
 def _read_any(path):
     """X, Y and the attributes, read straight from the arrays (no label rule applies)."""
@@ -91,8 +95,7 @@ def test_every_task_gives_the_same_data_whatever_the_format_chunk_and_codec(tmp_
     m = BLOCK + 1234
     a = streamtrain.make_data(tmp_path / "a.zarr", m=m, n_x=3, chunk=1000, seed=4, **options)
     streamtrain.make_data(tmp_path / "b.zarr", m=m, n_x=3, chunk=777, codec="zstd", seed=4, **options)
-    streamtrain.make_data(tmp_path / "c.h5", m=m, n_x=3, chunk=5000, format="hdf5", codec="gzip", seed=4,
-                          **options)
+    streamtrain.make_data(tmp_path / "c.h5", m=m, n_x=3, chunk=5000, format="hdf5", codec="gzip", seed=4, **options)
     Xa, Ya, attrs = _read_any(tmp_path / "a.zarr")
     assert attrs == a
     for other in ("b.zarr", "c.h5"):
@@ -109,8 +112,9 @@ def test_every_task_gives_the_same_data_whatever_the_format_chunk_and_codec(tmp_
 
 def test_softmax_labels_follow_the_true_model(tmp_path):
     m, n_x, classes = 20_000, 4, 5
-    attrs = streamtrain.make_data(tmp_path / "s.zarr", m=m, n_x=n_x, task="softmax", classes=classes,
-                                  chunk=4096, seed=2, w_norm=3.0)
+    attrs = streamtrain.make_data(
+        tmp_path / "s.zarr", m=m, n_x=n_x, task="softmax", classes=classes, chunk=4096, seed=2, w_norm=3.0
+    )
     X, Y, _ = _read_any(tmp_path / "s.zarr")
     assert X.shape == (n_x, m) and X.dtype == np.float32 and Y.shape == (1, m) and Y.dtype == np.uint8
     assert attrs["task"] == "softmax" and attrs["classes"] == classes
@@ -140,8 +144,9 @@ def test_softmax_class_count_limits(tmp_path, classes):
 
 def test_linear_targets_are_the_true_model_plus_noise(tmp_path):
     m, n_x, outputs, noise = 3000, 4, 2, 0.5
-    attrs = streamtrain.make_data(tmp_path / "r.h5", m=m, n_x=n_x, task="linear", outputs=outputs,
-                                  noise=noise, format="hdf5", chunk=700, seed=3)
+    attrs = streamtrain.make_data(
+        tmp_path / "r.h5", m=m, n_x=n_x, task="linear", outputs=outputs, noise=noise, format="hdf5", chunk=700, seed=3
+    )
     X, Y, _ = _read_any(tmp_path / "r.h5")
     assert X.shape == (n_x, m) and Y.shape == (outputs, m) and Y.dtype == np.float32
     assert (attrs["task"], attrs["outputs"], attrs["noise"]) == ("linear", outputs, noise)
@@ -161,16 +166,19 @@ def test_linear_targets_are_the_true_model_plus_noise(tmp_path):
     assert 0.99 * attrs["bayes_loss"] < fit_loss <= attrs["bayes_loss"]
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(task="poisson"), "task must be one of logistic, softmax, linear"),
-    (dict(task="softmax", classes=1), "classes must be"),
-    (dict(task="softmax", classes=256), "classes must be"),
-    (dict(task="softmax", classes=2.5), "classes must be"),
-    (dict(task="linear", outputs=0), "outputs must be"),
-    (dict(task="linear", noise=0.0), "noise must be"),
-    (dict(task="linear", noise=-1.0), "noise must be"),
-    (dict(task="linear", noise=float("nan")), "noise must be"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(task="poisson"), "task must be one of logistic, softmax, linear"),
+        (dict(task="softmax", classes=1), "classes must be"),
+        (dict(task="softmax", classes=256), "classes must be"),
+        (dict(task="softmax", classes=2.5), "classes must be"),
+        (dict(task="linear", outputs=0), "outputs must be"),
+        (dict(task="linear", noise=0.0), "noise must be"),
+        (dict(task="linear", noise=-1.0), "noise must be"),
+        (dict(task="linear", noise=float("nan")), "noise must be"),
+    ],
+)
 def test_bad_task_options(tmp_path, options, message):
     with pytest.raises(ConfigError, match=message) as e:
         streamtrain.make_data(tmp_path / "d", **{"m": 10, "n_x": 2, **options})

@@ -27,8 +27,15 @@ def _random_params(n_x, seed=2):
 def test_batch_size_m_is_one_hand_written_batch_gd_step():
     X, Y = _arrays()
     init = _random_params(X.shape[0])
-    result = streamtrain.fit(ArraySource(X, Y, chunk_size=128), batch_size=X.shape[1], epochs=1, lr=0.3,
-                             shuffle="buffer", dtype="float64", init=init)
+    result = streamtrain.fit(
+        ArraySource(X, Y, chunk_size=128),
+        batch_size=X.shape[1],
+        epochs=1,
+        lr=0.3,
+        shuffle="buffer",
+        dtype="float64",
+        init=init,
+    )
     A = 1 / (1 + np.exp(-(init["W1"] @ X + init["b1"])))
     dW, db = (A - Y) @ X.T / X.shape[1], np.sum(A - Y, axis=1, keepdims=True) / X.shape[1]
     np.testing.assert_allclose(result.params["W1"], init["W1"] - 0.3 * dW, rtol=1e-12)
@@ -41,8 +48,16 @@ def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler):
     X, Y = _arrays()
     m, lam, lr = X.shape[1], 3.0, 0.4
     expected = _random_params(X.shape[0])
-    result = streamtrain.fit(ArraySource(X, Y, chunk_size=128), batch_size="full", epochs=3, lr=lr, l2=lam,
-                             dtype="float64", init=expected, scheduler=scheduler)
+    result = streamtrain.fit(
+        ArraySource(X, Y, chunk_size=128),
+        batch_size="full",
+        epochs=3,
+        lr=lr,
+        l2=lam,
+        dtype="float64",
+        init=expected,
+        scheduler=scheduler,
+    )
     for epoch in range(3):
         W, b = expected["W1"], expected["b1"]
         A = 1 / (1 + np.exp(-(W @ X + b)))
@@ -64,13 +79,21 @@ def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m():
     B, lr, lam, m = 30, 0.2, 5.0, 90
     expected = _random_params(X.shape[0])
     for t in range(0, m, B):
-        Xb, Yb = X[:, t:t + B], Y[:, t:t + B]
+        Xb, Yb = X[:, t : t + B], Y[:, t : t + B]
         A = 1 / (1 + np.exp(-(expected["W1"] @ Xb + expected["b1"])))
         dW = (A - Yb) @ Xb.T / B + lam / m * expected["W1"]
         db = np.sum(A - Yb, axis=1, keepdims=True) / B
         expected = {"W1": expected["W1"] - lr * dW, "b1": expected["b1"] - lr * db}
-    result = streamtrain.fit(ArraySource(X, Y, chunk_size=64), batch_size=B, epochs=1, lr=lr, l2=lam,
-                             shuffle="none", dtype="float64", init=_random_params(X.shape[0]))
+    result = streamtrain.fit(
+        ArraySource(X, Y, chunk_size=64),
+        batch_size=B,
+        epochs=1,
+        lr=lr,
+        l2=lam,
+        shuffle="none",
+        dtype="float64",
+        init=_random_params(X.shape[0]),
+    )
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
@@ -78,8 +101,9 @@ def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m():
 def test_eval_exact_every_adds_the_exact_objective_every_n_epochs_and_at_the_end():
     X, Y = _arrays()
     src = ArraySource(X, Y, chunk_size=100)
-    result = streamtrain.fit(src, batch_size=50, epochs=5, lr=0.3, l2=1.0, dtype="float64",
-                             eval_exact_every=2, scheduler="sync")
+    result = streamtrain.fit(
+        src, batch_size=50, epochs=5, lr=0.3, l2=1.0, dtype="float64", eval_exact_every=2, scheduler="sync"
+    )
     assert [("exact_loss" in h) for h in result.history] == [False, True, False, True, True]
     last = result.history[-1]
     loss, grads = streamtrain.loss_and_grad(src, result.params, l2=1.0, scheduler="sync")
@@ -94,11 +118,12 @@ def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batc
     params = _random_params(X.shape[0])
     expected, losses = {k: v.copy() for k, v in params.items()}, []
     for t in range(0, X.shape[1], B):
-        loss, grads = logistic_loss_and_grad(expected, X[:, t:t + B], Y[:, t:t + B])
-        losses.append(loss * X[:, t:t + B].shape[1])
+        loss, grads = logistic_loss_and_grad(expected, X[:, t : t + B], Y[:, t : t + B])
+        losses.append(loss * X[:, t : t + B].shape[1])
         expected = {k: expected[k] - lr * grads[k] for k in expected}
-    result = streamtrain.fit(ArraySource(X, Y, chunk_size=16), batch_size=B, epochs=1, lr=lr,
-                             shuffle="none", dtype="float64", init=params)
+    result = streamtrain.fit(
+        ArraySource(X, Y, chunk_size=16), batch_size=B, epochs=1, lr=lr, shuffle="none", dtype="float64", init=params
+    )
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
     assert result.history[0]["loss"] == pytest.approx(sum(losses) / X.shape[1], rel=1e-12)
@@ -145,8 +170,10 @@ def test_warm_start_from_a_model_file_and_init_is_not_modified(tmp_path):
 
 def test_same_seed_same_model_other_seed_other_model():
     X, Y = _arrays()
-    fits = [streamtrain.fit(ArraySource(X, Y, chunk_size=50), epochs=1, shuffle="buffer", seed=s,
-                            buffer_bytes=10_000) for s in (0, 0, 1)]
+    fits = [
+        streamtrain.fit(ArraySource(X, Y, chunk_size=50), epochs=1, shuffle="buffer", seed=s, buffer_bytes=10_000)
+        for s in (0, 0, 1)
+    ]
     np.testing.assert_array_equal(fits[0].params["W1"], fits[1].params["W1"])
     assert not np.array_equal(fits[0].params["W1"], fits[2].params["W1"])
 
@@ -208,24 +235,27 @@ def test_non_finite_data_stops_training_with_a_clear_error():
         streamtrain.fit(ArraySource(X, Y), batch_size=32, epochs=1, shuffle="none")
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(batch_size=0), "batch_size"),
-    (dict(batch_size=601), "larger than m=600"),
-    (dict(epochs=0), "epochs"),
-    (dict(lr=-1.0), "learning rate"),
-    (dict(shuffle="random"), "shuffle"),
-    (dict(dtype="float16"), "dtype"),
-    (dict(seed=-3), "seed"),
-    (dict(model="svm"), "unknown model"),
-    (dict(batch_size="half"), "batch_size"),
-    (dict(optimizer="adamw"), "unknown optimizer"),
-    (dict(optimizer="lbfgs", batch_size=32), "L-BFGS takes exact full-batch steps"),
-    (dict(l2=-1.0), "l2 must be"),
-    (dict(l2=float("nan")), "l2 must be"),
-    (dict(eval_exact_every=0), "eval_exact_every"),
-    (dict(scheduler="processes"), "unknown scheduler"),
-    (dict(init={"W1": np.zeros((1, 4)), "b1": np.zeros((1, 1))}), "expected shapes"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=601), "larger than m=600"),
+        (dict(epochs=0), "epochs"),
+        (dict(lr=-1.0), "learning rate"),
+        (dict(shuffle="random"), "shuffle"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(seed=-3), "seed"),
+        (dict(model="svm"), "unknown model"),
+        (dict(batch_size="half"), "batch_size"),
+        (dict(optimizer="adamw"), "unknown optimizer"),
+        (dict(optimizer="lbfgs", batch_size=32), "L-BFGS takes exact full-batch steps"),
+        (dict(l2=-1.0), "l2 must be"),
+        (dict(l2=float("nan")), "l2 must be"),
+        (dict(eval_exact_every=0), "eval_exact_every"),
+        (dict(scheduler="processes"), "unknown scheduler"),
+        (dict(init={"W1": np.zeros((1, 4)), "b1": np.zeros((1, 1))}), "expected shapes"),
+    ],
+)
 def test_bad_options_are_config_errors(options, message):
     X, Y = _arrays()
     with pytest.raises(ConfigError, match=message):
@@ -248,10 +278,13 @@ def test_progress_line_only_on_request(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("module, options, message", [
-    ("scipy.optimize", dict(optimizer="lbfgs", scheduler="sync"), r"pip install 'streamtrain\[lbfgs\]'"),
-    ("distributed", dict(batch_size="full", scheduler="local"), r"pip install 'streamtrain\[distributed\]'"),
-])
+@pytest.mark.parametrize(
+    "module, options, message",
+    [
+        ("scipy.optimize", dict(optimizer="lbfgs", scheduler="sync"), r"pip install 'streamtrain\[lbfgs\]'"),
+        ("distributed", dict(batch_size="full", scheduler="local"), r"pip install 'streamtrain\[distributed\]'"),
+    ],
+)
 def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, module, options, message):
     monkeypatch.setitem(sys.modules, module, None)  # makes "import module" raise ImportError
     X, Y = _arrays()
@@ -265,10 +298,23 @@ def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs):
     expected = _random_params(X.shape[0])
     init = {k: v.copy() for k, v in expected.items()}
     for t, lr in enumerate(expected_lrs):  # 2 epochs of 2 steps each, B = 50
-        _, grads = logistic_loss_and_grad(expected, X[:, 50 * (t % 2):50 * (t % 2 + 1)], Y[:, 50 * (t % 2):50 * (t % 2 + 1)])
+        _, grads = logistic_loss_and_grad(
+            expected, X[:, 50 * (t % 2) : 50 * (t % 2 + 1)], Y[:, 50 * (t % 2) : 50 * (t % 2 + 1)]
+        )
         expected = {k: expected[k] - lr * grads[k] for k in expected}
-    result = streamtrain.fit(ArraySource(X, Y), batch_size=50, epochs=2, lr=0.4, lr_schedule="step", lr_decay=0.5,
-                             lr_step=1, lr_per=per, shuffle="none", dtype="float64", init=init)
+    result = streamtrain.fit(
+        ArraySource(X, Y),
+        batch_size=50,
+        epochs=2,
+        lr=0.4,
+        lr_schedule="step",
+        lr_decay=0.5,
+        lr_step=1,
+        lr_per=per,
+        shuffle="none",
+        dtype="float64",
+        init=init,
+    )
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 

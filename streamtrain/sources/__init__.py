@@ -14,8 +14,7 @@ __all__ = ["ArraySource", "ChunkSource", "DataError", "default_chunk_size", "ope
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 
-def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y",
-                binary_labels: bool = True) -> ChunkSource:
+def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
     ``x`` and ``y`` name the arrays inside the store. Raises ``DataError`` naming the

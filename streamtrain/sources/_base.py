@@ -54,8 +54,9 @@ class ChunkSource:
     dtype: np.dtype
     chunk_bounds: tuple[tuple[int, int], ...]
 
-    def __init__(self, name: str, x_name: str = "X", y_name: str = "Y", *,
-                 binary_labels: bool = True, must_exist: bool = False) -> None:
+    def __init__(
+        self, name: str, x_name: str = "X", y_name: str = "Y", *, binary_labels: bool = True, must_exist: bool = False
+    ) -> None:
         self.name, self.x_name, self.y_name = name, x_name, y_name
         if must_exist and not os.path.exists(name):
             raise DataError(f"{name}: no such file or directory")
@@ -69,9 +70,7 @@ class ChunkSource:
         where = f"{self.name}/{self.x_name}"
         for arr, shape, dtype in ((self.x_name, x_shape, x_dtype), (self.y_name, y_shape, y_dtype)):
             if len(shape) != 2:
-                raise DataError(
-                    f"{self.name}/{arr}: expected a 2-D array (rows, samples), got shape {tuple(shape)}"
-                )
+                raise DataError(f"{self.name}/{arr}: expected a 2-D array (rows, samples), got shape {tuple(shape)}")
             if np.dtype(dtype).kind not in "biuf":
                 raise DataError(f"{self.name}/{arr}: dtype {np.dtype(dtype)} is not numeric")
         (n_x, m), (k, m_y) = x_shape, y_shape
@@ -79,9 +78,7 @@ class ChunkSource:
             hint = ""
             if n_x == m_y:
                 hint = " (X looks stored as (m, n_x); samples must be columns: store X.T)"
-            raise DataError(
-                f"{where} has m={m} samples but {self.name}/{self.y_name} has m={m_y}{hint}"
-            )
+            raise DataError(f"{where} has m={m} samples but {self.name}/{self.y_name} has m={m_y}{hint}")
         if m == 0:
             raise DataError(f"{self.name}: the arrays hold no samples (m = 0)")
         if n_x == 0 or k == 0:
@@ -171,7 +168,7 @@ def check_labels(Y: np.ndarray, start: int, where: str, chunk_starts: np.ndarray
     if kind == "binary":
         bad, expected = ~((Y == 0) | (Y == 1)), "is outside {0, 1}"
     elif kind == "ids":
-        bad, expected = ~((Y >= 0) & (Y < rule[1]) & (Y == np.floor(Y))), f"is not a class id 0..{rule[1] - 1}"
+        bad, expected = ~((Y >= 0) & (rule[1] > Y) & (np.floor(Y) == Y)), f"is not a class id 0..{rule[1] - 1}"
     else:
         bad = ~((Y == 0) | (Y == 1)) | (Y.sum(axis=0, keepdims=True) != 1)
         expected = "is not one-hot (0/1, a single 1 per sample)"
@@ -191,6 +188,5 @@ def missing_chunks_error(where: str, first: tuple[int, int], n_missing: int, hin
     a, b = first
     more = f" and {n_missing - 1} more" if n_missing > 1 else ""
     return DataError(
-        f"{where}: chunk for samples {a}..{b} is missing{more}; "
-        f"it would read as fill values, not data{hint}"
+        f"{where}: chunk for samples {a}..{b} is missing{more}; it would read as fill values, not data{hint}"
     )

@@ -16,8 +16,7 @@ __all__ = ["HDF5Source"]
 class HDF5Source(ChunkSource):
     format = "hdf5"
 
-    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y",
-                 binary_labels: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> None:
         super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
         try:
             self._file = h5py.File(self.name, "r")
@@ -62,7 +61,6 @@ class HDF5Source(ChunkSource):
             for r0 in range(0, rows, cr):
                 if (r0, c0) not in written:
                     raise missing_chunks_error(where, (c0, min(c0 + cc, cols)), n_expected - n_written)
-
 
     def close(self) -> None:
         self._file.close()

@@ -12,8 +12,15 @@ __all__ = ["ArraySource"]
 class ArraySource(ChunkSource):
     format = "memory"
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, *, chunk_size: int | None = None,
-                 name: str = "<arrays>", binary_labels: bool = True) -> None:
+    def __init__(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        *,
+        chunk_size: int | None = None,
+        name: str = "<arrays>",
+        binary_labels: bool = True,
+    ) -> None:
         super().__init__(name, binary_labels=binary_labels)
         X, Y = np.asarray(X), np.asarray(Y)
         self._validate(X.shape, X.dtype, Y.shape, Y.dtype)

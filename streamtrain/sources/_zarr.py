@@ -20,8 +20,7 @@ _SKIPPED_HINT = (
 class ZarrSource(ChunkSource):
     format = "zarr"
 
-    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y",
-                 binary_labels: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> None:
         super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
         try:
             group = zarr.open_group(self.name, mode="r")
@@ -60,4 +59,4 @@ class ZarrSource(ChunkSource):
 
 async def _list_keys(store, prefix: str) -> set[str]:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    return {k[len(prefix):] async for k in store.list_prefix(prefix)}
+    return {k[len(prefix) :] async for k in store.list_prefix(prefix)}
