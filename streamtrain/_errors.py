@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Callable, Collection, Mapping
+from typing import TypeVar
 
-__all__ = ["ConfigError", "DataError", "DivergedError", "UserError", "check_int"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DivergedError",
+    "UserError",
+    "check_choice",
+    "check_int",
+    "check_number",
+    "lookup",
+]
 
 
 class UserError(Exception):
@@ -30,3 +42,28 @@ def check_int(name: str, value: object, minimum: int = 1) -> None:
     if not whole or value < minimum:  # type: ignore[operator]
         kind = "positive" if minimum == 1 else "non-negative"
         raise ConfigError(f"{name} must be a {kind} integer, got {value!r}")
+
+
+T = TypeVar("T")
+
+
+def check_choice(name: object, choices: Collection[str], what: str) -> str:
+    """``name`` if it is one of ``choices``; else ConfigError naming ``what`` and the choices."""
+    if isinstance(name, str) and name in choices:
+        return name
+    raise ConfigError(f"unknown {what} {name!r}; choose from {', '.join(choices)}")
+
+
+def lookup(table: Mapping[str, T], name: object, what: str) -> T:
+    """The entry of a registry called ``name`` (see ``check_choice``)."""
+    return table[check_choice(name, table, what)]
+
+
+def check_number(name: str, x: object, ok: Callable[[float], bool], expected: str) -> float:
+    """``x`` as a Python float, if it is a finite real number that passes ``ok``; else ConfigError.
+
+    A Python float, not a NumPy one: a NumPy float64 scalar would promote float32 arrays to float64.
+    """
+    if not (isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and ok(float(x))):
+        raise ConfigError(f"{name} must be {expected}, got {x!r}")
+    return float(x)

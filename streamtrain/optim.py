@@ -1,15 +1,18 @@
 """Optimizers as pure ``init`` / ``update`` functions over parameter dicts (optax style).
 
-State is a NamedTuple of plain arrays and a step counter, so it can be checkpointed as-is.
 ``update(grads, state, params) -> (new_params, new_state)`` never modifies its inputs and keeps
-each parameter's dtype. With g = dW, α the learning rate and t = step + 1 (deeplearning.ai style):
+each parameter's dtype. Every optimizer here is one rule built from three shared pieces: a
+moving average of the gradients (``v``, weight β1) and of their squares (``s``, weight β2),
+Adam's bias correction, and the learning rate α at the current step. With g = dW and
+t = step + 1 (deeplearning.ai style):
 
     sgd        W := W - α·g
-    momentum   v := β·v + (1-β)·g;                     W := W - α·v
-    rmsprop    s := β2·s + (1-β2)·g²;                  W := W - α·g / (√s + ε)
-    adam       v, s as above with β1, β2;  v̂ = v / (1-β1^t),  ŝ = s / (1-β2^t);
-                                                       W := W - α·v̂ / (√ŝ + ε)
+    momentum   v := β1·v + (1-β1)·g;                    W := W - α·v
+    rmsprop    s := β2·s + (1-β2)·g²;                   W := W - α·g / (√s + ε)
+    adam       v, s as above;  v̂ = v / (1-β1^t),  ŝ = s / (1-β2^t);
+                                                        W := W - α·v̂ / (√ŝ + ε)
 
+State is a NamedTuple of plain arrays and a step counter, so it can be checkpointed as-is.
 The learning rate α is a number or a schedule: a pure function ``step -> α`` of the number of
 updates already taken (``state.step`` before the update, 0-based). Schedules are per-step; a
 per-epoch schedule is the same function with ``every = steps per epoch``, so α changes once an epoch.
@@ -17,25 +20,23 @@ per-epoch schedule is the same function with ``every = steps per epoch``, so α 
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, check_int
+from ._errors import check_int, check_number, lookup
 
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
-    "AdamState",
     "LearningRate",
-    "MomentumState",
     "Optimizer",
-    "RMSpropState",
-    "SGDState",
+    "OptimizerState",
+    "Rule",
+    "Schedule",
     "adam",
+    "check_decay",
     "get_optimizer",
     "lr_at",
     "momentum",
@@ -47,49 +48,43 @@ __all__ = [
 Params = dict[str, np.ndarray]
 LearningRate = float | Callable[[int], float]
 
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
-SCHEDULES = ("constant", "inverse-time", "exponential", "step")
-_DEFAULT_DECAY = {"inverse-time": 1.0, "exponential": 0.95, "step": 0.5}
 
-
-class SGDState(NamedTuple):
-    step: int
-
-
-class MomentumState(NamedTuple):
-    step: int
-    velocity: Params
-
-
-class RMSpropState(NamedTuple):
-    step: int
-    sq: Params
-
-
-class AdamState(NamedTuple):
-    step: int
-    mu: Params
-    nu: Params
+class OptimizerState(NamedTuple):
+    step: int  # updates taken so far
+    v: Params  # moving average of g (momentum, adam); empty when unused
+    s: Params  # moving average of g² (rmsprop, adam); empty when unused
 
 
 class Optimizer(NamedTuple):
-    init: Callable[[Params], NamedTuple]
-    update: Callable[[Params, NamedTuple, Params], tuple[Params, NamedTuple]]
+    init: Callable[[Params], OptimizerState]
+    update: Callable[[Params, OptimizerState, Params], tuple[Params, OptimizerState]]
 
 
-# The checks return Python floats: a NumPy float64 scalar would promote float32 params to float64.
-def _number(name: str, x: float, ok: Callable[[float], bool], expected: str) -> float:
-    if not (isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) and ok(x)):
-        raise ConfigError(f"{name} must be {expected}, got {x!r}")
-    return float(x)
+class Rule(NamedTuple):
+    """Which pieces an optimizer is made of."""
+
+    v: bool  # keeps a moving average of g, weight beta1
+    s: bool  # keeps a moving average of g², weight beta2 (and divides by √s + ε)
+    bias_correction: bool = False
 
 
-def _positive(name: str, x: float) -> float:
-    return _number(name, x, lambda v: v > 0, "a positive number")
+OPTIMIZERS = {
+    "sgd": Rule(v=False, s=False),
+    "momentum": Rule(v=True, s=False),
+    "rmsprop": Rule(v=False, s=True),
+    "adam": Rule(v=True, s=True, bias_correction=True),
+}
 
 
-def _check_beta(name: str, beta: float) -> float:
-    return _number(name, beta, lambda v: 0 <= v < 1, "a number in [0, 1)")
+# -- the shared pieces --------------------------------------------------------------------------
+
+
+def _positive(name: str, x: object) -> float:
+    return check_number(name, x, lambda v: v > 0, "a positive number")
+
+
+def _check_beta(name: str, beta: object) -> float:
+    return check_number(name, beta, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _check_lr(lr: LearningRate) -> LearningRate:
@@ -101,6 +96,16 @@ def lr_at(lr: LearningRate, step: int) -> float:
     return float(lr(step)) if callable(lr) else lr
 
 
+def _moving_average(average: Params, x: Params, beta: float) -> Params:
+    return {k: beta * average[k] + (1 - beta) * x[k] for k in x}
+
+
+def _unbiased(average: Params, beta: float, t: int) -> Params:
+    """Adam's correction: the averages start at 0, so their first values are too small by 1 - β^t."""
+    c = 1 - beta**t  # beta**t stays a Python float, so float32 arrays stay float32
+    return {k: a / c for k, a in average.items()}
+
+
 def _zeros(params: Params) -> Params:
     return {k: np.zeros_like(p) for k, p in params.items()}
 
@@ -110,52 +115,51 @@ def _grads(grads: Params, params: Params) -> Params:
     return {k: np.asarray(grads[k], dtype=p.dtype) for k, p in params.items()}
 
 
+def _compose(lr: LearningRate, rule: Rule, beta1: float = 0.0, beta2: float = 0.0, eps: float = 0.0) -> Optimizer:
+    """The optimizer ``rule`` describes, with checked hyperparameters (see the module docstring)."""
+
+    def init(params: Params) -> OptimizerState:
+        return OptimizerState(0, _zeros(params) if rule.v else {}, _zeros(params) if rule.s else {})
+
+    def update(grads: Params, state: OptimizerState, params: Params) -> tuple[Params, OptimizerState]:
+        # int(): a step restored from a checkpoint may be a NumPy integer.
+        a, g, t = lr_at(lr, state.step), _grads(grads, params), int(state.step) + 1
+        v = _moving_average(state.v, g, beta1) if rule.v else {}
+        s = _moving_average(state.s, {k: x**2 for k, x in g.items()}, beta2) if rule.s else {}
+        direction = v if rule.v else g
+        if rule.bias_correction:
+            direction, s_hat = _unbiased(direction, beta1, t), _unbiased(s, beta2, t)
+        else:
+            s_hat = s
+        if rule.s:  # a·g / (√s + ε), in this order: the same bits as the formulas above
+            new = {k: p - a * direction[k] / (np.sqrt(s_hat[k]) + eps) for k, p in params.items()}
+        else:
+            new = {k: p - a * direction[k] for k, p in params.items()}
+        return new, OptimizerState(t, v, s)
+
+    return Optimizer(init, update)
+
+
+# -- the optimizers -----------------------------------------------------------------------------
+
+
 def sgd(lr: LearningRate) -> Optimizer:
     """Plain gradient descent: W := W - α·dW."""
-    lr = _check_lr(lr)
-
-    def init(params: Params) -> SGDState:
-        return SGDState(step=0)
-
-    def update(grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
-        a, g = lr_at(lr, state.step), _grads(grads, params)  # a Python float keeps p's dtype
-        return {k: p - a * g[k] for k, p in params.items()}, SGDState(step=int(state.step) + 1)
-
-    return Optimizer(init, update)
+    return _compose(_check_lr(lr), OPTIMIZERS["sgd"])
 
 
-def momentum(lr: LearningRate, beta: float = 0.9) -> Optimizer:
+def momentum(lr: LearningRate, beta: float) -> Optimizer:
     """Gradient descent with momentum, v := β·v + (1-β)·g; W := W - α·v (v is an average of g)."""
-    lr, beta = _check_lr(lr), _check_beta("beta", beta)
-
-    def init(params: Params) -> MomentumState:
-        return MomentumState(step=0, velocity=_zeros(params))
-
-    def update(grads: Params, state: MomentumState, params: Params) -> tuple[Params, MomentumState]:
-        a, g = lr_at(lr, state.step), _grads(grads, params)
-        v = {k: beta * state.velocity[k] + (1 - beta) * g[k] for k in params}
-        return {k: p - a * v[k] for k, p in params.items()}, MomentumState(int(state.step) + 1, v)
-
-    return Optimizer(init, update)
+    return _compose(_check_lr(lr), OPTIMIZERS["momentum"], beta1=_check_beta("beta", beta))
 
 
-def rmsprop(lr: LearningRate, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+def rmsprop(lr: LearningRate, beta2: float, eps: float) -> Optimizer:
     """RMSprop: s := β2·s + (1-β2)·g²; W := W - α·g / (√s + ε)."""
-    lr, beta2, eps = _check_lr(lr), _check_beta("beta2", beta2), _positive("eps", eps)
-
-    def init(params: Params) -> RMSpropState:
-        return RMSpropState(step=0, sq=_zeros(params))
-
-    def update(grads: Params, state: RMSpropState, params: Params) -> tuple[Params, RMSpropState]:
-        a, g = lr_at(lr, state.step), _grads(grads, params)
-        s = {k: beta2 * state.sq[k] + (1 - beta2) * g[k] ** 2 for k in params}
-        new = {k: p - a * g[k] / (np.sqrt(s[k]) + eps) for k, p in params.items()}
-        return new, RMSpropState(int(state.step) + 1, s)
-
-    return Optimizer(init, update)
+    beta2, eps = _check_beta("beta2", beta2), _positive("eps", eps)
+    return _compose(_check_lr(lr), OPTIMIZERS["rmsprop"], beta2=beta2, eps=eps)
 
 
-def adam(lr: LearningRate, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+def adam(lr: LearningRate, beta1: float, beta2: float, eps: float) -> Optimizer:
     """Adam: momentum and RMSprop averages, bias-corrected by 1 - β^t with t = step + 1.
 
     Without the correction the first steps would be tiny, since both averages start at 0;
@@ -163,42 +167,47 @@ def adam(lr: LearningRate, beta1: float = 0.9, beta2: float = 0.999, eps: float 
     """
     lr, eps = _check_lr(lr), _positive("eps", eps)
     beta1, beta2 = _check_beta("beta1", beta1), _check_beta("beta2", beta2)
-
-    def init(params: Params) -> AdamState:
-        return AdamState(step=0, mu=_zeros(params), nu=_zeros(params))
-
-    def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
-        # int(): a step restored from a checkpoint may be a NumPy integer, and beta1**t must stay a
-        # Python float so that float32 params stay float32.
-        a, g, t = lr_at(lr, state.step), _grads(grads, params), int(state.step) + 1
-        c1, c2 = 1 - beta1**t, 1 - beta2**t
-        mu = {k: beta1 * state.mu[k] + (1 - beta1) * g[k] for k in params}
-        nu = {k: beta2 * state.nu[k] + (1 - beta2) * g[k] ** 2 for k in params}
-        new = {k: p - a * (mu[k] / c1) / (np.sqrt(nu[k] / c2) + eps) for k, p in params.items()}
-        return new, AdamState(t, mu, nu)
-
-    return Optimizer(init, update)
+    return _compose(lr, OPTIMIZERS["adam"], beta1, beta2, eps)
 
 
-def get_optimizer(
-    name: str, lr: LearningRate, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-) -> Optimizer:
-    """The optimizer called ``name`` (one of OPTIMIZERS); momentum's β is ``beta1``, RMSprop's is ``beta2``.
+def get_optimizer(name: str, lr: LearningRate, *, beta1: float, beta2: float, eps: float) -> Optimizer:
+    """The optimizer called ``name`` (one of OPTIMIZERS): its v average weighs by ``beta1``, its s by ``beta2``.
 
     All hyperparameters are checked, even those ``name`` does not use, so a bad value never hides.
     """
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    _check_beta("beta1", beta1)
-    _check_beta("beta2", beta2)
-    _positive("eps", eps)
-    if name == "sgd":
-        return sgd(lr)
-    if name == "momentum":
-        return momentum(lr, beta1)
-    if name == "rmsprop":
-        return rmsprop(lr, beta2, eps)
-    return adam(lr, beta1, beta2, eps)
+    rule = lookup(OPTIMIZERS, name, "optimizer")
+    beta1, beta2 = _check_beta("beta1", beta1), _check_beta("beta2", beta2)
+    return _compose(_check_lr(lr), rule, beta1, beta2, _positive("eps", eps))
+
+
+# -- learning-rate schedules --------------------------------------------------------------------
+
+
+class Schedule(NamedTuple):
+    """α at t (counted in epochs or steps), with the decay d and the step size n of the schedule."""
+
+    rate: Callable[[float, float, int, int], float]
+    default_decay: float | None  # None: the schedule takes no decay
+    decay_ok: Callable[[float], bool]
+    decay_range: str
+
+
+SCHEDULES = {
+    "constant": Schedule(lambda lr, d, t, n: lr, None, lambda d: True, ""),
+    "inverse-time": Schedule(lambda lr, d, t, n: lr / (1 + d * t), 1.0, lambda d: d >= 0, ">= 0"),
+    "exponential": Schedule(lambda lr, d, t, n: lr * d**t, 0.95, lambda d: 0 < d <= 1, "in (0, 1]"),
+    "step": Schedule(lambda lr, d, t, n: lr * d ** (t // n), 0.5, lambda d: 0 < d <= 1, "in (0, 1]"),
+}
+
+
+def check_decay(name: str, decay: float | None) -> float | None:
+    """The decay schedule ``name`` uses: ``decay`` checked, or the schedule's default when None."""
+    kind = lookup(SCHEDULES, name, "schedule")
+    if kind.default_decay is None:
+        return None  # constant: any decay is ignored
+    if decay is None:
+        return kind.default_decay
+    return check_number("decay", decay, kind.decay_ok, f"a number {kind.decay_range} for the {name} schedule")
 
 
 def schedule(
@@ -213,26 +222,9 @@ def schedule(
 
     ``every = 1`` changes α each update; ``every = steps per epoch`` changes it once an epoch.
     """
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+    kind, checked_decay = lookup(SCHEDULES, name, "schedule"), check_decay(name, decay)
     lr = _positive("learning rate", lr)
     check_int("step_size", step_size)
     check_int("every", every)
-    every, step_size = int(every), int(step_size)
-    if name == "constant":
-        return lambda step: lr
-    decay = _DEFAULT_DECAY[name] if decay is None else decay
-    if name == "inverse-time":
-        decay = _number("decay", decay, lambda v: v >= 0, "a number >= 0 for the inverse-time schedule")
-    else:
-        decay = _number("decay", decay, lambda v: 0 < v <= 1, f"a number in (0, 1] for the {name} schedule")
-
-    def at(step: int) -> float:
-        t = step // every
-        if name == "inverse-time":
-            return lr / (1 + decay * t)
-        if name == "exponential":
-            return lr * decay**t
-        return lr * decay ** (t // step_size)  # "step"
-
-    return at
+    every, step_size, d = int(every), int(step_size), checked_decay or 0.0
+    return lambda step: kind.rate(lr, d, step // every, step_size)
