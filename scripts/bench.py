@@ -10,7 +10,7 @@ Measures, on the same store and batch size:
   loss    the fitted model's exact full-data loss next to the store's Bayes loss
   exact   one exact full-batch loss + gradient at the fitted model: the plain numpy loop
           (scheduler "sync") and Dask's threaded scheduler, run alternately, and how far each
-          is from a float64 reference (per-chunk logistic_loss_and_grad, weighted by size)
+          is from a float64 reference (per-chunk logistic objective, weighted by size)
 Timings are the best of --repeat runs. Prints a table and one JSON line (for records).
 Targets: peak RSS well under 300 MB, epoch time close to the read time, loss within ~0.002
 of the Bayes loss (foundation issue); exact pass on threads <= 1.1 x the numpy loop, both
@@ -31,6 +31,9 @@ import numpy as np
 
 import streamtrain
 from streamtrain.batches import BatchStream, Cursor
+from streamtrain.models import get_model, objective
+
+LOGISTIC = get_model("logistic")
 
 
 def main() -> None:
@@ -60,10 +63,10 @@ def main() -> None:
         model = os.path.join(tmp, "model.npz")
         fits = [fit_in_child(data, model, args) for _ in range(args.repeat)]
         result.update(min(fits, key=lambda f: f["epoch_s"]))
-        params = streamtrain.load(model).params
-        full = streamtrain.evaluate(source, params)
+        fitted = streamtrain.load(model)
+        full = streamtrain.evaluate(source, fitted)
         result["full_loss"], result["bayes_loss"] = full["loss"], source.attrs.get("bayes_loss")
-        result.update(exact_passes(source, params, args.repeat))
+        result.update(exact_passes(source, fitted.params, args.repeat))
     report(result)
 
 
@@ -82,7 +85,7 @@ def exact_passes(source: streamtrain.ChunkSource, params: dict, repeat: int) -> 
     out: dict = {}
     for _ in range(repeat):
         for scheduler in ("sync", "threads"):
-            with streamtrain.FullBatch(source, streamtrain.get_model("logistic"), scheduler=scheduler) as exact:
+            with streamtrain.FullBatch(source, LOGISTIC, scheduler=scheduler) as exact:
                 t0 = time.perf_counter()
                 loss, grads = exact.loss_and_grad(params)
                 seconds = time.perf_counter() - t0
@@ -99,7 +102,7 @@ def reference_loss_and_grad(source: streamtrain.ChunkSource, params: dict) -> tu
     loss, grads = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
     for a, b in source.chunk_bounds:
         X, Y = (np.asarray(v, np.float64) for v in source.read(a, b))
-        chunk_loss, chunk_grads = streamtrain.logistic_loss_and_grad(params, X, Y)
+        chunk_loss, chunk_grads = objective(params, LOGISTIC.totals(params, X, Y))
         loss += chunk_loss * (b - a) / source.m
         for k in grads:
             grads[k] += chunk_grads[k] * (b - a) / source.m

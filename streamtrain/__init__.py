@@ -9,23 +9,32 @@
 from ._errors import ConfigError, DataError, DivergedError, UserError
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
-from .compare import compare
-from .full_batch import FullBatch, evaluate, loss_and_grad
-from .models import get_model, logistic_loss_and_grad
+from .compare import CompareConfig, compare
+from .config import FitConfig
+from .evaluation import evaluate, loss_and_grad
+from .full_batch import FullBatch
+from .models import Model, get_model
+from .records import EpochRecord
+from .result import FitResult, load
 from .sources import ArraySource, ChunkSource, open_source
-from .synthetic import make_data
-from .train import FitResult, fit, load
+from .synthetic import DataConfig, make_data
+from .train import fit
 
 __all__ = [
     "ArraySource",
     "BatchStream",
     "ChunkSource",
+    "CompareConfig",
     "ConfigError",
     "Cursor",
+    "DataConfig",
     "DataError",
     "DivergedError",
+    "EpochRecord",
+    "FitConfig",
     "FitResult",
     "FullBatch",
+    "Model",
     "UserError",
     "compare",
     "evaluate",
@@ -33,7 +42,6 @@ __all__ = [
     "get_model",
     "load",
     "load_model",
-    "logistic_loss_and_grad",
     "loss_and_grad",
     "make_data",
     "open_source",

@@ -18,18 +18,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, check_int
+from ._errors import ConfigError, check_int, lookup
+from .labels import LabelRule
 from .sources import ChunkSource
 
-__all__ = ["SHUFFLE_MODES", "Batch", "BatchStream", "Cursor", "Prefetcher", "check_batching"]
+__all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "check_batching"]
 
-SHUFFLE_MODES = ("none", "chunks", "buffer")
+
+class Shuffle(NamedTuple):
+    """What a shuffle mode permutes: the chunk order, and the columns inside units of chunks."""
+
+    chunks: bool  # a new chunk order every epoch
+    columns: bool  # units of several chunks (as many as the buffer budget holds), columns permuted
+
+
+SHUFFLES = {"none": Shuffle(False, False), "chunks": Shuffle(True, False), "buffer": Shuffle(True, True)}
 # Memory for all units in flight in ``buffer`` mode: the queue, the one being consumed, and
 # the one being read and shuffled (twice its size at the peak: the chunks and the permuted copy).
 DEFAULT_BUFFER_BYTES = 192 * 2**20
@@ -41,8 +50,8 @@ class Cursor:
 
     ``position`` indexes the epoch's chunk order (always the first chunk of a unit) and
     ``offset`` counts samples already taken from that unit, in its (shuffled) column order.
-    ``position == n_chunks`` means the epoch is finished. ``unit`` is the number of chunks
-    per unit the epoch was cut into (0 before the first batch: derived from the buffer
+    ``position == n_chunks`` means the epoch is finished. ``chunks_per_unit`` is the size of
+    the units the epoch was cut into (0 before the first batch: derived from the buffer
     budget); a resumed stream reuses it, so a different budget, prefetch depth or dtype
     cannot silently change the rest of the epoch.
     """
@@ -51,14 +60,14 @@ class Cursor:
     epoch: int
     position: int = 0
     offset: int = 0
-    unit: int = 0
+    chunks_per_unit: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cursor:
-        return cls(**{k: int(d.get(k, 0)) for k in ("seed", "epoch", "position", "offset", "unit")})
+        return cls(**{f.name: int(d.get(f.name, 0)) for f in fields(cls)})
 
 
 class Batch(NamedTuple):
@@ -69,21 +78,20 @@ class Batch(NamedTuple):
 
 def check_batching(batch_size: int, shuffle: str) -> None:
     """Raise ConfigError for a batch size or shuffle mode that cannot be streamed."""
-    if shuffle not in SHUFFLE_MODES:
-        raise ConfigError(f"shuffle must be one of {', '.join(SHUFFLE_MODES)}; got {shuffle!r}")
+    lookup(SHUFFLES, shuffle, "shuffle")
     check_int("batch_size", batch_size)
 
 
 def chunk_order(n_chunks: int, shuffle: str, seed: int, epoch: int) -> np.ndarray:
     """The epoch's permutation of chunk indices."""
-    if shuffle == "none":
+    if not SHUFFLES[shuffle].chunks:
         return np.arange(n_chunks)
     return np.random.default_rng([seed, epoch, 0]).permutation(n_chunks)
 
 
-def buffer_chunks(source: ChunkSource, shuffle: str, buffer_bytes: int, prefetch: int, itemsize: int) -> int:
-    """Chunks per unit: 1, or in ``buffer`` mode as many as the memory budget allows."""
-    if shuffle != "buffer":
+def chunks_per_unit(source: ChunkSource, shuffle: str, buffer_bytes: int, prefetch: int, itemsize: int) -> int:
+    """1, or when columns are shuffled (``buffer``) as many chunks as the memory budget allows."""
+    if not SHUFFLES[shuffle].columns:
         return 1
     chunk = max(b - a for a, b in source.chunk_bounds)
     unit_bytes = buffer_bytes // (max(prefetch, 0) + 3)
@@ -94,7 +102,8 @@ class BatchStream:
     """One epoch (or the rest of one, from ``cursor``) of mini-batches.
 
     Reads run ``prefetch`` units ahead in a background thread (0: read in the caller's
-    thread); ``io_wait_s`` is the time the consumer spent waiting for them.
+    thread); ``io_wait_s`` is the time the consumer spent waiting for them. ``labels``: the
+    rule every chunk's labels are checked by as it is read (see ``streamtrain.labels``).
     """
 
     def __init__(
@@ -107,31 +116,36 @@ class BatchStream:
         dtype: Any = np.float32,
         prefetch: int = 2,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        labels: LabelRule | None = None,
     ) -> None:
         check_batching(batch_size, shuffle)
-        self.source, self.batch_size, self.cursor = source, int(batch_size), cursor
+        self.source, self.batch_size, self.cursor, self.labels = source, int(batch_size), cursor, labels
         self.shuffle, self.dtype, self.prefetch = shuffle, np.dtype(dtype), prefetch
-        self.group = cursor.unit or buffer_chunks(source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize)
+        self.chunks_per_unit = cursor.chunks_per_unit or chunks_per_unit(
+            source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize
+        )
         self.order = chunk_order(source.n_chunks, shuffle, cursor.seed, cursor.epoch)
         at_end = cursor.position == source.n_chunks
-        if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.group and not at_end):
+        if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.chunks_per_unit and not at_end):
             raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
         self.io_wait_s = 0.0
 
     def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(position, X, Y) of each unit from the cursor on, in the epoch's order."""
-        for pos in range(self.cursor.position, self.source.n_chunks, self.group):
-            parts = [self.source.read(*self.source.chunk_bounds[c]) for c in self.order[pos : pos + self.group]]
+        source, n = self.source, self.chunks_per_unit
+        for pos in range(self.cursor.position, source.n_chunks, n):
+            bounds = (source.chunk_bounds[c] for c in self.order[pos : pos + n])
+            parts = [source.read(a, b, labels=self.labels) for a, b in bounds]
             X, Y = (np.concatenate(p, axis=1) if len(p) > 1 else p[0] for p in zip(*parts))
             del parts  # the chunks' memory goes before the permuted copy is made
-            if self.shuffle == "buffer":
+            if SHUFFLES[self.shuffle].columns:
                 cols = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
                 perm = cols.permutation(X.shape[1])
                 # take() is ~3x faster than X[:, perm] for a gather along the second axis.
                 X, Y = np.take(X, perm, axis=1), np.take(Y, perm, axis=1)
             yield pos, np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Generator[Batch, None, None]:
         B, c = self.batch_size, self.cursor
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         have = 0
@@ -147,12 +161,13 @@ class BatchStream:
                     pending.append((X[:, i : i + take], Y[:, i : i + take]))
                     have, i = have + take, i + take
                     if have == B:
-                        next_unit = min(pos + self.group, self.source.n_chunks)
-                        after = Cursor(c.seed, c.epoch, *((next_unit, 0) if i == n else (pos, i)), unit=self.group)
+                        next_unit = min(pos + self.chunks_per_unit, self.source.n_chunks)
+                        position, offset = (next_unit, 0) if i == n else (pos, i)
+                        after = Cursor(c.seed, c.epoch, position, offset, self.chunks_per_unit)
                         yield _join(pending, after)
                         pending, have = [], 0
             if pending:  # the last, short batch of the epoch
-                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.group))
+                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
         finally:
             units.close()
             self.io_wait_s += units.wait_s

@@ -20,7 +20,7 @@ from ._errors import DataError
 __all__ = ["atomic_write", "load_model", "save_model"]
 
 FORMAT = "streamtrain-model"
-VERSION = 1
+VERSION = 2  # 2: the model as a dict and the whole resolved configuration (result.py reads 1 too)
 _META = "__meta__"
 
 
@@ -55,7 +55,7 @@ def save_model(path: str | os.PathLike, params: dict[str, np.ndarray], meta: dic
     if _META in params:
         raise ValueError(f"{_META!r} is reserved for metadata")
     header = {"format": FORMAT, "version": VERSION, **meta}
-    arrays = {**params, _META: np.array(json.dumps(header))}
+    arrays: dict[str, Any] = {**params, _META: np.array(json.dumps(header))}
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 

@@ -1,18 +1,26 @@
 """``streamtrain`` on the command line: parse, call the library, print, map errors to exit codes.
 
-Exit codes: 0 ok, 1 a problem with the data, files or option values (one-line message),
-2 a usage error (argparse), 130 interrupted. Heavy imports (numpy, zarr, h5py) happen inside
-the commands so that ``streamtrain --help`` stays instant; dask is never imported here.
+Every option's flag, type, default, choices and help come from its declaration
+(``FitConfig``, ``CompareConfig``, ``DataConfig``; see ``streamtrain.config``), so the command
+line and the library cannot drift apart. Exit codes: 0 ok, 1 a problem with the data, files
+or option values (one-line message), 2 a usage error (argparse), 130 interrupted. zarr and
+h5py are imported by the commands that open a store, so ``streamtrain --help`` stays instant;
+dask is never imported here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records import EpochRecord
 
 __all__ = ["main"]
 
@@ -40,6 +48,10 @@ def _fail(message: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .compare import CompareConfig
+    from .config import FitConfig
+    from .synthetic import DataConfig
+
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train models on column-wise chunked Zarr/HDF5 data far larger than RAM, streamed in mini-batches.",
@@ -54,130 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         "prints one line per epoch and where the model file went.",
     )
     f.add_argument("data", metavar="DATA", help="Zarr group (directory) or HDF5 file with X (n_x, m), Y (1, m)")
-    f.add_argument(
-        "--model",
-        default="logistic",
-        choices=["logistic", "softmax", "linear", "mlp"],
-        help="logistic (0/1 labels), softmax (one-hot or class-id labels), linear (real values, "
-        "squared error), mlp (hidden layers) (default: %(default)s)",
-    )
-    f.add_argument("--hidden", type=_sizes, metavar="N,N,...", help="mlp hidden layer sizes, e.g. 64,32 (default: 64)")
-    f.add_argument(
-        "--activation",
-        default="relu",
-        choices=["relu", "tanh", "sigmoid"],
-        help="mlp hidden activation (default: %(default)s)",
-    )
-    f.add_argument(
-        "--output",
-        choices=["sigmoid", "softmax", "identity"],
-        help="mlp output layer (default: from the data: make-data's task, else softmax for "
-        "labels with several rows, else sigmoid)",
-    )
-    f.add_argument(
-        "--batch-size",
-        type=_batch_size,
-        metavar="B",
-        help="samples per step: 1 = SGD, m = batch gradient descent, 'full' = exact "
-        "full-batch steps through Dask (default: 256; full with --optimizer lbfgs)",
-    )
-    f.add_argument(
-        "--epochs",
-        type=int,
-        metavar="E",
-        help="passes over the data; for lbfgs, the most iterations (default: 5; lbfgs 100)",
-    )
-    f.add_argument("--lr", type=float, default=0.1, metavar="A", help="learning rate (default: %(default)s)")
-    f.add_argument(
-        "--optimizer",
-        default="sgd",
-        choices=["sgd", "momentum", "rmsprop", "adam", "lbfgs"],
-        help="sgd, momentum, rmsprop, adam: steps of size --lr; lbfgs: L-BFGS on the exact "
-        "full-batch objective, the reference optimum (needs scipy) (default: %(default)s)",
-    )
-    f.add_argument(
-        "--beta1", type=float, default=0.9, help="momentum's and adam's first-moment decay (default: %(default)s)"
-    )
-    f.add_argument(
-        "--beta2", type=float, default=0.999, help="rmsprop's and adam's second-moment decay (default: %(default)s)"
-    )
-    f.add_argument("--eps", type=float, default=1e-8, help="rmsprop's and adam's epsilon (default: %(default)s)")
-    f.add_argument(
-        "--lr-schedule",
-        default="constant",
-        choices=["constant", "inverse-time", "exponential", "step"],
-        help="constant: A; inverse-time: A/(1 + decay*t); exponential: A*decay^t; step: "
-        "A*decay^floor(t/step), t counted in epochs or steps (--lr-per) (default: %(default)s)",
-    )
-    f.add_argument(
-        "--lr-decay",
-        type=float,
-        metavar="D",
-        help="the schedule's decay (default: 1 for inverse-time, 0.95 exponential, 0.5 step)",
-    )
-    f.add_argument(
-        "--lr-step",
-        type=int,
-        default=1,
-        metavar="N",
-        help="step schedule: decay every N epochs or steps (default: %(default)s)",
-    )
-    f.add_argument(
-        "--lr-per",
-        default="epoch",
-        choices=["epoch", "step"],
-        help="what t counts in the schedule (default: %(default)s)",
-    )
-    f.add_argument(
-        "--l2",
-        type=float,
-        default=0.0,
-        metavar="LAMBDA",
-        help="L2 penalty: J = mean loss + LAMBDA/(2m) * sum of squared weights (default: %(default)s)",
-    )
-    f.add_argument(
-        "--shuffle",
-        default="chunks",
-        choices=["none", "chunks", "buffer"],
-        help="none: store order; chunks: new chunk order each epoch; buffer: also shuffle "
-        "samples inside a memory-bounded buffer of chunks (default: %(default)s)",
-    )
-    f.add_argument(
-        "--buffer-mb",
-        type=float,
-        default=192,
-        metavar="MB",
-        help="memory for the chunks in flight with --shuffle buffer (default: %(default)s)",
-    )
-    f.add_argument(
-        "--prefetch",
-        type=int,
-        default=2,
-        metavar="N",
-        help="chunks read ahead in a background thread; 0 reads inline (default: %(default)s)",
-    )
-    f.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of every random choice (default: %(default)s)"
-    )
-    f.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="(default: %(default)s)")
+    add_options(f, FitConfig)
     f.add_argument("--init", metavar="MODEL", help="warm start from this model file")
-    f.add_argument(
-        "--eval-exact-every",
-        type=int,
-        metavar="N",
-        help="also compute the exact loss and gradient norm over all the data every N epochs "
-        "and after the last (one extra pass each)",
-    )
-    _add_scheduler(f)
     f.add_argument("--out", metavar="MODEL.npz", help="model file to write (default: DATA's name + -model.npz)")
     f.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON line per epoch here")
     _add_arrays(f)
-    f.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress line on stderr (default: only on a terminal)",
-    )
+    _add_progress(f)
     f.set_defaults(run=_fit)
 
     e = sub.add_parser(
@@ -187,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", metavar="MODEL", help="model file written by fit")
     e.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    _add_scheduler(e, extra="; sync streams without Dask")
+    add_options(e, FitConfig, only=("scheduler",))
     _add_arrays(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
@@ -199,27 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         "size how well mini-batch gradients match it (cosine, relative error), the "
         "gradient noise scale B_noise and what it means for the batch size.",
     )
+    c.add_argument("model", metavar="MODEL", help="model file written by fit")
     c.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    c.add_argument("--model", required=True, metavar="MODEL.npz", help="model file written by fit")
-    c.add_argument(
-        "--batch-size",
-        type=int,
-        nargs="+",
-        metavar="B",
-        help="batch sizes to compare, besides the model's own (default: 16 64 256 ... 65536, up to m)",
-    )
-    c.add_argument(
-        "--batches", type=int, default=32, metavar="N", help="mini-batches drawn per batch size (default: %(default)s)"
-    )
-    c.add_argument("--l2", type=float, metavar="LAMBDA", help="L2 penalty of J (default: the model's own)")
-    c.add_argument(
-        "--shuffle",
-        default="chunks",
-        choices=["none", "chunks", "buffer"],
-        help="how mini-batches are drawn, as in fit (default: %(default)s)",
-    )
-    c.add_argument("--seed", type=int, default=0, metavar="S", help="(default: %(default)s)")
-    _add_scheduler(c)
+    add_options(c, CompareConfig)
     _add_arrays(c)
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=_compare)
@@ -231,59 +107,36 @@ def _parser() -> argparse.ArgumentParser:
         "loss (the true model's loss on these samples) in the store's attributes.",
     )
     d.add_argument("out", metavar="OUT", help="store to create (*.zarr directory or *.h5 file)")
-    d.add_argument(
-        "--task",
-        default="logistic",
-        choices=["logistic", "softmax", "linear"],
-        help="logistic: Y (1, m) of 0/1; softmax: Y (1, m) class ids; linear: Y (outputs, m) "
-        "real values with Gaussian noise (default: %(default)s)",
-    )
-    d.add_argument("--classes", type=int, default=3, metavar="K", help="softmax classes (default: %(default)s)")
-    d.add_argument("--outputs", type=int, default=1, metavar="K", help="linear outputs (default: %(default)s)")
-    d.add_argument("--noise", type=float, default=1.0, help="linear noise std (default: %(default)s)")
-    d.add_argument("--m", type=int, default=200_000, help="samples (default: %(default)s)")
-    d.add_argument("--n-x", type=int, default=100, help="features (default: %(default)s)")
-    d.add_argument("--format", choices=["zarr", "hdf5"], help="default: hdf5 for *.h5/*.hdf5, else zarr")
-    d.add_argument("--chunk", type=int, metavar="C", help="samples per chunk (default: about 8 MiB of X)")
-    d.add_argument("--codec", default="none", choices=["none", "zstd", "gzip"], help="(default: %(default)s)")
-    d.add_argument("--seed", type=int, default=0, metavar="S", help="(default: %(default)s)")
-    d.add_argument("--w-norm", type=float, default=3.0, help="norm of the true weights (default: %(default)s)")
+    add_options(d, DataConfig)
     d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    d.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress line on stderr (default: only on a terminal)",
-    )
+    _add_progress(d)
     d.set_defaults(run=_make_data)
     return p
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "full":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'full', got {text!r}") from None
+def add_options(parser: argparse.ArgumentParser, config: type, only: Sequence[str] | None = None) -> None:
+    """One flag per declared option of ``config`` (see ``streamtrain.config``): its name, type,
+    default, choices and help all come from the declaration."""
+    for f in dataclasses.fields(config):
+        if only is not None and f.name not in only:
+            continue
+        opt = f.metadata["option"]
+        shown = "%(default)s" if f.default is not None else opt.derived
+        parser.add_argument(
+            opt.flag or "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=f.default,
+            type=opt.parse or str,
+            choices=opt.choices,
+            nargs=opt.nargs,
+            metavar=opt.metavar,
+            help=f"{opt.help} (default: {shown})" if shown else opt.help,
+        )
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        return [int(n) for n in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {text!r}") from None
-
-
-def _add_scheduler(p: argparse.ArgumentParser, extra: str = "") -> None:
-    p.add_argument(
-        "--scheduler",
-        default="threads",
-        metavar="S",
-        help="where exact full-data passes run: threads, local (a dask.distributed cluster on "
-        f"this machine) or tcp://HOST:PORT (a running Dask scheduler){extra} "
-        "(default: %(default)s)",
-    )
+def options_of(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The declared options of ``config`` among the parsed arguments."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
 
 
 def _add_arrays(p: argparse.ArgumentParser) -> None:
@@ -291,7 +144,17 @@ def _add_arrays(p: argparse.ArgumentParser) -> None:
     p.add_argument("--y", default="Y", metavar="NAME", help="array holding Y (default: %(default)s)")
 
 
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress line on stderr (default: only on a terminal)",
+    )
+
+
 def _fit(args: argparse.Namespace) -> int:
+    from .config import FitConfig
     from .sources import open_source
     from .train import fit
 
@@ -303,33 +166,11 @@ def _fit(args: argparse.Namespace) -> int:
         )
         result = fit(
             source,
-            model=args.model,
-            hidden=args.hidden,
-            activation=args.activation,
-            output=args.output,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            beta1=args.beta1,
-            beta2=args.beta2,
-            eps=args.eps,
-            lr_schedule=args.lr_schedule,
-            lr_decay=args.lr_decay,
-            lr_step=args.lr_step,
-            lr_per=args.lr_per,
-            l2=args.l2,
-            shuffle=args.shuffle,
-            seed=args.seed,
-            dtype=args.dtype,
             init=args.init,
-            eval_exact_every=args.eval_exact_every,
-            scheduler=args.scheduler,
-            prefetch=args.prefetch,
-            buffer_bytes=int(args.buffer_mb * 2**20),
             progress=args.progress,
             metrics=args.metrics,
             on_epoch=_print_epoch,
+            **options_of(args, FitConfig),
         )
         if "bayes_loss" in source.attrs:
             print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
@@ -338,36 +179,34 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_epoch(record: dict) -> None:
+def _print_epoch(r: EpochRecord) -> None:
     """One line per epoch: what was measured, for every kind of step."""
-    parts = [f"epoch {record['epoch']}: loss {record['loss']:.6f}"]
-    if "grad_norm" in record:  # exact full-batch steps (batch GD, L-BFGS)
-        parts.append(f"(exact) |grad| {record['grad_norm']:.3e}")
-    if "accuracy" in record:
-        parts.append(f"accuracy {record['accuracy']:.4f}")
-    if "samples_per_s" in record:
-        parts.append(f"{record['samples_per_s']:,.0f} samples/s")
-    if "passes" in record:
-        parts.append(f"{record['passes']} passes")
-    parts.append(f"{record['seconds']:.2f} s")
-    if "io_wait_s" in record:
-        parts[-1] += f" (waiting on reads {record['io_wait_s']:.2f} s)"
-    if "exact_loss" in record:
-        parts.append(f"| exact loss {record['exact_loss']:.6f} |grad| {record['exact_grad_norm']:.3e}")
-    if "stop" in record:
-        parts.append(f"| {'converged' if record['converged'] else 'stopped'}: {record['stop']}")
+    parts = [f"epoch {r.epoch}: loss {r.loss:.6f}"]
+    if r.exact:  # exact full-batch steps (batch GD, L-BFGS)
+        parts.append(f"(exact) |grad| {r.grad_norm:.3e}")
+    if r.accuracy is not None:
+        parts.append(f"accuracy {r.accuracy:.4f}")
+    if r.samples_per_s is not None:
+        parts.append(f"{r.samples_per_s:,.0f} samples/s")
+    if r.passes is not None:
+        parts.append(f"{r.passes} passes")
+    parts.append(f"{r.seconds:.2f} s")
+    if r.io_wait_s is not None:
+        parts[-1] += f" (waiting on reads {r.io_wait_s:.2f} s)"
+    if r.exact_loss is not None:
+        parts.append(f"| exact loss {r.exact_loss:.6f} |grad| {r.exact_grad_norm:.3e}")
+    if r.stop is not None:
+        parts.append(f"| {'converged' if r.converged else 'stopped'}: {r.stop}")
     print("  ".join(parts), flush=True)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .full_batch import evaluate
+    from .evaluation import evaluate
     from .sources import open_source
-    from .train import load
 
-    model = load(args.model)
     t0 = time.perf_counter()
     with open_source(args.data, x=args.x, y=args.y) as source:
-        result = evaluate(source, model.params, model=model.spec, scheduler=args.scheduler)
+        result = evaluate(source, args.model, scheduler=args.scheduler)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
         print(json.dumps(result))
@@ -381,26 +220,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .compare import CompareConfig, compare
     from .sources import open_source
-    from .train import load
 
-    model = load(args.model)
-    l2 = model.config.get("l2", 0.0) if args.l2 is None else args.l2
     with open_source(args.data, x=args.x, y=args.y) as source:
-        trained = model.config.get("batch_size")
-        report = compare(
-            source,
-            model.params,
-            model=model.spec,
-            batch_sizes=args.batch_size,
-            batches=args.batches,
-            l2=l2,
-            shuffle=args.shuffle,
-            seed=args.seed,
-            scheduler=args.scheduler,
-            train_batch_size=trained if isinstance(trained, int) else None,
-        )
+        report = compare(source, args.model, **options_of(args, CompareConfig))
     print(json.dumps(report) if args.json else _compare_table(report, args.model))
     return 0
 
@@ -431,30 +255,17 @@ def _default_model_path(data: str) -> str:
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from .synthetic import make_data
+    from .synthetic import TASKS, DataConfig, make_data
 
-    fmt = args.format or ("hdf5" if args.out.lower().endswith((".h5", ".hdf5")) else "zarr")
+    config = DataConfig.from_options(options_of(args, DataConfig))
     t0 = time.perf_counter()
-    attrs = make_data(
-        args.out,
-        m=args.m,
-        n_x=args.n_x,
-        task=args.task,
-        classes=args.classes,
-        outputs=args.outputs,
-        noise=args.noise,
-        format=fmt,
-        chunk=args.chunk,
-        codec=args.codec,
-        seed=args.seed,
-        w_norm=args.w_norm,
-        overwrite=args.overwrite,
-        progress=args.progress,
-    )
-    y = f"Y ({args.outputs}, {args.m}) float32" if args.task == "linear" else f"Y (1, {args.m}) uint8"
+    attrs = make_data(args.out, config, overwrite=args.overwrite, progress=args.progress)
+    task = TASKS[config.task]
+    m, k = config.m, task.y_rows(task.rows(config))
     print(
-        f"wrote {args.out} ({args.task}, {fmt}, codec {args.codec}): X ({args.n_x}, {args.m}) float32, "
-        f"{y} in {time.perf_counter() - t0:.1f} s; Bayes loss {attrs['bayes_loss']:.5f}"
+        f"wrote {args.out} ({config.task}, {config.format_for(args.out)}, codec {config.codec}): "
+        f"X ({config.n_x}, {m}) float32, Y ({k}, {m}) {task.y_dtype} in {time.perf_counter() - t0:.1f} s; "
+        f"Bayes loss {attrs['bayes_loss']:.5f}"
     )
     return 0
 

@@ -24,74 +24,103 @@ import math
 import os
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .batches import BatchStream, Cursor, check_batching
-from .full_batch import FullBatch, check_scheduler
-from .models import Model, Params, as_float64, batch_objective, bound, check_params, norm
+from .batches import BatchStream, Cursor
+from .binding import bind_fitted
+from .config import Declared, FitConfig, option, positive_int, same_as
+from .full_batch import FullBatch
+from .models import Model, Params, as_float64, batch_objective, norm
+from .result import Fitted, l2_of
 from .sources import ChunkSource
 
-__all__ = ["DEFAULT_BATCH_SIZES", "compare"]
+__all__ = ["DEFAULT_BATCH_SIZES", "CompareConfig", "advice", "compare"]
 
 DEFAULT_BATCH_SIZES = (16, 64, 256, 1024, 4096, 16384, 65536)
 NOISY_ORDER = 1.5  # measured / random-sampling error above this: the store order is not random
 
 
-def compare(
-    source_or_path: ChunkSource | str | os.PathLike,
-    params: Params,
-    *,
-    model: str | Model = "logistic",
-    batch_sizes: tuple[int, ...] | list[int] | None = None,
-    batches: int = 32,
-    l2: float = 0.0,
-    shuffle: str = "chunks",
-    seed: int = 0,
-    scheduler: str | None = None,
-    train_batch_size: int | None = None,
-) -> dict[str, Any]:
-    """Exact J, ‖∇J‖ and noise scale at ``params``, and per batch size how mini-batch gradients compare.
+def _batch_sizes(name: str, value: Any) -> tuple[int, ...]:
+    return tuple(positive_int("batch_size", B) for B in value)
 
-    ``batches`` mini-batches of each size are drawn as epoch 0 of training with this
-    ``shuffle`` and ``seed`` would draw them (only whole batches of B samples). Returns a
-    JSON-ready dict; ``advice`` holds plain-language conclusions. ``train_batch_size``, the
-    batch size the params were trained with, is added to the sizes and judged in the advice.
+
+@dataclass(frozen=True)
+class CompareConfig(Declared):
+    """compare's options; those it shares with training are fit's own declarations."""
+
+    batch_sizes: tuple[int, ...] | None = option(
+        None,
+        "batch sizes to compare, besides the model's own",
+        check=_batch_sizes,
+        parse=int,
+        nargs="+",
+        flag="--batch-size",
+        metavar="B",
+        derived=f"{' '.join(map(str, DEFAULT_BATCH_SIZES[:3]))} ... {DEFAULT_BATCH_SIZES[-1]}, up to m",
+    )
+    batches: int = option(32, "mini-batches drawn per batch size", check=positive_int, metavar="N")
+    l2: float | None = same_as(FitConfig, "l2", None, help="L2 penalty of J", derived="the model's own")
+    shuffle: str = same_as(FitConfig, "shuffle", help="how mini-batches are drawn, as in fit")
+    seed: int = same_as(FitConfig, "seed")
+    scheduler: str = same_as(FitConfig, "scheduler")
+
+
+def compare(
+    data: ChunkSource | str | os.PathLike,
+    fitted: Fitted,
+    *,
+    model: str | Model | None = None,
+    train_batch_size: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Exact J, ‖∇J‖ and noise scale at a model's params, and per batch size how mini-batch gradients compare.
+
+    ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``.
+    ``options`` are ``CompareConfig``'s: ``batches`` mini-batches of each of ``batch_sizes`` are
+    drawn as epoch 0 of training with this ``shuffle`` and ``seed`` would draw them (only whole
+    batches of B samples); ``l2`` is J's λ, by default the model's own. The batch size the
+    params were trained with (``train_batch_size``, by default the model's own) is added to the
+    sizes and judged in the advice. Returns a JSON-ready dict; ``advice`` holds plain-language
+    conclusions.
     """
-    check_scheduler(scheduler)
-    with bound(model, source_or_path) as (spec, source):
-        check_params(spec, params, source.n_x, source.k)
+    config = CompareConfig.from_options(options)
+    with bind_fitted(data, fitted, model) as (params, model, trained_with, source):
+        l2 = l2_of(trained_with) if config.l2 is None else config.l2
+        if train_batch_size is None and trained_with is not None and trained_with.batch_size != "full":
+            train_batch_size = int(trained_with.batch_size)
         m = source.m
-        extra = () if train_batch_size is None else (train_batch_size,)
-        for B in (*(batch_sizes or ()), *extra):
-            check_batching(B, shuffle)
-        sizes = sorted({int(min(B, m)) for B in (*(batch_sizes or DEFAULT_BATCH_SIZES), *extra)})
+        extra = () if train_batch_size is None else (positive_int("batch_size", train_batch_size),)
+        sizes = sorted({min(B, m) for B in (*(config.batch_sizes or DEFAULT_BATCH_SIZES), *extra)})
         params = as_float64(params)  # mini-batch gradients too are compared in float64
         t0 = time.perf_counter()
-        with FullBatch(source, spec, scheduler=scheduler) as exact:
+        with FullBatch(source, model, scheduler=config.scheduler) as exact:
             loss, grad, totals = exact.objective_with_totals(params, l2=l2, sample_norms=True)
         exact_s = time.perf_counter() - t0
         g_norm = norm(grad)
         # Σ‖g_i − ḡ‖²/m = Σ‖g_i‖²/m − ‖ḡ‖², over the data term only: the L2 term is the
         # same for every sample and adds no noise.
-        trace = max(0.0, totals.grad_sq / m - norm(totals.grads) ** 2 / m**2)
+        grad_sq, grad_sum = totals.grad_sq, totals.grads
+        assert grad_sq is not None and grad_sum is not None  # asked for: sample_norms, gradients
+        trace = max(0.0, grad_sq / m - norm(grad_sum) ** 2 / m**2)
         b_noise = trace / g_norm**2 if g_norm > 0 else math.inf
-        rows = [_batch_row(source, spec, params, grad, B, batches, l2, shuffle, seed, trace) for B in sizes]
+        rows = [_batch_row(source, model, params, grad, B, config, l2, trace) for B in sizes]
     report = {
         "data": source.name,
         "m": m,
-        "model": spec.name,
+        "model": model.name,
         "l2": l2,
-        "shuffle": shuffle,
-        "seed": seed,
+        "shuffle": config.shuffle,
+        "seed": config.seed,
         "loss": loss,
         "grad_norm": g_norm,
         "trace_cov": trace,
         "noise_scale": b_noise,
         "suggested_batch_size": _suggest(b_noise, m),
         "exact_seconds": exact_s,
-        "scheduler": check_scheduler(scheduler),
+        "scheduler": config.scheduler,
         "train_batch_size": train_batch_size,
         "batch_sizes": rows,
     }
@@ -101,23 +130,22 @@ def compare(
 
 def _batch_row(
     source: ChunkSource,
-    spec: Any,
+    model: Model,
     params: Params,
     grad: Params,
     B: int,
-    batches: int,
+    config: CompareConfig,
     l2: float,
-    shuffle: str,
-    seed: int,
     trace: float,
 ) -> dict[str, Any]:
-    """Cosine and relative error of the first ``batches`` whole mini-batches of size B."""
+    """Cosine and relative error of the first ``config.batches`` whole mini-batches of size B."""
     m, g_norm = source.m, norm(grad)
-    stream = BatchStream(source, B, Cursor(seed, 0), shuffle=shuffle, dtype=np.float64)
+    cursor = Cursor(config.seed, 0)
+    stream = BatchStream(source, B, cursor, shuffle=config.shuffle, dtype=np.float64, labels=model.labels)
     cosines, errors = [], []
     with closing(iter(stream)) as it:
-        for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), batches):
-            _, g, _ = batch_objective(spec, params, X, Y, l2=l2, m=m)
+        for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), config.batches):
+            _, g, _ = batch_objective(model, params, X, Y, l2=l2, m=m)
             dot, scale = sum(float(np.vdot(g[k], grad[k])) for k in grad), norm(g) * g_norm
             cosines.append(dot / scale if scale > 0 else 1.0)
             errors.append(norm({k: g[k] - grad[k] for k in grad}) / g_norm if g_norm > 0 else 0.0)

@@ -2,50 +2,49 @@
 
 One pass reads every chunk once and runs the model's own per-chunk ``totals`` function on
 it in float64. The per-chunk sums are added in chunk order, in float64, so the result is
-the same whichever scheduler computed the chunks.
+the same whichever scheduler (see ``SCHEDULERS``) computed the chunks. A ``tcp://host:port``
+address names a running dask.distributed scheduler: the way past one machine; it and
+``local`` need ``pip install 'streamtrain[distributed]'``.
 
-Schedulers
-----------
-``"threads"`` (default)  Dask's threaded scheduler: chunks are read and reduced in parallel
-``"sync"``               a plain numpy loop over the chunks in this thread; Dask is not used
-``"local"``              a dask.distributed LocalCluster sized to this machine
-``"tcp://host:port"``    a running dask.distributed scheduler: the way past one machine
-
-The last two need ``pip install 'streamtrain[distributed]'``. This is the only module that
-imports dask, and only once a Dask scheduler is asked for.
+This is the only module that imports dask, and only once a Dask scheduler is asked for.
+The solver and the one-call functions built on it live in ``lbfgs.py`` and ``evaluation.py``.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError, DataError, DivergedError
-from .models import Model, Params, Totals, add_totals, as_float64, bound, check_params, norm, objective
+from ._errors import ConfigError, DataError
+from .labels import LabelRule, check_labels
+from .models import Model, Params, Totals, add_totals, as_float64, objective
 from .sources import ChunkSource
-from .sources._base import check_labels
 
-__all__ = ["FullBatch", "check_scheduler", "evaluate", "exact_record", "lbfgs", "loss_and_grad"]
+__all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "FullBatch", "check_scheduler"]
 
-SCHEDULERS = ("threads", "sync", "local")
+# Where exact passes run; anything with "://" is the address of a running Dask scheduler.
+SCHEDULERS = {
+    "threads": "Dask's threaded scheduler: chunks are read and reduced in parallel",
+    "sync": "a plain numpy loop over the chunks in this thread, without Dask",
+    "local": "a dask.distributed cluster on this machine",
+}
+DEFAULT_SCHEDULER = "threads"
 CAST_BYTES = 2**20
 
 
-def check_scheduler(scheduler: str | None) -> str:
-    """The scheduler's name (None means ``"threads"``); ConfigError for anything unknown."""
+def check_scheduler(scheduler: object) -> str:
+    """The scheduler's name (None: the default), or ConfigError for anything that is neither a name nor an address."""
     if scheduler is None:
-        return "threads"
+        return DEFAULT_SCHEDULER
     if isinstance(scheduler, str) and (scheduler in SCHEDULERS or "://" in scheduler):
         return scheduler
     raise ConfigError(
-        f"unknown scheduler {scheduler!r}; use threads, sync, local or the address "
-        f"of a Dask scheduler (tcp://host:port)"
+        f"unknown scheduler {scheduler!r}; use {', '.join(SCHEDULERS)} or the address of a Dask scheduler "
+        f"(tcp://host:port)"
     )
 
 
@@ -56,26 +55,26 @@ class FullBatch:
     gradient descent and L-BFGS pay for it once, not per step.
     """
 
-    def __init__(self, source: ChunkSource, model: Model, *, scheduler: str | None = None) -> None:
+    def __init__(self, source: ChunkSource, model: Model, *, scheduler: str | None = DEFAULT_SCHEDULER) -> None:
         self.source, self.model = source, model
         self.scheduler = check_scheduler(scheduler)
         self.passes = 0  # full passes over the store so far
-        self._client = self._cluster = None
+        self._client: Any = None
+        self._cluster: Any = None
         self._arrays: tuple[Any, Any] | None = None
         if self.scheduler not in ("threads", "sync"):
             self._client, self._cluster = _connect(self.scheduler)
 
     def totals(self, params: Params, *, grad: bool = True, sample_norms: bool = False) -> Totals:
         """Sums over every sample of the store at ``params`` (see ``models.Totals``)."""
-        params64 = as_float64(params)
-        source, check = self.source, None
-        if source.labels:
-            check = (f"{source.name}/{source.y_name}", source.chunk_starts, source.labels)
+        source, rule = self.source, self.model.labels
+        check = None if rule is None else (rule, source.y_where, source.chunk_starts)
         task = functools.partial(
-            _chunk_totals, self.model.totals, params64, check, grad=grad, sample_norms=sample_norms
+            _chunk_totals, self.model.totals, as_float64(params), check, grad=grad, sample_norms=sample_norms
         )
+        parts: Iterable[Totals | DataError]
         if self.scheduler == "sync":
-            parts = (task(*self.source.read(a, b), a) for a, b in self.source.chunk_bounds)
+            parts = (task(*source.read(a, b), a) for a, b in source.chunk_bounds)
         else:
             parts = self._dask_map(task)
         total = functools.reduce(add_totals, map(_raise_errors, parts))
@@ -96,7 +95,7 @@ class FullBatch:
         loss, grads = objective(params, totals, l2=l2)
         return loss, grads, totals
 
-    def _dask_map(self, task: Callable[..., Totals]) -> Iterable[Totals]:
+    def _dask_map(self, task: Callable[..., Totals | DataError]) -> list[Totals | DataError]:
         import dask.array as da
 
         X, Y = self._dask_arrays()
@@ -141,85 +140,8 @@ class FullBatch:
         self.close()
 
 
-def exact_record(exact: FullBatch, params: Params, l2: float) -> dict[str, float]:
-    """Exact J, ‖∇J‖ and accuracy over the whole store (one pass), for a training record."""
-    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
-    record = {"exact_loss": loss, "exact_grad_norm": norm(grads)}
-    if exact.model.has_accuracy:
-        record["exact_accuracy"] = totals.correct / totals.count
-    return record
-
-
-def lbfgs(
-    exact: FullBatch,
-    params: Params,
-    *,
-    l2: float,
-    max_iter: int,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-) -> Params:
-    """Minimise J with scipy's L-BFGS-B on exact losses and gradients (one pass per evaluation).
-
-    Stops after ``max_iter`` iterations or when J stops improving at float64 precision, which
-    makes the result the reference optimum J* stochastic runs are measured against. Each
-    iteration's record (J, ‖∇J‖, passes so far) goes to ``callback``; the last one also says
-    whether and why L-BFGS stopped.
-    """
-    try:
-        from scipy.optimize import minimize
-    except ImportError:
-        raise ConfigError("optimizer 'lbfgs' needs scipy: pip install 'streamtrain[lbfgs]'") from None
-    keys, dtype = list(params), next(iter(params.values())).dtype
-    sizes = np.cumsum([params[k].size for k in keys])[:-1]
-
-    def unravel(theta: np.ndarray) -> Params:
-        return {k: v.reshape(params[k].shape) for k, v in zip(keys, np.split(theta, sizes))}
-
-    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        loss, grads = exact.loss_and_grad(unravel(theta), l2=l2)
-        if not math.isfinite(loss):
-            raise DivergedError(f"exact loss is {loss} during L-BFGS: the data holds NaN/inf")
-        last.update(loss=loss, grad_norm=norm(grads))
-        return loss, np.concatenate([grads[k].ravel() for k in keys])
-
-    last: dict[str, Any] = {"t": time.perf_counter()}
-    records: list[dict[str, Any]] = []
-
-    def on_iteration(intermediate_result: Any) -> None:
-        # Held back one iteration, so the last record can also say why L-BFGS stopped.
-        if records and callback is not None:
-            callback(records[-1])
-        now = time.perf_counter()
-        # L-BFGS-B reports the point it accepted, which is the one it evaluated last.
-        records.append(
-            {
-                "epoch": len(records) + 1,
-                "loss": float(intermediate_result.fun),
-                "grad_norm": last["grad_norm"],
-                "passes": exact.passes,
-                "seconds": now - last["t"],
-            }
-        )
-        last["t"] = now
-
-    theta0 = np.concatenate([np.asarray(params[k], np.float64).ravel() for k in keys])
-    result = minimize(
-        fun,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=on_iteration,
-        options={"maxiter": max_iter, "gtol": 1e-10, "ftol": 1e-15},
-    )
-    if records:
-        records[-1].update(converged=bool(result.success), stop=str(result.message))
-        if callback is not None:
-            callback(records[-1])
-    return {k: v.astype(dtype) for k, v in unravel(result.x).items()}
-
-
 def _chunk_totals_block(
-    X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals], block_info: dict | None = None
+    X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals | DataError], block_info: dict
 ) -> np.ndarray:
     """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs."""
     out = np.empty((1, 1), dtype=object)
@@ -238,7 +160,7 @@ def _raise_errors(part: Totals | DataError) -> Totals:
 def _chunk_totals(
     totals: Callable[..., Totals],
     params: Params,
-    check: tuple[str, np.ndarray, tuple] | None,
+    check: tuple[LabelRule, str, np.ndarray] | None,
     X: np.ndarray,
     Y: np.ndarray,
     start: int,
@@ -281,39 +203,3 @@ def _connect(address: str) -> tuple[Any, Any]:
         return Client(address, timeout="10s", set_as_default=False), None
     except (OSError, TimeoutError, ValueError) as e:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {e}") from None
-
-
-def loss_and_grad(
-    source_or_path: ChunkSource | str | os.PathLike,
-    params: Params,
-    *,
-    model: str | Model = "logistic",
-    l2: float = 0.0,
-    scheduler: str | None = None,
-) -> tuple[float, Params]:
-    """Exact J = (1/m) Σ loss + (λ/2m) Σ ‖W‖² and ∇J over a whole store, in one pass (float64)."""
-    with bound(model, source_or_path) as (spec, source):
-        check_params(spec, params, source.n_x, source.k)
-        with FullBatch(source, spec, scheduler=scheduler) as exact:
-            return exact.loss_and_grad(params, l2=l2)
-
-
-def evaluate(
-    source_or_path: ChunkSource | str | os.PathLike,
-    params: Params,
-    *,
-    model: str | Model = "logistic",
-    scheduler: str | None = None,
-) -> dict[str, float]:
-    """Exact mean loss (no L2 term) and, for classifiers, accuracy of ``params`` over a whole store.
-
-    One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask.
-    """
-    with bound(model, source_or_path) as (spec, source):
-        check_params(spec, params, source.n_x, source.k)
-        with FullBatch(source, spec, scheduler=scheduler) as exact:
-            t = exact.totals(params, grad=False)
-    result = {"loss": t.loss / t.count, "m": t.count}
-    if spec.has_accuracy:
-        result["accuracy"] = t.correct / t.count
-    return result

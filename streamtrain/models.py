@@ -35,47 +35,42 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, check_int
-from .sources import ChunkSource, opened
+from ._errors import ConfigError, check_choice, check_int
+from .labels import BINARY, ONE_HOT, ClassIds, LabelRule
 
 __all__ = [
     "ACTIVATIONS",
+    "DEFAULT_ACTIVATION",
+    "DEFAULT_HIDDEN",
     "MODELS",
     "OUTPUTS",
+    "Activation",
     "Model",
+    "Output",
     "Params",
     "Totals",
     "add_totals",
     "as_float64",
     "batch_objective",
-    "bound",
     "check_params",
-    "for_data",
     "get_model",
-    "label_rule",
-    "logistic_loss_and_grad",
-    "logistic_totals",
+    "loss_of",
     "norm",
     "objective",
+    "output_of",
     "sigmoid",
     "softplus",
 ]
 
 Params = dict[str, np.ndarray]
-MODELS = ("logistic", "softmax", "linear", "mlp")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
-OUTPUTS = ("sigmoid", "softmax", "identity")
-# The 1-layer models' outputs; make-data's tasks have the same names.
-_OUTPUT_OF = {"logistic": "sigmoid", "softmax": "softmax", "linear": "identity"}
-DEFAULT_HIDDEN = (64,)
+DEFAULT_HIDDEN = (64,)  # an mlp's hidden layer sizes when none are given
+DEFAULT_ACTIVATION = "relu"
 
 
 class Totals(NamedTuple):
@@ -83,7 +78,7 @@ class Totals(NamedTuple):
 
     loss: float  # Σ per-sample loss, accumulated in float64
     grads: Params | None  # Σ per-sample gradients (None when not asked for)
-    count: int  # samples summed over
+    samples: int  # samples summed over
     correct: int  # samples whose predicted class equals the label (0 for identity outputs)
     grad_sq: float | None = None  # Σ ‖per-sample gradient‖², for gradient-noise statistics
 
@@ -94,7 +89,7 @@ def add_totals(a: Totals, b: Totals) -> Totals:
     if a.grads is not None and b.grads is not None:
         grads = {k: np.add(g, b.grads[k], dtype=np.float64) for k, g in a.grads.items()}
     grad_sq = None if a.grad_sq is None or b.grad_sq is None else a.grad_sq + b.grad_sq
-    return Totals(a.loss + b.loss, grads, a.count + b.count, a.correct + b.correct, grad_sq)
+    return Totals(a.loss + b.loss, grads, a.samples + b.samples, a.correct + b.correct, grad_sq)
 
 
 def as_float64(params: Params) -> Params:
@@ -107,7 +102,7 @@ def norm(params: Params) -> float:
     return math.sqrt(sum(float(np.square(v, dtype=np.float64).sum()) for v in params.values()))
 
 
-# -- activations and output layers -----------------------------------------------------------
+# -- activations ---------------------------------------------------------------------------------
 
 
 def softplus(Z: np.ndarray) -> np.ndarray:
@@ -124,17 +119,27 @@ def sigmoid(Z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * Z))
 
 
-def _relu(Z: np.ndarray) -> np.ndarray:
-    return np.maximum(Z, 0)
+class Activation(NamedTuple):
+    """A hidden layer's g, its derivative g'(Z) (written with A = g(Z) where that is cheaper),
+    and the variance of its initial weights for a layer of n_in inputs and n units."""
+
+    g: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    init_variance: Callable[[int, int], float]
 
 
-# g(Z), and g'(Z) written with A = g(Z) where that is cheaper.
-_ACTIVATION = {"relu": _relu, "tanh": np.tanh, "sigmoid": sigmoid}
-_DERIVATIVE = {
-    "relu": lambda Z, A: Z > 0,
-    "tanh": lambda Z, A: 1.0 - A * A,
-    "sigmoid": lambda Z, A: A * (1.0 - A),
+def _xavier(n_in: int, n: int) -> float:
+    return 2.0 / (n_in + n)
+
+
+ACTIVATIONS = {
+    "relu": Activation(lambda Z: np.maximum(Z, 0), lambda Z, A: Z > 0, lambda n_in, n: 2.0 / n_in),  # He
+    "tanh": Activation(np.tanh, lambda Z, A: 1.0 - A * A, _xavier),
+    "sigmoid": Activation(sigmoid, lambda Z, A: A * (1.0 - A), _xavier),
 }
+
+
+# -- output layers: activation, loss, predictions and labels go together ---------------------------
 
 
 def _softmax(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,11 +170,57 @@ def _squared_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int,
     return 0.5 * float(np.square(D, dtype=np.float64).sum()), 0, D if grad else None
 
 
-_OUTPUT = {
-    "sigmoid": (sigmoid, _sigmoid_loss),
-    "softmax": (lambda Z: _softmax(Z)[0], _softmax_loss),
-    "identity": (lambda Z: Z, _squared_loss),
+class Output(NamedTuple):
+    """An output layer and its loss, paired so that dZ[L] = A[L] - Y."""
+
+    model: str  # the 1-layer model with this output, and make-data's task of that name
+    activation: Callable[[np.ndarray], np.ndarray]
+    loss: Callable[[np.ndarray, np.ndarray, bool], tuple[float, int, np.ndarray | None]]  # sums: loss, correct, dZ
+    predict: Callable[[np.ndarray], np.ndarray]  # A[L] -> what ``Model.predict`` returns
+    labels: Callable[[int | None], LabelRule | None]  # the label rule, given the class count of class ids
+    has_accuracy: bool
+    one_row: bool  # the labels must be one row (Y (1, m))
+    class_ids: bool  # one row of labels holds class ids, turned into one-hot columns
+
+
+OUTPUTS = {
+    "sigmoid": Output(
+        model="logistic",
+        activation=sigmoid,
+        loss=_sigmoid_loss,
+        predict=lambda A: (A >= 0.5).astype(np.int8),
+        labels=lambda classes: BINARY,
+        has_accuracy=True,
+        one_row=True,
+        class_ids=False,
+    ),
+    "softmax": Output(
+        model="softmax",
+        activation=lambda Z: _softmax(Z)[0],
+        loss=_softmax_loss,
+        predict=lambda A: A.argmax(axis=0)[None, :],
+        labels=lambda classes: ClassIds(classes) if classes else ONE_HOT,
+        has_accuracy=True,
+        one_row=False,
+        class_ids=True,
+    ),
+    "identity": Output(
+        model="linear",
+        activation=lambda Z: Z,
+        loss=_squared_loss,
+        predict=lambda A: A,
+        labels=lambda classes: None,
+        has_accuracy=False,
+        one_row=False,
+        class_ids=False,
+    ),
 }
+MODELS = (*(o.model for o in OUTPUTS.values()), "mlp")  # mlp: hidden layers and any of the outputs
+
+
+def output_of(model: str) -> str | None:
+    """The output layer of the 1-layer model (or make-data task) called ``model``; None for others."""
+    return next((name for name, o in OUTPUTS.items() if o.model == model), None)
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -180,40 +231,40 @@ class Model:
     """A dense network: its hidden layer sizes, hidden activation and output layer.
 
     ``classes`` is set for a softmax output trained on class ids (Y shaped (1, m)): the
-    number of classes, so ids can be turned into one-hot columns chunk by chunk.
+    number of classes, so ids can be turned into one-hot columns chunk by chunk. An empty
+    ``output`` is completed from the data when the model is bound to a store.
     """
 
     name: str
     hidden: tuple[int, ...] = ()
-    activation: str = "relu"
+    activation: str = DEFAULT_ACTIVATION
     output: str = "sigmoid"
     classes: int | None = None
 
     @property
-    def labels(self) -> str:
-        """What the labels must be: "binary" (0/1), "classes" (one-hot or ids) or "real"."""
-        return {"sigmoid": "binary", "softmax": "classes", "identity": "real"}[self.output]
+    def labels(self) -> LabelRule | None:
+        """The rule this model's labels follow (0/1, class ids, one-hot), None for real values."""
+        return OUTPUTS[self.output].labels(self.classes)
 
     @property
     def has_accuracy(self) -> bool:
-        return self.output != "identity"
+        return OUTPUTS[self.output].has_accuracy
 
-    def options(self) -> dict[str, Any]:
-        """What rebuilds this model with ``get_model(name, **options)``, as JSON."""
-        return {
-            "hidden": list(self.hidden),
-            "activation": self.activation,
-            "output": self.output,
-            "classes": self.classes,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """What rebuilds this model with ``Model(**d)``, as JSON."""
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Model:
+        return cls(**{**d, "hidden": tuple(d.get("hidden", ()))})
 
     def n_out(self, k: int) -> int:
-        """Output units for labels with k rows: the class count for softmax on class ids."""
-        return self.classes if self.output == "softmax" and k == 1 and self.classes else k
+        """Output units for labels with k rows: the class count for class ids."""
+        return self.classes if self.classes and k == 1 else k
 
     def init(self, n_x: int, k: int, dtype: np.dtype, seed: int) -> Params:
-        """Zeros for 1-layer models (their loss is convex); otherwise He (relu) or Xavier
-        (tanh, sigmoid) normal weights from ``seed``, which break the symmetry between units."""
+        """Zeros for 1-layer models (their loss is convex); otherwise random normal weights
+        from ``seed`` (He for relu, Xavier otherwise), which break the symmetry between units."""
         sizes = [n_x, *self.hidden, self.n_out(k)]
         rng = np.random.default_rng([seed, 2])
         params: Params = {}
@@ -221,20 +272,19 @@ class Model:
             if len(sizes) == 2:
                 W = np.zeros((n, n_in))
             else:
-                var = 2.0 / n_in if self.activation == "relu" else 2.0 / (n_in + n)
-                W = rng.standard_normal((n, n_in)) * math.sqrt(var)
+                W = rng.standard_normal((n, n_in)) * math.sqrt(ACTIVATIONS[self.activation].init_variance(n_in, n))
             params[f"W{l}"], params[f"b{l}"] = W.astype(dtype), np.zeros((n, 1), dtype=dtype)
         return params
 
     def _targets(self, Y: np.ndarray, n_out: int) -> np.ndarray:
         """Y as the output layer sees it: class ids (1, B) become one-hot columns (n_out, B)."""
-        if self.output == "softmax" and Y.shape[0] == 1 and n_out > 1:
+        if self.classes and Y.shape[0] == 1 and n_out > 1:
             return (np.arange(n_out, dtype=Y.dtype)[:, None] == Y).astype(Y.dtype)
         return Y
 
     def _forward(self, params: Params, X: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Pre-activations Z[1..L] and activations A[0..L-1] (A[0] = X)."""
-        L, g = len(params) // 2, _ACTIVATION[self.activation]
+        L, g = len(params) // 2, ACTIVATIONS[self.activation].g
         Zs, As = [], [X]
         for l in range(1, L + 1):
             Zs.append(params[f"W{l}"] @ As[-1] + params[f"b{l}"])
@@ -244,14 +294,11 @@ class Model:
 
     def predict_proba(self, params: Params, X: np.ndarray) -> np.ndarray:
         """The output layer A[L] for each column of X: probabilities, or values for identity."""
-        return _OUTPUT[self.output][0](self._forward(params, X)[0][-1])
+        return OUTPUTS[self.output].activation(self._forward(params, X)[0][-1])
 
     def predict(self, params: Params, X: np.ndarray) -> np.ndarray:
         """(1, m) 0/1 for sigmoid, (1, m) class ids for softmax, (k, m) values for identity."""
-        A = self.predict_proba(params, X)
-        if self.output == "sigmoid":
-            return (A >= 0.5).astype(np.int8)
-        return A.argmax(axis=0)[None, :] if self.output == "softmax" else A
+        return OUTPUTS[self.output].predict(self.predict_proba(params, X))
 
     def totals(
         self, params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True, sample_norms: bool = False
@@ -264,9 +311,10 @@ class Model:
         """
         Zs, As = self._forward(params, X)
         Y = self._targets(Y, Zs[-1].shape[0])
-        loss, correct, dZ = _OUTPUT[self.output][1](Zs[-1], Y, grad)
-        if not grad:
+        loss, correct, dZ = OUTPUTS[self.output].loss(Zs[-1], Y, grad)
+        if dZ is None:
             return Totals(loss, None, X.shape[1], correct)
+        derivative = ACTIVATIONS[self.activation].derivative
         grads: Params = {}
         grad_sq = 0.0
         for l in range(len(Zs), 0, -1):
@@ -276,38 +324,35 @@ class Model:
                 a_sq = np.einsum("ij,ij->j", A_prev, A_prev, dtype=np.float64)
                 grad_sq += float((np.square(dZ, dtype=np.float64).sum(axis=0) * (a_sq + 1.0)).sum())
             if l > 1:
-                dZ = (params[f"W{l}"].T @ dZ) * _DERIVATIVE[self.activation](Zs[l - 2], A_prev)
+                dZ = (params[f"W{l}"].T @ dZ) * derivative(Zs[l - 2], A_prev)
         grads = {k: grads[k] for k in params}  # W1, b1, ... in the params' order
         return Totals(loss, grads, X.shape[1], correct, grad_sq if sample_norms else None)
 
 
 def get_model(
-    name: str | Model,
+    name: str,
     *,
     hidden: tuple[int, ...] | list[int] | None = None,
-    activation: str = "relu",
+    activation: str = DEFAULT_ACTIVATION,
     output: str | None = None,
     classes: int | None = None,
 ) -> Model:
     """The model called ``name`` (logistic, softmax, linear or mlp) with these options.
 
-    ``hidden`` (layer sizes) and ``activation`` are for mlp; its ``output`` defaults to the
-    data's (see ``for_data``). A Model passes through unchanged.
+    ``hidden`` (layer sizes, default DEFAULT_HIDDEN) and ``activation`` are for mlp; its
+    ``output`` left None is completed from the data when the model is bound to a store.
     """
-    if isinstance(name, Model):
-        return name
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
-    if output is not None and output not in OUTPUTS:
-        raise ConfigError(f"unknown output {output!r}; choose from {', '.join(OUTPUTS)}")
-    if name != "mlp":
+    check_choice(name, MODELS, "model")
+    check_choice(activation, ACTIVATIONS, "activation")
+    if output is not None:
+        check_choice(output, OUTPUTS, "output")
+    fixed = output_of(name)
+    if fixed is not None:  # a 1-layer model: its output is its name's
         if hidden:
             raise ConfigError(f"the {name} model has no hidden layers; use --model mlp for hidden={list(hidden)}")
-        if output is not None and output != _OUTPUT_OF[name]:
-            raise ConfigError(f"the {name} model's output is {_OUTPUT_OF[name]}, not {output}")
-        return Model(name, (), activation, _OUTPUT_OF[name], classes)
+        if output is not None and output != fixed:
+            raise ConfigError(f"the {name} model's output is {fixed}, not {output}")
+        return Model(name, (), activation, fixed, classes)
     hidden = tuple(DEFAULT_HIDDEN if hidden is None else hidden)
     if not hidden:
         raise ConfigError("an mlp needs at least one hidden layer (e.g. hidden=[64])")
@@ -325,35 +370,33 @@ def batch_objective(
     return loss, grads, totals.correct
 
 
-def objective(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None = None) -> tuple[float, Params | None]:
-    """J and ∇J (see the module docstring) from the sums over ``totals.count`` samples.
+def objective(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None = None) -> tuple[float, Params]:
+    """J and ∇J (see the module docstring) from the sums over ``totals.samples`` samples.
 
     ``m`` is the number of samples in the whole store, which scales the L2 term; it
-    defaults to ``totals.count`` (the sums cover the whole store).
+    defaults to ``totals.samples`` (the sums cover the whole store).
     """
-    n, m = totals.count, totals.count if m is None else m
+    if totals.grads is None:
+        raise ValueError("objective() needs gradient sums: Model.totals(..., grad=True)")
+    n, m = totals.samples, totals.samples if m is None else m
+    grads = {k: g / n for k, g in totals.grads.items()}
+    for k, W in _weights(params) if l2 else ():
+        grads[k] = grads[k] + (l2 / m) * W
+    return loss_of(params, totals, l2=l2, m=m), grads
+
+
+def loss_of(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None = None) -> float:
+    """J alone (see ``objective``), from sums with or without gradients."""
+    n, m = totals.samples, totals.samples if m is None else m
     loss = totals.loss / n
-    grads = None if totals.grads is None else {k: g / n for k, g in totals.grads.items()}
-    if l2:
-        for k, W in params.items():
-            if k.startswith("W"):
-                loss += l2 / (2 * m) * float(np.square(W, dtype=np.float64).sum())
-                if grads is not None:
-                    grads[k] = grads[k] + (l2 / m) * W
-    return loss, grads
+    for _, W in _weights(params) if l2 else ():
+        loss += l2 / (2 * m) * float(np.square(W, dtype=np.float64).sum())
+    return loss
 
 
-def logistic_totals(params: Params, X: np.ndarray, Y: np.ndarray, **kw: bool) -> Totals:
-    """``Model.totals`` of logistic regression."""
-    return _LOGISTIC.totals(params, X, Y, **kw)
-
-
-def logistic_loss_and_grad(params: Params, X: np.ndarray, Y: np.ndarray) -> tuple[float, Params]:
-    """Mean cross-entropy of a logistic model on one batch, and its gradient."""
-    return objective(params, logistic_totals(params, X, Y))
-
-
-_LOGISTIC = get_model("logistic")
+def _weights(params: Params) -> list[tuple[str, np.ndarray]]:
+    """The W's, which the L2 term penalises (the b's are not)."""
+    return [(k, W) for k, W in params.items() if k.startswith("W")]
 
 
 def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
@@ -369,43 +412,3 @@ def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
 
 def _shapes(shapes: dict[str, tuple]) -> str:
     return ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items())
-
-
-@contextmanager
-def bound(model: str | Model, source_or_path: ChunkSource | str | os.PathLike) -> Iterator[tuple[Model, ChunkSource]]:
-    """The model completed for a store's labels (``for_data``) and the store, opened here if
-    given as a path, checking its labels by the model's rule while in the block."""
-    with opened(source_or_path) as source:
-        spec = for_data(get_model(model), source)
-        source.labels = label_rule(spec)
-        yield spec, source
-
-
-def for_data(model: Model, source: ChunkSource) -> Model:
-    """``model`` completed for ``source``'s labels: an mlp's output, softmax's class count.
-
-    An mlp without an output takes the store's generated task (make-data records it), else
-    softmax for labels with several rows, else sigmoid. Raises ConfigError when the labels'
-    shape cannot fit the output.
-    """
-    where, k = f"{source.name}/{source.y_name}", source.k
-    output = model.output or _OUTPUT_OF.get(source.attrs.get("task"), "softmax" if k > 1 else "sigmoid")
-    classes = model.classes
-    if output == "sigmoid" and k != 1:
-        raise ConfigError(f"{where} has {k} rows; the {model.name} model needs Y shaped (1, m)")
-    if output == "softmax" and k == 1:
-        classes = classes or source.attrs.get("classes") or int(source.label_max()) + 1
-        if classes < 2:
-            raise ConfigError(f"{where}: softmax needs at least 2 classes; the labels are all 0")
-    elif output == "softmax":
-        classes = None  # one-hot rows: k classes
-    return dataclasses.replace(model, output=output, classes=classes)
-
-
-def label_rule(model: Model) -> tuple | None:
-    """How sources check this model's labels as they stream (see ``sources.check_labels``)."""
-    if model.output == "sigmoid":
-        return ("binary",)
-    if model.output == "softmax":
-        return ("ids", model.classes) if model.classes else ("onehot",)
-    return None

@@ -19,7 +19,8 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,100 +28,15 @@ import numpy as np
 from ._errors import ConfigError, DataError, check_int
 from ._progress import Progress
 from .batches import Prefetcher
-from .sources import default_chunk_size
+from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
+from .sources import FORMATS, default_chunk_size, format_of
 
-__all__ = ["CODECS", "FORMATS", "TASKS", "make_data"]
+__all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]
 
 BLOCK = 16384
-FORMATS = ("zarr", "hdf5")
 CODECS = ("none", "zstd", "gzip")
-TASKS = ("logistic", "softmax", "linear")
 # Columns written per call: a multiple of the chunk size, about this many bytes of X.
 SLAB_BYTES = 32 * 2**20
-
-
-def make_data(
-    path: str | os.PathLike,
-    *,
-    m: int = 200_000,
-    n_x: int = 100,
-    task: str = "logistic",
-    classes: int = 3,
-    outputs: int = 1,
-    noise: float = 1.0,
-    format: str = "zarr",
-    chunk: int | None = None,
-    codec: str = "none",
-    seed: int = 0,
-    w_norm: float = 3.0,
-    overwrite: bool = False,
-    progress: bool | None = None,
-) -> dict[str, Any]:
-    """Write a dataset X (n_x, m) float32, Y for ``task`` (see the module) to ``path``; return its attributes.
-
-    ``classes`` is read only for task="softmax", ``outputs`` and ``noise`` (the standard
-    deviation of each entry of the noise) only for task="linear"; other tasks ignore them
-    unchecked. The store is built under a temporary name and renamed into place when
-    complete, so an interrupted run never leaves a half-written store at ``path``.
-    ``progress`` draws a progress line on stderr (default: only when stderr is a terminal).
-    """
-    path = os.fspath(path)
-    _check_options(
-        path,
-        m=m,
-        n_x=n_x,
-        task=task,
-        classes=classes,
-        outputs=outputs,
-        noise=noise,
-        format=format,
-        chunk=chunk,
-        codec=codec,
-        seed=seed,
-        w_norm=w_norm,
-        overwrite=overwrite,
-    )
-    m, n_x, seed = int(m), int(n_x), int(seed)
-    chunk = min(int(chunk or default_chunk_size(n_x, 4)), m)
-    rows = int({"softmax": classes, "linear": outputs}.get(task, 1))  # of W, b
-    extra: dict[str, Any] = {"softmax": {"classes": rows}, "linear": {"outputs": rows, "noise": float(noise)}}.get(
-        task, {}
-    )
-    W, b = true_weights(rows, n_x, seed, w_norm)
-    truth = Truth(task, W, b, float(noise))
-    y_rows, y_dtype = (rows, "float32") if task == "linear" else (1, "uint8")
-    tmp = f"{path}.partial-{os.getpid()}"
-    write = _write_zarr if format == "zarr" else _write_hdf5
-    try:
-        bar = Progress(
-            f"writing {os.path.basename(path)}", m, enabled=sys.stderr.isatty() if progress is None else progress
-        )
-        slabs = _shown(_slabs(m, n_x, chunk, seed, truth), bar)
-        loss_sum = write(tmp, slabs, m=m, n_x=n_x, k=y_rows, y_dtype=y_dtype, chunk=chunk, codec=codec)
-        bar.close()
-        # Logistic keeps its original flat w_true and scalar b_true, which older readers expect.
-        w_true, b_true = (
-            (W.ravel().tolist(), float(b[0, 0])) if task == "logistic" else (W.tolist(), b.ravel().tolist())
-        )
-        attrs = {
-            "task": task,
-            "m": m,
-            "n_x": n_x,
-            **extra,
-            "seed": seed,
-            "w_norm": w_norm,
-            "w_true": w_true,
-            "b_true": b_true,
-            "bayes_loss": loss_sum / m,
-        }
-        _set_attrs(tmp, format, attrs)
-        if os.path.exists(path):  # only with overwrite=True, checked above
-            _remove(path)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            _remove(tmp)
-    return attrs
 
 
 class Truth(NamedTuple):
@@ -130,6 +46,164 @@ class Truth(NamedTuple):
     W: np.ndarray
     b: np.ndarray
     noise: float
+
+
+Labels = tuple[np.ndarray, np.ndarray]  # Y (k, BLOCK) and the true model's loss per column (1, BLOCK)
+
+
+def _logistic_labels(rng: np.random.Generator, X: np.ndarray, truth: Truth) -> Labels:
+    Z = (truth.W.astype(np.float32) @ X).astype(np.float64) + truth.b  # float32 product: old seeds, same labels
+    Y = rng.random((1, BLOCK)) < 0.5 * (1.0 + np.tanh(0.5 * Z))
+    return Y.astype(np.uint8), np.logaddexp(0.0, Z) - Y * Z
+
+
+def _softmax_labels(rng: np.random.Generator, X: np.ndarray, truth: Truth) -> Labels:
+    Z = truth.W @ X.astype(np.float64) + truth.b  # (r, BLOCK)
+    top = Z.max(axis=0, keepdims=True)
+    lse = top + np.log(np.exp(Z - top).sum(axis=0, keepdims=True))  # log sum_c exp(Z_c), (1, BLOCK)
+    cdf = np.cumsum(np.exp(Z - lse), axis=0)
+    y = (cdf[:-1] < rng.random((1, BLOCK))).sum(axis=0, keepdims=True)  # inverse CDF: ids 0..r-1
+    return y.astype(np.uint8), lse - np.take_along_axis(Z, y, axis=0)
+
+
+def _linear_labels(rng: np.random.Generator, X: np.ndarray, truth: Truth) -> Labels:
+    Z = truth.W @ X.astype(np.float64) + truth.b  # (r, BLOCK)
+    Y = (Z + truth.noise * rng.standard_normal(Z.shape)).astype(np.float32)
+    return Y, 0.5 * ((Y - Z) ** 2).sum(axis=0, keepdims=True)  # the noise as stored
+
+
+def _true_model(W: np.ndarray, b: np.ndarray) -> tuple[Any, Any]:
+    return W.tolist(), b.ravel().tolist()
+
+
+def _flat_true_model(W: np.ndarray, b: np.ndarray) -> tuple[Any, Any]:
+    return W.ravel().tolist(), float(b[0, 0])  # logistic's original w_true and scalar b_true
+
+
+class Task(NamedTuple):
+    """A generated task: the rows r of its true W, its labels, and what the store records."""
+
+    rows: Callable[[DataConfig], int]
+    y_rows: Callable[[int], int]  # rows of Y, given r
+    y_dtype: str
+    labels: Callable[[np.random.Generator, np.ndarray, Truth], Labels]
+    attrs: Callable[[DataConfig, int], dict[str, Any]]  # task-specific attributes, given r
+    true_model: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]  # w_true, b_true as recorded
+
+
+# One task per 1-layer model (models.OUTPUTS), under the model's name.
+TASKS = {
+    "logistic": Task(lambda c: 1, lambda r: 1, "uint8", _logistic_labels, lambda c, r: {}, _flat_true_model),
+    "softmax": Task(
+        lambda c: c.classes, lambda r: 1, "uint8", _softmax_labels, lambda c, r: {"classes": r}, _true_model
+    ),
+    "linear": Task(
+        lambda c: c.outputs,
+        lambda r: r,
+        "float32",
+        _linear_labels,
+        lambda c, r: {"outputs": r, "noise": c.noise},
+        _true_model,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig(Declared):
+    """make-data's options. ``classes`` is read only for softmax, ``outputs`` and ``noise`` only
+    for linear; other tasks ignore them unchecked."""
+
+    task: str = option(
+        "logistic",
+        "logistic: Y (1, m) of 0/1; softmax: Y (1, m) class ids; linear: Y (outputs, m) real values with "
+        "Gaussian noise",
+        choices=TASKS,
+    )
+    classes: int = option(3, "softmax classes", metavar="K")
+    outputs: int = option(1, "linear outputs", metavar="K")
+    noise: float = option(1.0, "linear noise std")
+    m: int = option(200_000, "samples", check=positive_int)
+    n_x: int = option(100, "features", check=positive_int)
+    format: str | None = option(None, "store format", choices=FORMATS, derived="hdf5 for *.h5/*.hdf5, else zarr")
+    chunk: int | None = option(
+        None, "samples per chunk", check=positive_int, parse=int, metavar="C", derived="about 8 MiB of X"
+    )
+    codec: str = option("none", "compression", choices=CODECS)
+    seed: int = same_as(FitConfig, "seed")
+    w_norm: float = option(3.0, "norm of the true weights", check=non_negative)
+
+    def _derived(self) -> dict[str, Any]:
+        if self.task == "softmax":
+            check_int("classes", self.classes)
+            if not 2 <= self.classes <= 255:  # class ids are stored as uint8
+                raise ConfigError(f"classes must be an integer from 2 to 255, got {self.classes!r}")
+            return {"classes": int(self.classes)}
+        if self.task == "linear":
+            return {"outputs": positive_int("outputs", self.outputs), "noise": positive("noise", self.noise)}
+        return {}
+
+    def format_for(self, path: str | os.PathLike) -> str:
+        """``format``, or the one the path's suffix names."""
+        return self.format or format_of(path)
+
+
+def make_data(
+    path: str | os.PathLike,
+    config: DataConfig | None = None,
+    /,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write a dataset X (n_x, m) float32, Y for its task (see the module) to ``path``; return its attributes.
+
+    ``options`` are ``DataConfig``'s (or pass a whole ``config``); the format defaults to the
+    path's suffix. The store is built under a temporary name and renamed into place when
+    complete, so an interrupted run never leaves a half-written store at ``path``.
+    ``progress`` draws a progress line on stderr (default: only when stderr is a terminal).
+    """
+    path = os.fspath(path)
+    c = DataConfig.from_options({**(config.to_dict() if config else {}), **options})
+    fmt = c.format_for(path)
+    if fmt == "hdf5" and c.codec == "zstd":
+        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
+    if os.path.exists(path) and not overwrite:
+        raise DataError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    task = TASKS[c.task]
+    chunk = min(c.chunk or default_chunk_size(c.n_x, 4), c.m)
+    rows = task.rows(c)  # of W, b
+    W, b = true_weights(rows, c.n_x, c.seed, c.w_norm)
+    truth = Truth(c.task, W, b, c.noise)
+    tmp = f"{path}.partial-{os.getpid()}"
+    write = _write_zarr if fmt == "zarr" else _write_hdf5
+    try:
+        enabled = sys.stderr.isatty() if progress is None else progress
+        bar = Progress(f"writing {os.path.basename(path)}", c.m, enabled=enabled)
+        slabs = _shown(_slabs(c.m, c.n_x, chunk, c.seed, truth), bar)
+        k = task.y_rows(rows)
+        loss_sum = write(tmp, slabs, m=c.m, n_x=c.n_x, k=k, y_dtype=task.y_dtype, chunk=chunk, codec=c.codec)
+        bar.close()
+        w_true, b_true = task.true_model(W, b)
+        attrs = {
+            "task": c.task,
+            "m": c.m,
+            "n_x": c.n_x,
+            **task.attrs(c, rows),
+            "seed": c.seed,
+            "w_norm": c.w_norm,
+            "w_true": w_true,
+            "b_true": b_true,
+            "bayes_loss": loss_sum / c.m,
+        }
+        _set_attrs(tmp, fmt, attrs)
+        if os.path.exists(path):  # only with overwrite=True, checked above
+            _remove(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            _remove(tmp)
+    return attrs
 
 
 def true_weights(rows: int, n_x: int, seed: int, w_norm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -146,19 +220,7 @@ def block(j: int, n_x: int, seed: int, truth: Truth) -> tuple[np.ndarray, np.nda
     """Block j: X (n_x, BLOCK) float32, Y (k, BLOCK), and the true model's loss per column (1, BLOCK)."""
     rng = np.random.default_rng([seed, 1, j])
     X = rng.standard_normal((n_x, BLOCK), dtype=np.float32)
-    if truth.task == "logistic":  # its original float32 product: old seeds keep their labels
-        Z = (truth.W.astype(np.float32) @ X).astype(np.float64) + truth.b
-        Y = rng.random((1, BLOCK)) < 0.5 * (1.0 + np.tanh(0.5 * Z))
-        return X, Y.astype(np.uint8), np.logaddexp(0.0, Z) - Y * Z
-    Z = truth.W @ X.astype(np.float64) + truth.b  # (r, BLOCK)
-    if truth.task == "softmax":
-        top = Z.max(axis=0, keepdims=True)
-        lse = top + np.log(np.exp(Z - top).sum(axis=0, keepdims=True))  # log sum_c exp(Z_c), (1, BLOCK)
-        cdf = np.cumsum(np.exp(Z - lse), axis=0)
-        y = (cdf[:-1] < rng.random((1, BLOCK))).sum(axis=0, keepdims=True)  # inverse CDF: ids 0..r-1
-        return X, y.astype(np.uint8), lse - np.take_along_axis(Z, y, axis=0)
-    Y = (Z + truth.noise * rng.standard_normal(Z.shape)).astype(np.float32)
-    return X, Y, 0.5 * ((Y - Z) ** 2).sum(axis=0, keepdims=True)  # the noise as stored
+    return (X, *TASKS[truth.task].labels(rng, X, truth))
 
 
 def _slabs(
@@ -192,11 +254,13 @@ def _shown(slabs: Iterator, bar: Progress) -> Iterator:
 
 def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int, codec: str) -> float:
     import zarr
+    from zarr.codecs import GzipCodec, ZstdCodec
+    from zarr.core.array_spec import ArrayConfig
 
-    compressors = {"none": None, "zstd": zarr.codecs.ZstdCodec(level=3), "gzip": zarr.codecs.GzipCodec(level=5)}[codec]
+    compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
     group = zarr.open_group(path, mode="w")
     # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
-    config = {"write_empty_chunks": True}
+    config = ArrayConfig(order="C", write_empty_chunks=True)
     X = group.create_array(
         "X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", compressors=compressors, fill_value=0, config=config
     )
@@ -240,29 +304,3 @@ def _set_attrs(path: str, format: str, attrs: dict[str, Any]) -> None:
 
 def _remove(path: str) -> None:
     shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-
-
-def _check_options(path: str, **o: Any) -> None:
-    if os.path.exists(path) and not o["overwrite"]:
-        raise DataError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
-    if o["task"] not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}; got {o['task']!r}")
-    if o["format"] not in FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {o['format']!r}")
-    if o["codec"] not in CODECS:
-        raise ConfigError(f"codec must be one of {', '.join(CODECS)}; got {o['codec']!r}")
-    if o["format"] == "hdf5" and o["codec"] == "zstd":
-        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
-    for name in ("m", "n_x") + (("chunk",) if o["chunk"] is not None else ()):
-        check_int(name, o[name])
-    check_int("seed", o["seed"], minimum=0)
-    if not math.isfinite(o["w_norm"]) or o["w_norm"] < 0:
-        raise ConfigError(f"w_norm must be a non-negative number, got {o['w_norm']!r}")
-    if o["task"] == "softmax":
-        check_int("classes", o["classes"])
-        if not 2 <= o["classes"] <= 255:  # class ids are stored as uint8
-            raise ConfigError(f"classes must be an integer from 2 to 255, got {o['classes']!r}")
-    if o["task"] == "linear":
-        check_int("outputs", o["outputs"])
-        if not math.isfinite(o["noise"]) or o["noise"] <= 0:
-            raise ConfigError(f"noise must be a positive number, got {o['noise']!r}")

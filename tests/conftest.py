@@ -24,6 +24,26 @@ def random_xy(n_x: int = 3, m: int = 103, seed: int = 0, dtype=np.float32) -> tu
     return X, Y
 
 
+def logistic_xy(m: int = 1000, n_x: int = 4, seed: int = 1, intercept: float = 0.3, dtype=np.float64):
+    """X (n_x, m) standard normal and Y (1, m) drawn from a logistic model: learnable, not separable."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_x, m))
+    w = rng.standard_normal((1, n_x))
+    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X + intercept)))).astype(np.float64)
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def logistic_params(n_x: int, seed: int = 2, dtype=np.float64) -> dict:
+    """Random (not zero) logistic parameters W1 (1, n_x), b1 (1, 1)."""
+    rng = np.random.default_rng(seed)
+    return {"W1": rng.standard_normal((1, n_x)).astype(dtype), "b1": rng.standard_normal((1, 1)).astype(dtype)}
+
+
+def flat(grads: dict) -> np.ndarray:
+    """A dict of arrays as one vector, in sorted key order."""
+    return np.concatenate([np.ravel(grads[k]) for k in sorted(grads)])
+
+
 def _numeric_grad(loss, params: dict, eps: float = 1e-6) -> dict:
     """Central finite differences of ``loss(params) -> float`` for every parameter entry."""
     out = {}
@@ -134,3 +154,22 @@ def hdf5_store(tmp_path):
 def numeric_grad():
     """``numeric_grad(loss, params)``: central finite differences of ``loss(params) -> float``."""
     return _numeric_grad
+
+
+# The logistic helpers, for the tests of training, the exact path and compare.
+@pytest.fixture
+def make_logistic_xy():
+    """``make_logistic_xy(m=1000, n_x=4, seed=1, intercept=0.3, dtype=float64) -> (X, Y)``."""
+    return logistic_xy
+
+
+@pytest.fixture
+def make_logistic_params():
+    """``make_logistic_params(n_x, seed=2, dtype=float64) -> {"W1", "b1"}``."""
+    return logistic_params
+
+
+@pytest.fixture
+def flatten():
+    """``flatten(grads) -> vector`` in sorted key order."""
+    return flat

@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from streamtrain import ConfigError
-from streamtrain.batches import SHUFFLE_MODES, BatchStream, Cursor, Prefetcher, check_batching
+from streamtrain import ConfigError, DataError
+from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching
+from streamtrain.labels import BINARY
 from streamtrain.sources import ArraySource, open_source
 
 M, C, N_X = 103, 8, 3  # 13 chunks, the last holding 7 samples
@@ -42,7 +43,7 @@ def source(data):
 
 
 def unit_budget(prefetch: int, chunks_per_unit: int = UNIT, itemsize: int = 8) -> int:
-    """buffer_bytes that make a unit hold exactly ``chunks_per_unit`` chunks (see buffer_chunks)."""
+    """buffer_bytes that make a unit hold exactly ``chunks_per_unit`` chunks (see chunks_per_unit)."""
     return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 3)
 
 
@@ -65,7 +66,7 @@ def order_of(batches) -> np.ndarray:
 
 @pytest.mark.parametrize("prefetch", [0, 2])
 @pytest.mark.parametrize("B", SIZES)
-@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("mode", list(SHUFFLES))
 def test_every_sample_once_per_epoch(source, data, mode, B, prefetch):
     X, Y = data
     batches = list(stream(source, B, mode, seed=3, prefetch=prefetch))
@@ -104,7 +105,7 @@ def test_chunks_mode_keeps_each_chunk_contiguous_and_in_order(source, B):
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_buffer_mode_shuffles_inside_units_of_chunks(source, prefetch):
     s = stream(source, 7, "buffer", seed=5, prefetch=prefetch)
-    assert s.group == UNIT
+    assert s.chunks_per_unit == UNIT
     np.testing.assert_array_equal(np.sort(s.order), np.arange(N_CHUNKS))
     seq, i = order_of(s), 0
     for pos in range(0, N_CHUNKS, UNIT):
@@ -132,7 +133,7 @@ def test_order_depends_on_seed_and_epoch_only(source, mode):
 
 
 @pytest.mark.parametrize("B", [1, 7, 24])
-@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("mode", list(SHUFFLES))
 def test_resume_from_any_batch_cursor(source, mode, B):
     full = list(stream(source, B, mode, seed=9, epoch=2))
     for t, batch in enumerate(full):
@@ -154,28 +155,39 @@ def test_resume_keeps_the_unit_size_whatever_the_prefetch_or_dtype(source, prefe
     # Those options change the unit size a fresh epoch would derive from the budget; the
     # cursor carries the size the epoch was cut with, so the rest of the epoch is unchanged.
     full = list(stream(source, 8, "buffer", seed=3, prefetch=0))
-    assert full[5].cursor.unit == UNIT
+    assert full[5].cursor.chunks_per_unit == UNIT
     resumed = BatchStream(
         source, 8, full[5].cursor, shuffle="buffer", dtype=dtype, prefetch=prefetch, buffer_bytes=unit_budget(0)
     )
     assert order_of(resumed).tolist() == order_of(full[6:]).tolist()
 
 
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_labels_are_checked_by_the_rule_the_stream_is_given(data, prefetch):
+    X, Y = data
+    Y = Y.copy()
+    Y[0, 50] = 2.0  # chunk 6
+    source = ArraySource(X, Y, chunk_size=C)
+    assert sum(b.X.shape[1] for b in BatchStream(source, 10, Cursor(0, 0), prefetch=prefetch)) == M  # no rule
+    with pytest.raises(DataError, match=r"<arrays>/Y: label 2\.0 at sample 50 \(chunk 6\) is outside \{0, 1\}"):
+        list(BatchStream(source, 10, Cursor(0, 0), prefetch=prefetch, labels=BINARY))
+
+
 def test_cursor_round_trips_through_json():
-    c = Cursor(seed=7, epoch=3, position=6, offset=11, unit=3)
+    c = Cursor(seed=7, epoch=3, position=6, offset=11, chunks_per_unit=3)
     d = json.loads(json.dumps(c.to_dict()))
-    assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "unit": 3}
+    assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "chunks_per_unit": 3}
     assert Cursor.from_dict(d) == c
     assert Cursor.from_dict({k: np.int64(v) for k, v in d.items()}) == c
 
 
-@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("mode", list(SHUFFLES))
 def test_cursor_at_end_yields_nothing(source, mode):
     assert list(stream(source, 10, mode, cursor=Cursor(0, 0, position=N_CHUNKS))) == []
 
 
 @pytest.mark.parametrize("B", [10, M])
-@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("mode", list(SHUFFLES))
 def test_last_batch_cursor_marks_the_end(source, mode, B):
     last = list(stream(source, B, mode))[-1].cursor
     assert (last.position, last.offset) == (N_CHUNKS, 0)
@@ -197,7 +209,7 @@ def test_zarr_hdf5_and_memory_give_the_same_batches(data, source, zarr_store, hd
 # -- options -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", SHUFFLE_MODES)
+@pytest.mark.parametrize("mode", list(SHUFFLES))
 @pytest.mark.parametrize("dtype", [None, "float32", "float64"])
 def test_dtype(source, data, mode, dtype):
     kw = {} if dtype is None else {"dtype": dtype}

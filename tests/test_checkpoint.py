@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamtrain import DataError
-from streamtrain.checkpoint import atomic_write, load_model, save_model
+from streamtrain.checkpoint import VERSION, atomic_write, load_model, save_model
 
 
 def _params():
@@ -22,7 +22,7 @@ def test_round_trip_keeps_arrays_dtypes_and_metadata(tmp_path):
         np.testing.assert_array_equal(params[k], v)
         assert params[k].dtype == v.dtype
     assert {k: loaded[k] for k in meta} == meta
-    assert loaded["format"] == "streamtrain-model" and loaded["version"] == 1
+    assert loaded["format"] == "streamtrain-model" and loaded["version"] == VERSION
 
 
 def test_writes_exactly_the_named_file_and_leaves_no_temporary(tmp_path):

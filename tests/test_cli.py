@@ -53,7 +53,7 @@ def test_make_data_then_fit_writes_a_model_and_reports_each_epoch(capsys, tmp_pa
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2"]
     assert "samples/s" in out and f"model written to {tmp_path / 'd-model.npz'}" in out
     model = streamtrain.load(tmp_path / "d-model.npz")
-    assert model.config["batch_size"] == 64 and model.data["m"] == 2000
+    assert model.config.batch_size == 64 and model.data["m"] == 2000
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
 
 
@@ -191,7 +191,7 @@ def test_make_data_errors(capsys, store):
         ["fit", "d", "--batch-size", "half"],
         ["evaluate", "m.npz"],
         ["compare", "d"],
-        ["compare", "d", "--model", "m.npz", "--batch-size", "x"],
+        ["compare", "m.npz", "d", "--batch-size", "x"],
     ],
 )
 def test_usage_errors_exit_2(capsys, argv):
@@ -229,7 +229,7 @@ def test_fit_without_a_terminal_prints_no_progress_line(tmp_path, store):
         text=True,
     )
     assert proc.returncode == 0 and proc.stderr == ""
-    assert json.loads(json.dumps(streamtrain.load(tmp_path / "m.npz").history))[0]["epoch"] == 1
+    assert streamtrain.load(tmp_path / "m.npz").history[0].epoch == 1
 
 
 def test_fit_batch_size_full_and_lbfgs_reach_the_library(capsys, store, tmp_path):
@@ -272,8 +272,8 @@ def test_fit_batch_size_full_and_lbfgs_reach_the_library(capsys, store, tmp_path
     assert code == 0, err
     assert "converged:" in out.splitlines()[-3]
     lbfgs = streamtrain.load(tmp_path / "lbfgs.npz")
-    assert lbfgs.config["optimizer"] == "lbfgs" and lbfgs.config["batch_size"] == "full"
-    assert lbfgs.history[-1]["converged"] and lbfgs.history[-1]["loss"] < lib.history[-1]["loss"]
+    assert lbfgs.config.optimizer == "lbfgs" and lbfgs.config.batch_size == "full"
+    assert lbfgs.history[-1].converged and lbfgs.history[-1].loss < lib.history[-1].loss
 
 
 def test_fit_eval_exact_every_prints_the_exact_loss(capsys, store, tmp_path):
@@ -287,7 +287,7 @@ def test_fit_eval_exact_every_prints_the_exact_loss(capsys, store, tmp_path):
 def test_evaluate_prints_the_exact_loss_and_accuracy(capsys, store, tmp_path):
     model = streamtrain.fit(store, epochs=1)
     model.save(tmp_path / "m.npz")
-    expected = streamtrain.evaluate(store, model.params, scheduler="sync")
+    expected = streamtrain.evaluate(store, model, scheduler="sync")
     code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", store, "--json", "--scheduler", "sync")
     assert code == 0, err
     got = json.loads(out)
@@ -312,9 +312,8 @@ def test_compare_json_and_table(capsys, store, tmp_path):
     code, out, err = run(
         capsys,
         "compare",
-        store,
-        "--model",
         tmp_path / "m.npz",
+        store,
         "--batch-size",
         10,
         3000,
@@ -333,7 +332,7 @@ def test_compare_json_and_table(capsys, store, tmp_path):
     assert full["batches"] == 1 and full["cosine_mean"] == pytest.approx(1, abs=1e-12)
     assert full["rel_error_mean"] < 1e-12
     assert report["advice"] and report["noise_scale"] > 0
-    code, out, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--l2", 0, "--batches", 2)
+    code, out, err = run(capsys, "compare", tmp_path / "m.npz", store, "--l2", 0, "--batches", 2)
     assert code == 0, err
     assert "B_noise" in out and "cos mean" in out and "l2 0.0" in out
     assert out.count("\n") > 10
@@ -341,9 +340,9 @@ def test_compare_json_and_table(capsys, store, tmp_path):
 
 def test_compare_errors_are_one_line(capsys, store, tmp_path):
     streamtrain.fit(store, epochs=1).save(tmp_path / "m.npz")
-    code, _, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--batch-size", 0)
+    code, _, err = run(capsys, "compare", tmp_path / "m.npz", store, "--batch-size", 0)
     assert_one_line_error(code, err, "batch_size")
-    code, _, err = run(capsys, "compare", store, "--model", tmp_path / "m.npz", "--scheduler", "tcp//x")
+    code, _, err = run(capsys, "compare", tmp_path / "m.npz", store, "--scheduler", "tcp//x")
     assert_one_line_error(code, err, "unknown scheduler")
 
 
@@ -380,8 +379,8 @@ def test_every_model_trains_from_the_command_line_with_every_optimizer(capsys, t
     )
     assert code == 0, err
     model = streamtrain.load(tmp_path / "m.npz")
-    assert model.config["optimizer"] == optimizer and model.model == argv[1]
-    exact = streamtrain.evaluate(data, model.params, model=model.spec, scheduler="sync")
+    assert model.config.optimizer == optimizer and model.model.name == argv[1]
+    exact = streamtrain.evaluate(data, model, scheduler="sync")
     assert exact["loss"] < bayes + 0.1  # learnt: the untrained loss is log 2, log 3 or about 5
     code, out, err = run(capsys, "evaluate", tmp_path / "m.npz", data, "--scheduler", "sync")
     assert code == 0 and ("accuracy" in out) == (task != "linear"), err
@@ -439,7 +438,7 @@ def test_mlp_options_and_lr_schedule_reach_the_library(capsys, store, tmp_path):
     assert list(cli.params) == ["W1", "b1", "W2", "b2", "W3", "b3"] and cli.params["W2"].shape == (3, 6)
     for k in lib.params:
         np.testing.assert_array_equal(cli.params[k], lib.params[k])
-    assert cli.spec == lib.spec and cli.spec.output == "sigmoid"
+    assert cli.model == lib.model and cli.model.output == "sigmoid"
 
 
 @pytest.mark.parametrize(

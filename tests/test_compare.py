@@ -15,28 +15,13 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, FullBatch, get_model
+from streamtrain.binding import bind
 from streamtrain.compare import _suggest, advice, compare
-from streamtrain.full_batch import lbfgs, loss_and_grad
-from streamtrain.models import batch_objective, logistic_totals
+from streamtrain.evaluation import loss_and_grad
+from streamtrain.lbfgs import lbfgs
+from streamtrain.models import batch_objective
 
 LOGISTIC = get_model("logistic")
-
-
-def _arrays(m=1000, n_x=4, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_x, m))
-    w = rng.standard_normal((1, n_x))
-    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X + 0.3)))).astype(np.float64)
-    return X, Y
-
-
-def _params(n_x, seed=2):
-    rng = np.random.default_rng(seed)
-    return {"W1": rng.standard_normal((1, n_x)), "b1": rng.standard_normal((1, 1))}
-
-
-def _flat(g):
-    return np.concatenate([np.ravel(g[k]) for k in sorted(g)])
 
 
 # -- 1. B = m is the exact gradient ----------------------------------------------------------------
@@ -44,11 +29,12 @@ def _flat(g):
 
 @pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
 @pytest.mark.parametrize("l2", [0.0, 3.0])
-def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2):
-    X, Y = _arrays(m=1000)
+def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1000)
     report = compare(
         ArraySource(X, Y, chunk_size=64),
-        _params(4),
+        make_logistic_params(4),
+        model=LOGISTIC,
         batch_sizes=[16, 1000],
         batches=8,
         l2=l2,
@@ -68,21 +54,21 @@ def test_batch_of_all_m_samples_is_the_exact_gradient(shuffle, l2):
 
 
 @pytest.mark.parametrize("l2", [0.0, 2.0])
-def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
-    X, Y = _arrays(m=300, n_x=3)
-    params = _params(3)
+def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2, flatten, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=300, n_x=3)
+    params = make_logistic_params(3)
     source = ArraySource(X, Y, chunk_size=64)
-    report = compare(source, params, batch_sizes=[32], batches=4, l2=l2, scheduler="sync")
+    report = compare(source, params, model=LOGISTIC, batch_sizes=[32], batches=4, l2=l2, scheduler="sync")
 
     # Reference: one gradient per sample, one call each; the L2 term is the same for every
     # sample, so it shifts all g_i alike and leaves their spread unchanged.
     per_sample = np.array(
-        [_flat(logistic_totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(X.shape[1])]
+        [flatten(LOGISTIC.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(X.shape[1])]
     )
     mean = per_sample.mean(axis=0)
     trace = float(np.sum((per_sample - mean) ** 2) / X.shape[1])
-    loss, grad = loss_and_grad(source, params, l2=l2, scheduler="sync")
-    grad_norm = float(np.linalg.norm(_flat(grad)))
+    loss, grad = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler="sync")
+    grad_norm = float(np.linalg.norm(flatten(grad)))
 
     assert report["trace_cov"] == pytest.approx(trace, rel=1e-10)
     assert report["loss"] == pytest.approx(loss, rel=1e-12)
@@ -91,12 +77,12 @@ def test_trace_noise_scale_loss_and_grad_norm_against_brute_force(l2):
     assert report["m"] == 300 and report["l2"] == l2
 
 
-def test_l2_changes_the_noise_scale_only_through_the_gradient_norm():
-    X, Y = _arrays(m=500)
+def test_l2_changes_the_noise_scale_only_through_the_gradient_norm(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=500)
     source = ArraySource(X, Y, chunk_size=100)
-    params = _params(4)
-    plain = compare(source, params, batch_sizes=[50], batches=2, scheduler="sync")
-    penalised = compare(source, params, batch_sizes=[50], batches=2, l2=40.0, scheduler="sync")
+    params = make_logistic_params(4)
+    plain = compare(source, params, model=LOGISTIC, batch_sizes=[50], batches=2, scheduler="sync")
+    penalised = compare(source, params, model=LOGISTIC, batch_sizes=[50], batches=2, l2=40.0, scheduler="sync")
     assert penalised["trace_cov"] == pytest.approx(plain["trace_cov"], rel=1e-12)
     assert penalised["grad_norm"] != pytest.approx(plain["grad_norm"], rel=1e-3)
     assert penalised["noise_scale"] * penalised["grad_norm"] ** 2 == pytest.approx(
@@ -105,11 +91,15 @@ def test_l2_changes_the_noise_scale_only_through_the_gradient_norm():
 
 
 @pytest.mark.parametrize("scheduler", ["threads", None])
-def test_dask_gives_the_same_report_as_sync(scheduler):
-    X, Y = _arrays(m=1000)
+def test_dask_gives_the_same_report_as_sync(scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1000)
     source = ArraySource(X, Y, chunk_size=128)
-    a = compare(source, _params(4), batch_sizes=[10, 100], batches=5, l2=1.0, scheduler="sync")
-    b = compare(source, _params(4), batch_sizes=[10, 100], batches=5, l2=1.0, scheduler=scheduler)
+    a = compare(
+        source, make_logistic_params(4), model=LOGISTIC, batch_sizes=[10, 100], batches=5, l2=1.0, scheduler="sync"
+    )
+    b = compare(
+        source, make_logistic_params(4), model=LOGISTIC, batch_sizes=[10, 100], batches=5, l2=1.0, scheduler=scheduler
+    )
     assert b["scheduler"] == "threads"
     for key in ("loss", "grad_norm", "trace_cov", "noise_scale"):
         assert b[key] == pytest.approx(a[key], rel=1e-12)
@@ -119,10 +109,16 @@ def test_dask_gives_the_same_report_as_sync(scheduler):
 # -- 3. Measured vs random-sampling error ----------------------------------------------------------
 
 
-def test_shuffled_data_matches_the_random_sampling_error():
-    X, Y = _arrays(m=8000, n_x=4)
+def test_shuffled_data_matches_the_random_sampling_error(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=8000, n_x=4)
     report = compare(
-        ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[20], batches=400, shuffle="buffer", scheduler="sync"
+        ArraySource(X, Y, chunk_size=100),
+        make_logistic_params(4),
+        model=LOGISTIC,
+        batch_sizes=[20],
+        batches=400,
+        shuffle="buffer",
+        scheduler="sync",
     )
     row = report["batch_sizes"][0]
     assert row["batches"] == 400
@@ -130,15 +126,29 @@ def test_shuffled_data_matches_the_random_sampling_error():
     assert not any("not random" in line for line in report["advice"])
 
 
-def test_store_sorted_by_label_is_reported_as_not_random():
-    X, Y = _arrays(m=8000, n_x=4)
+def test_store_sorted_by_label_is_reported_as_not_random(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=8000, n_x=4)
     order = np.argsort(Y[0], kind="stable")
     sorted_source = ArraySource(X[:, order], Y[:, order], chunk_size=100)
-    report = compare(sorted_source, _params(4), batch_sizes=[100], batches=60, shuffle="chunks", scheduler="sync")
+    report = compare(
+        sorted_source,
+        make_logistic_params(4),
+        model=LOGISTIC,
+        batch_sizes=[100],
+        batches=60,
+        shuffle="chunks",
+        scheduler="sync",
+    )
     row = report["batch_sizes"][0]
     # Same data, same params, shuffled: what random batches of 100 would give.
     shuffled = compare(
-        ArraySource(X, Y, chunk_size=100), _params(4), batch_sizes=[100], batches=60, shuffle="buffer", scheduler="sync"
+        ArraySource(X, Y, chunk_size=100),
+        make_logistic_params(4),
+        model=LOGISTIC,
+        batch_sizes=[100],
+        batches=60,
+        shuffle="buffer",
+        scheduler="sync",
     )["batch_sizes"][0]
     assert row["rel_error_random"] == pytest.approx(shuffled["rel_error_random"], rel=1e-10)
     assert shuffled["rel_error_rms"] < 1.3 * shuffled["rel_error_random"]
@@ -150,9 +160,16 @@ def test_store_sorted_by_label_is_reported_as_not_random():
 # -- 4. Suggested batch size and advice ------------------------------------------------------------
 
 
-def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale():
-    X, Y = _arrays(m=4000)
-    report = compare(ArraySource(X, Y, chunk_size=500), _params(4), batch_sizes=[64], batches=2, scheduler="sync")
+def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=4000)
+    report = compare(
+        ArraySource(X, Y, chunk_size=500),
+        make_logistic_params(4),
+        model=LOGISTIC,
+        batch_sizes=[64],
+        batches=2,
+        scheduler="sync",
+    )
     b_noise, suggested = report["noise_scale"], report["suggested_batch_size"]
     assert 1 < b_noise < 4000
     assert suggested & (suggested - 1) == 0  # a power of two
@@ -179,13 +196,13 @@ def test_suggest_rounds_in_log_scale_and_stays_within_m(b_noise, m, expected):
     assert _suggest(b_noise, m) == expected
 
 
-def test_near_the_optimum_the_noise_scale_exceeds_m_and_the_advice_is_lbfgs():
+def test_near_the_optimum_the_noise_scale_exceeds_m_and_the_advice_is_lbfgs(make_logistic_params, make_logistic_xy):
     pytest.importorskip("scipy")
-    X, Y = _arrays(m=1000, n_x=3)
+    X, Y = make_logistic_xy(m=1000, n_x=3)
     source = ArraySource(X, Y, chunk_size=100)
     with FullBatch(source, LOGISTIC, scheduler="sync") as fb:
-        optimum = lbfgs(fb, _params(3), l2=1.0, max_iter=100)
-    report = compare(source, optimum, batch_sizes=[50, 1000], batches=3, l2=1.0, scheduler="sync")
+        optimum = lbfgs(fb, make_logistic_params(3), l2=1.0, max_iter=100)
+    report = compare(source, optimum, model=LOGISTIC, batch_sizes=[50, 1000], batches=3, l2=1.0, scheduler="sync")
     assert report["grad_norm"] < 1e-6
     assert report["noise_scale"] >= report["m"]
     assert report["suggested_batch_size"] == 1000
@@ -231,11 +248,12 @@ def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_no
     assert len(lines) == 2 and f"trained with B = {trained:,}" in lines[1] and says in lines[1]
 
 
-def test_the_training_batch_size_is_added_to_the_rows():
-    X, Y = _arrays()
+def test_the_training_batch_size_is_added_to_the_rows(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy()
     report = compare(
         ArraySource(X, Y, chunk_size=100),
-        _params(4),
+        make_logistic_params(4),
+        model=LOGISTIC,
         batch_sizes=[10],
         batches=3,
         scheduler="sync",
@@ -245,14 +263,33 @@ def test_the_training_batch_size_is_added_to_the_rows():
     assert any("trained with B = 37" in line for line in report["advice"])
 
 
+def test_a_fitted_model_brings_its_l2_and_batch_size_as_the_command_line_does(tmp_path):
+    data = tmp_path / "d.zarr"
+    streamtrain.make_data(data, m=2000, n_x=3, chunk=500, seed=0)
+    result = streamtrain.fit(data, epochs=1, batch_size=100, l2=2.0)
+    result.save(tmp_path / "m.npz")
+    options = dict(batch_sizes=[10], batches=3, scheduler="sync")
+    by_object = compare(data, result, **options)
+    by_file = compare(data, tmp_path / "m.npz", **options)
+    by_params = compare(data, result.params, model=result.model, l2=2.0, train_batch_size=100, **options)
+    for report in (by_object, by_file):
+        assert report["l2"] == 2.0 and report["train_batch_size"] == 100
+        assert [r["batch_size"] for r in report["batch_sizes"]] == [10, 100]
+        assert report["loss"] == by_params["loss"] and report["batch_sizes"] == by_params["batch_sizes"]
+    assert compare(data, result, l2=0.0, **options)["l2"] == 0.0  # an explicit l2 wins
+    with pytest.raises(ConfigError, match="pass model="):
+        compare(data, result.params, **options)
+
+
 # -- 5. Row fields and batch counts ----------------------------------------------------------------
 
 
-def test_report_and_row_fields_and_types():
-    X, Y = _arrays(m=1000)
+def test_report_and_row_fields_and_types(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1000)
     report = compare(
         ArraySource(X, Y, chunk_size=64),
-        _params(4),
+        make_logistic_params(4),
+        model=LOGISTIC,
         batch_sizes=[2000, 30, 1000],
         batches=100,
         l2=0.5,
@@ -302,20 +339,22 @@ def test_report_and_row_fields_and_types():
 
 @pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
 @pytest.mark.parametrize("B, asked, expected", [(30, 100, 33), (30, 5, 5), (25, 40, 40), (25, 41, 40)])
-def test_rows_are_the_first_whole_batches_training_would_draw(shuffle, B, asked, expected):
-    X, Y = _arrays(m=1000)
-    source, params, l2 = ArraySource(X, Y, chunk_size=64), _params(4), 0.5
-    row = compare(source, params, batch_sizes=[B], batches=asked, l2=l2, shuffle=shuffle, seed=9, scheduler="sync")[
-        "batch_sizes"
-    ][0]
+def test_rows_are_the_first_whole_batches_training_would_draw(
+    shuffle, B, asked, expected, flatten, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=1000)
+    source, params, l2 = ArraySource(X, Y, chunk_size=64), make_logistic_params(4), 0.5
+    row = compare(
+        source, params, model=LOGISTIC, batch_sizes=[B], batches=asked, l2=l2, shuffle=shuffle, seed=9, scheduler="sync"
+    )["batch_sizes"][0]
     assert row["batches"] == expected
     # The same batches through the mini-batch API, as epoch 0 of fit(shuffle=..., seed=9).
-    _, exact = loss_and_grad(source, params, l2=l2, scheduler="sync")
-    exact = _flat(exact)
+    _, exact = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler="sync")
+    exact = flatten(exact)
     errors, cosines = [], []
     for X_b, Y_b, _ in BatchStream(source, B, Cursor(9, 0), shuffle=shuffle, dtype=np.float64):
         if X_b.shape[1] == B and len(errors) < asked:
-            g = _flat(batch_objective(LOGISTIC, params, X_b, Y_b, l2=l2, m=1000)[1])
+            g = flatten(batch_objective(LOGISTIC, params, X_b, Y_b, l2=l2, m=1000)[1])
             errors.append(np.linalg.norm(g - exact) / np.linalg.norm(exact))
             cosines.append(g @ exact / (np.linalg.norm(g) * np.linalg.norm(exact)))
     assert len(errors) == expected
@@ -339,31 +378,31 @@ def test_rows_are_the_first_whole_batches_training_would_draw(shuffle, B, asked,
         (dict(model="svm"), "unknown model"),
     ],
 )
-def test_bad_options_are_config_errors(options, message):
-    X, Y = _arrays(m=200)
+def test_bad_options_are_config_errors(options, message, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=200)
     with pytest.raises(ConfigError, match=message):
-        compare(ArraySource(X, Y), _params(4), **options)
+        compare(ArraySource(X, Y), make_logistic_params(4), **{"model": LOGISTIC, **options})
 
 
-def test_params_of_the_wrong_shape_are_a_config_error():
-    X, Y = _arrays(m=200)
+def test_params_of_the_wrong_shape_are_a_config_error(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=200)
     with pytest.raises(ConfigError, match="expected shapes"):
-        compare(ArraySource(X, Y), _params(3))
+        compare(ArraySource(X, Y), make_logistic_params(3), model=LOGISTIC)
 
 
 @pytest.mark.parametrize(
     "name, options", [("softmax", {}), ("mlp", {"hidden": (5,), "activation": "tanh", "output": "identity"})]
 )
-def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loop(name, options):
+def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loop(name, options, flatten):
     rng = np.random.default_rng(9)
     X = rng.standard_normal((3, 200))
     model = get_model(name, **options)
     Y = rng.integers(0, 3, size=(1, 200)).astype(float) if name == "softmax" else rng.standard_normal((2, 200))
-    source = ArraySource(X, Y, chunk_size=64, binary_labels=False)
-    with streamtrain.models.bound(model, source) as (model, _):
+    source = ArraySource(X, Y, chunk_size=64)
+    with bind(model, source) as (model, _):
         params = {k: rng.standard_normal(v.shape) for k, v in model.init(3, Y.shape[0], np.dtype(float), 0).items()}
     report = compare(source, params, model=model, batch_sizes=[200], scheduler="sync")
     assert report["batch_sizes"][0]["cosine_mean"] == pytest.approx(1, abs=1e-12)
-    per_sample = np.array([_flat(model.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(200)])
+    per_sample = np.array([flatten(model.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(200)])
     trace = np.mean(np.sum((per_sample - per_sample.mean(axis=0)) ** 2, axis=1))
     assert report["trace_cov"] == pytest.approx(trace, rel=1e-9)

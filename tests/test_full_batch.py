@@ -15,41 +15,27 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, DataError, FullBatch, full_batch, get_model
-from streamtrain.full_batch import check_scheduler, evaluate, exact_record, lbfgs, loss_and_grad
-from streamtrain.models import batch_objective, logistic_loss_and_grad, logistic_totals, objective
+from streamtrain.binding import bind
+from streamtrain.evaluation import evaluate, loss_and_grad
+from streamtrain.full_batch import check_scheduler
+from streamtrain.lbfgs import lbfgs
+from streamtrain.models import batch_objective, norm, objective
+from streamtrain.train import _exact_fields
 
 LOGISTIC = get_model("logistic")
-
-
-def _arrays(m=1500, n_x=5, seed=1, dtype=np.float64):
-    """Labels drawn from a logistic model, so the problem is learnable but not separable."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_x, m))
-    w = rng.standard_normal((1, n_x))
-    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X + 0.3)))).astype(np.float64)
-    return X.astype(dtype), Y.astype(dtype)
-
-
-def _params(n_x, seed=2, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    return {"W1": rng.standard_normal((1, n_x)).astype(dtype), "b1": rng.standard_normal((1, 1)).astype(dtype)}
-
-
-def _flat(grads):
-    return np.concatenate([np.ravel(grads[k]) for k in sorted(grads)])
 
 
 def _rel(a, b):
     """Relative difference of two scalars or two gradient dicts (as one vector each)."""
     if isinstance(a, dict):
-        a, b = _flat(a), _flat(b)
-    return float(np.linalg.norm(np.subtract(a, b)) / np.linalg.norm(b))
+        return norm({k: np.subtract(a[k], b[k]) for k in b}) / norm(b)
+    return float(abs(a - b) / abs(b))
 
 
 def _in_memory(params, X, Y, l2):
     """J and ∇J over the whole arrays in one call: no chunks, no streaming."""
     p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    return objective(p64, logistic_totals(p64, np.asarray(X, np.float64), np.asarray(Y, np.float64)), l2=l2)
+    return objective(p64, LOGISTIC.totals(p64, np.asarray(X, np.float64), np.asarray(Y, np.float64)), l2=l2)
 
 
 def _in_memory_accuracy(params, X, Y):
@@ -63,10 +49,12 @@ def _in_memory_accuracy(params, X, Y):
 @pytest.mark.parametrize("shuffle", ["none", "buffer"])
 @pytest.mark.parametrize("B", [100, 73])  # divides m = 1500; does not (20 batches of 73 and one of 40)
 @pytest.mark.parametrize("l2", [0.0, 0.7])
-def test_dask_numpy_and_weighted_minibatch_mean_agree(zarr_store, shuffle, B, l2):
-    X, Y = _arrays(m=1500, n_x=5)
+def test_dask_numpy_and_weighted_minibatch_mean_agree(
+    zarr_store, shuffle, B, l2, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=1500, n_x=5)
     m = X.shape[1]
-    params = _params(5)
+    params = make_logistic_params(5)
     path = zarr_store(X, Y, chunk=128)  # 11 chunks of 128 and one of 92
     with streamtrain.open_source(path) as source:
         exact = {}
@@ -91,7 +79,7 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(zarr_store, shuffle, B, l2
             seen, n_batches = seen + Xb.shape[1], n_batches + 1
     assert seen == m and n_batches == math.ceil(m / B)
     if shuffle == "buffer":
-        assert stream.group == 3
+        assert stream.chunks_per_unit == 3
     memory = _in_memory(params, X, Y, l2)
     for name, (e_loss, e_grad) in {"threads": exact["threads"], "minibatch": (loss, grad), "in memory": memory}.items():
         assert _rel(e_loss, exact["sync"][0]) <= 1e-10, name
@@ -120,7 +108,7 @@ def test_every_model_minibatch_mean_with_l2_equals_the_full_batch_gradient(zarr_
     else:
         Y = (rng.random((1, m)) < 0.5).astype(np.float64)
     path = zarr_store(X, Y, chunk=64)
-    with streamtrain.models.bound(get_model(name, **options), path) as (model, source):
+    with bind(get_model(name, **options), path) as (model, source):
         params = {k: rng.standard_normal(v.shape) for k, v in model.init(4, source.k, np.dtype(np.float64), 0).items()}
         expected = {s: loss_and_grad(path, params, model=model, l2=l2, scheduler=s) for s in ("sync", "threads")}
         loss, grad = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
@@ -132,13 +120,13 @@ def test_every_model_minibatch_mean_with_l2_equals_the_full_batch_gradient(zarr_
         assert _rel(loss, e_loss) <= 1e-10 and _rel(grad, e_grad) <= 1e-10
 
 
-def test_l2_term_is_lambda_over_2m_and_leaves_b_alone():
-    X, Y = _arrays(m=600, n_x=4)
-    params = _params(4)
+def test_l2_term_is_lambda_over_2m_and_leaves_b_alone(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=4)
+    params = make_logistic_params(4)
     source = ArraySource(X, Y, chunk_size=100)
     l2, m = 2.5, 600
-    loss0, grad0 = loss_and_grad(source, params, l2=0.0, scheduler="sync")
-    loss1, grad1 = loss_and_grad(source, params, l2=l2, scheduler="sync")
+    loss0, grad0 = loss_and_grad(source, params, model=LOGISTIC, l2=0.0, scheduler="sync")
+    loss1, grad1 = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler="sync")
     assert loss1 - loss0 == pytest.approx(l2 / (2 * m) * np.sum(params["W1"] ** 2), rel=1e-9)
     np.testing.assert_allclose(grad1["W1"] - grad0["W1"], l2 / m * params["W1"], rtol=1e-9)
     np.testing.assert_array_equal(grad1["b1"], grad0["b1"])
@@ -148,11 +136,12 @@ def test_l2_term_is_lambda_over_2m_and_leaves_b_alone():
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_chunk_size_does_not_change_the_result(zarr_store, scheduler):
-    X, Y = _arrays(m=2000, n_x=4)
-    params = _params(4)
+def test_chunk_size_does_not_change_the_result(zarr_store, scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=2000, n_x=4)
+    params = make_logistic_params(4)
     results = [
-        loss_and_grad(zarr_store(X, Y, chunk), params, l2=0.3, scheduler=scheduler) for chunk in (64, 100, 1000, 2000)
+        loss_and_grad(zarr_store(X, Y, chunk), params, model=LOGISTIC, l2=0.3, scheduler=scheduler)
+        for chunk in (64, 100, 1000, 2000)
     ]
     reference = _in_memory(params, X, Y, 0.3)
     for loss, grad in results:
@@ -161,19 +150,21 @@ def test_chunk_size_does_not_change_the_result(zarr_store, scheduler):
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_zarr_hdf5_chunked_hdf5_contiguous_and_memory_agree(zarr_store, hdf5_store, scheduler):
-    X, Y = _arrays(m=1200, n_x=6)
-    params = _params(6)
+def test_zarr_hdf5_chunked_hdf5_contiguous_and_memory_agree(
+    zarr_store, hdf5_store, scheduler, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=1200, n_x=6)
+    params = make_logistic_params(6)
     stores = {
         "zarr": zarr_store(X, Y, 100),
         "hdf5 chunked": hdf5_store(X, Y, 100),
         "hdf5 contiguous": hdf5_store(X, Y, None),
         "memory, 7 chunks": ArraySource(X, Y, chunk_size=173),
     }
-    reference = loss_and_grad(ArraySource(X, Y), params, l2=1.1, scheduler="sync")
+    reference = loss_and_grad(ArraySource(X, Y), params, model=LOGISTIC, l2=1.1, scheduler="sync")
     assert _rel(reference[0], _in_memory(params, X, Y, 1.1)[0]) <= 1e-12
     for name, store in stores.items():
-        loss, grad = loss_and_grad(store, params, l2=1.1, scheduler=scheduler)
+        loss, grad = loss_and_grad(store, params, model=LOGISTIC, l2=1.1, scheduler=scheduler)
         assert _rel(loss, reference[0]) <= 1e-10, name
         assert _rel(grad, reference[1]) <= 1e-10, name
 
@@ -181,12 +172,14 @@ def test_zarr_hdf5_chunked_hdf5_contiguous_and_memory_agree(zarr_store, hdf5_sto
 # -- 4. Analytic gradient vs finite differences ----------------------------------------------------
 
 
-def test_gradient_matches_central_finite_differences_of_the_exact_loss(numeric_grad):
-    X, Y = _arrays(m=500, n_x=3)
+def test_gradient_matches_central_finite_differences_of_the_exact_loss(
+    numeric_grad, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=500, n_x=3)
     source = ArraySource(X, Y, chunk_size=64)
-    params, l2 = _params(3), 4.0
-    _, grad = loss_and_grad(source, params, l2=l2, scheduler="sync")
-    numeric = numeric_grad(lambda p: loss_and_grad(source, p, l2=l2, scheduler="sync")[0], params)
+    params, l2 = make_logistic_params(3), 4.0
+    _, grad = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler="sync")
+    numeric = numeric_grad(lambda p: loss_and_grad(source, p, model=LOGISTIC, l2=l2, scheduler="sync")[0], params)
     for name in params:
         np.testing.assert_allclose(grad[name], numeric[name], rtol=1e-6, atol=1e-9)
 
@@ -197,40 +190,44 @@ def test_gradient_matches_central_finite_differences_of_the_exact_loss(numeric_g
 @pytest.mark.parametrize("params_dtype, l2", [(np.float64, 0.5), (np.float64, 0.0), (np.float32, 0.5)])
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
-def test_float32_store_is_summed_in_float64(zarr_store, hdf5_store, fmt, scheduler, params_dtype, l2):
-    X, Y = _arrays(m=3000, n_x=5, dtype=np.float32)
-    params = _params(5, dtype=params_dtype)
+def test_float32_store_is_summed_in_float64(
+    zarr_store, hdf5_store, fmt, scheduler, params_dtype, l2, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=3000, n_x=5, dtype=np.float32)
+    params = make_logistic_params(5, dtype=params_dtype)
     path = (zarr_store if fmt == "zarr" else hdf5_store)(X, Y, 256)
-    loss, grad = loss_and_grad(path, params, l2=l2, scheduler=scheduler)
+    loss, grad = loss_and_grad(path, params, model=LOGISTIC, l2=l2, scheduler=scheduler)
     assert all(g.dtype == np.float64 for g in grad.values())
     ref_loss, ref_grad = _in_memory(params, X, Y, l2)  # the float32 values, cast to float64
     assert _rel(loss, ref_loss) <= 1e-12
     assert _rel(grad, ref_grad) <= 1e-12
     # The tolerance can tell the two apart: the same sums in float32 are off by far more.
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
-    in_float32 = objective(p32, logistic_totals(p32, X, Y), l2=l2)
+    in_float32 = objective(p32, LOGISTIC.totals(p32, X, Y), l2=l2)
     assert _rel(in_float32[1], ref_grad) > 1e-10
 
 
-def test_l2_term_of_float32_params_is_computed_in_float64():
+def test_l2_term_of_float32_params_is_computed_in_float64(flatten, make_logistic_params, make_logistic_xy):
     # A large λ makes the L2 gradient (λ/m) W dominate, so a float32 product would show.
-    X, Y = _arrays(m=1000, n_x=5)
-    params = _params(5, dtype=np.float32)
+    X, Y = make_logistic_xy(m=1000, n_x=5)
+    params = make_logistic_params(5, dtype=np.float32)
     source = ArraySource(X, Y, chunk_size=128)
     ref_loss, ref_grad = _in_memory(params, X, Y, 50.0)  # the same float32 params, cast to float64 first
-    _, grad = loss_and_grad(source, params, l2=50.0, scheduler="sync")
+    _, grad = loss_and_grad(source, params, model=LOGISTIC, l2=50.0, scheduler="sync")
     assert _rel(grad, ref_grad) <= 1e-12
     with FullBatch(source, LOGISTIC, scheduler="sync") as fb:
-        record = exact_record(fb, params, 50.0)
+        record = _exact_fields(fb, params, 50.0)
     assert _rel(record["exact_loss"], ref_loss) <= 1e-12
-    assert _rel(record["exact_grad_norm"], np.linalg.norm(_flat(ref_grad))) <= 1e-12
+    assert _rel(record["exact_grad_norm"], np.linalg.norm(flatten(ref_grad))) <= 1e-12
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_casting_a_chunk_in_column_blocks_changes_nothing(monkeypatch, scheduler):
-    X, Y = _arrays(m=1000, n_x=5, dtype=np.float32)
+def test_casting_a_chunk_in_column_blocks_changes_nothing(
+    monkeypatch, scheduler, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=1000, n_x=5, dtype=np.float32)
     source = ArraySource(X, Y, chunk_size=128)  # 7 chunks of 128, one of 104
-    params = _params(5)
+    params = make_logistic_params(5)
 
     def totals():
         with FullBatch(source, LOGISTIC, scheduler=scheduler) as fb:
@@ -239,8 +236,8 @@ def test_casting_a_chunk_in_column_blocks_changes_nothing(monkeypatch, scheduler
     whole = totals()  # each chunk cast at once: 128 columns are far below CAST_BYTES
     monkeypatch.setattr(full_batch, "CAST_BYTES", 8 * 5 * 7)  # blocks of 7 columns, a short last one
     blocks = totals()
-    assert (blocks.count, blocks.correct) == (whole.count, whole.correct)
-    assert blocks.count == 1000 and 0 < whole.correct < 1000
+    assert (blocks.samples, blocks.correct) == (whole.samples, whole.correct)
+    assert blocks.samples == 1000 and 0 < whole.correct < 1000
     assert _rel(blocks.loss, whole.loss) <= 1e-12
     assert _rel(blocks.grad_sq, whole.grad_sq) <= 1e-12
     assert _rel(blocks.grads, whole.grads) <= 1e-12
@@ -251,42 +248,44 @@ def test_casting_a_chunk_in_column_blocks_changes_nothing(monkeypatch, scheduler
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 @pytest.mark.parametrize("call", ["loss_and_grad", "evaluate"])
-def test_bad_label_names_the_sample_and_chunk(zarr_store, scheduler, call):
-    X, Y = _arrays(m=1000, n_x=3)
+def test_bad_label_names_the_sample_and_chunk(zarr_store, scheduler, call, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1000, n_x=3)
     Y[0, 137] = 2.0  # chunk 2 of 64-sample chunks
     path = zarr_store(X, Y, 64)
     fn = loss_and_grad if call == "loss_and_grad" else evaluate
     with pytest.raises(DataError, match=r"\.zarr/Y: label 2\.0 at sample 137 \(chunk 2\)"):
-        fn(path, _params(3), scheduler=scheduler)
+        fn(path, make_logistic_params(3), model=LOGISTIC, scheduler=scheduler)
 
 
-def test_the_first_bad_chunk_is_reported_whichever_worker_meets_an_error_first(zarr_store):
-    X, Y = _arrays(m=2000, n_x=3)
+def test_the_first_bad_chunk_is_reported_whichever_worker_meets_an_error_first(
+    zarr_store, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=2000, n_x=3)
     Y[0, 137], Y[0, 1900] = 2.0, 3.0  # chunks 2 and 29
     path = zarr_store(X, Y, 64)
     for _ in range(10):
         with pytest.raises(DataError, match=r"sample 137 \(chunk 2\)"):
-            loss_and_grad(path, _params(3), scheduler="threads")
+            loss_and_grad(path, make_logistic_params(3), model=LOGISTIC, scheduler="threads")
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_the_model_checks_labels_even_when_the_source_does_not(scheduler):
-    X, Y = _arrays(m=300, n_x=3)
+def test_the_model_checks_labels_even_when_the_source_does_not(scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=300, n_x=3)
     Y[0, 10] = 2.0
     with pytest.raises(DataError, match=r"label 2\.0 at sample 10"):
-        loss_and_grad(ArraySource(X, Y, chunk_size=64, binary_labels=False), _params(3), scheduler=scheduler)
+        loss_and_grad(ArraySource(X, Y, chunk_size=64), make_logistic_params(3), model=LOGISTIC, scheduler=scheduler)
 
 
-# -- 7. Schedulers and exact_record ----------------------------------------------------------------
+# -- 7. Schedulers and the exact fields of a record ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scheduler", ["processes", "", "Threads", 3])
-def test_unknown_scheduler_is_a_config_error(scheduler):
-    X, Y = _arrays(m=100, n_x=3)
+def test_unknown_scheduler_is_a_config_error(scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=100, n_x=3)
     with pytest.raises(ConfigError, match="unknown scheduler"):
         check_scheduler(scheduler)
     with pytest.raises(ConfigError, match="unknown scheduler"):
-        loss_and_grad(ArraySource(X, Y), _params(3), scheduler=scheduler)
+        loss_and_grad(ArraySource(X, Y), make_logistic_params(3), model=LOGISTIC, scheduler=scheduler)
     with pytest.raises(ConfigError, match="unknown scheduler"):
         streamtrain.fit(ArraySource(X, Y), batch_size="full", epochs=1, scheduler=scheduler)
 
@@ -298,16 +297,16 @@ def test_known_schedulers_pass_through():
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_exact_record_agrees_with_loss_and_grad_and_evaluate(scheduler):
-    X, Y = _arrays(m=900, n_x=4)
+def test_exact_record_agrees_with_loss_and_grad_and_evaluate(scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=900, n_x=4)
     source = ArraySource(X, Y, chunk_size=128)
-    params, l2 = _params(4), 3.0
+    params, l2 = make_logistic_params(4), 3.0
     with FullBatch(source, LOGISTIC, scheduler=scheduler) as fb:
-        record = exact_record(fb, params, l2)
-        record_no_l2 = exact_record(fb, params, 0.0)
+        record = _exact_fields(fb, params, l2)
+        record_no_l2 = _exact_fields(fb, params, 0.0)
         assert fb.passes == 2  # one pass over the store per record
-    loss, grad = loss_and_grad(source, params, l2=l2, scheduler=scheduler)
-    ev = evaluate(source, params, scheduler=scheduler)
+    loss, grad = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler=scheduler)
+    ev = evaluate(source, params, model=LOGISTIC, scheduler=scheduler)
     assert set(record) == {"exact_loss", "exact_grad_norm", "exact_accuracy"}
     assert record["exact_loss"] == pytest.approx(loss, rel=1e-12)
     assert record["exact_grad_norm"] == pytest.approx(
@@ -322,12 +321,12 @@ def test_exact_record_agrees_with_loss_and_grad_and_evaluate(scheduler):
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads", None])
-def test_evaluate_equals_the_in_memory_loss_and_accuracy(hdf5_store, scheduler):
-    X, Y = _arrays(m=1777, n_x=5)
-    params = _params(5)
+def test_evaluate_equals_the_in_memory_loss_and_accuracy(hdf5_store, scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1777, n_x=5)
+    params = make_logistic_params(5)
     path = hdf5_store(X, Y, 200)
-    result = evaluate(path, params, scheduler=scheduler)
-    loss, _ = logistic_loss_and_grad(params, X, Y)
+    result = evaluate(path, params, model=LOGISTIC, scheduler=scheduler)
+    loss, _ = objective(params, LOGISTIC.totals(params, X, Y))
     assert result["loss"] == pytest.approx(loss, rel=1e-12)
     assert result["accuracy"] == pytest.approx(_in_memory_accuracy(params, X, Y), rel=1e-15)
     assert result["m"] == 1777
@@ -347,7 +346,7 @@ def cluster():
         c.close()
 
 
-def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch):
+def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch, make_logistic_params, make_logistic_xy):
     distributed = pytest.importorskip("distributed")
     made = []
 
@@ -357,41 +356,43 @@ def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch):
             made.append(self)
 
     monkeypatch.setattr(distributed, "LocalCluster", Recorded)
-    X, Y = _arrays(m=500, n_x=3)
-    params = _params(3)
+    X, Y = make_logistic_xy(m=500, n_x=3)
+    params = make_logistic_params(3)
     path = zarr_store(X, Y, 64)
-    expected = loss_and_grad(path, params, l2=0.4, scheduler="sync")
-    loss, grad = loss_and_grad(path, params, l2=0.4, scheduler="local")
+    expected = loss_and_grad(path, params, model=LOGISTIC, l2=0.4, scheduler="sync")
+    loss, grad = loss_and_grad(path, params, model=LOGISTIC, l2=0.4, scheduler="local")
     assert _rel(loss, expected[0]) <= 1e-12
     assert _rel(grad, expected[1]) <= 1e-12
     assert len(made) == 1 and "chunk_totals_block" in made[0].scheduler.task_prefixes  # the cluster did the work
     assert made[0].status.name == "closed"  # and was shut down afterwards
 
 
-def test_running_scheduler_address_on_hdf5_and_zarr(zarr_store, hdf5_store, cluster):
-    X, Y = _arrays(m=700, n_x=4)
-    params = _params(4)
+def test_running_scheduler_address_on_hdf5_and_zarr(
+    zarr_store, hdf5_store, cluster, make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=700, n_x=4)
+    params = make_logistic_params(4)
     clients_before = set(cluster.scheduler.clients)
     for path in (hdf5_store(X, Y, 64), zarr_store(X, Y, 64)):
-        expected = loss_and_grad(path, params, l2=0.4, scheduler="sync")
-        loss, grad = loss_and_grad(path, params, l2=0.4, scheduler=cluster.scheduler_address)
+        expected = loss_and_grad(path, params, model=LOGISTIC, l2=0.4, scheduler="sync")
+        loss, grad = loss_and_grad(path, params, model=LOGISTIC, l2=0.4, scheduler=cluster.scheduler_address)
         assert _rel(loss, expected[0]) <= 1e-12, path
         assert _rel(grad, expected[1]) <= 1e-12, path
-        ev = evaluate(path, params, scheduler=cluster.scheduler_address)
-        assert ev == pytest.approx(evaluate(path, params, scheduler="sync"), rel=1e-12)
+        ev = evaluate(path, params, model=LOGISTIC, scheduler=cluster.scheduler_address)
+        assert ev == pytest.approx(evaluate(path, params, model=LOGISTIC, scheduler="sync"), rel=1e-12)
     assert "chunk_totals_block" in cluster.scheduler.task_prefixes  # the cluster did the work
     assert set(cluster.scheduler.clients) == clients_before  # every connection was closed
 
 
-def test_bad_label_under_a_running_scheduler(hdf5_store, cluster):
-    X, Y = _arrays(m=300, n_x=3)
+def test_bad_label_under_a_running_scheduler(hdf5_store, cluster, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=300, n_x=3)
     Y[0, 250] = -1.0
     path = hdf5_store(X, Y, 64)
     with pytest.raises(DataError, match=r"label -1\.0 at sample 250 \(chunk 3\)"):
-        loss_and_grad(path, _params(3), scheduler=cluster.scheduler_address)
+        loss_and_grad(path, make_logistic_params(3), model=LOGISTIC, scheduler=cluster.scheduler_address)
 
 
-def test_unreachable_scheduler_is_a_config_error(monkeypatch):
+def test_unreachable_scheduler_is_a_config_error(monkeypatch, make_logistic_params, make_logistic_xy):
     distributed = pytest.importorskip("distributed")
     real_client = distributed.Client
 
@@ -400,74 +401,74 @@ def test_unreachable_scheduler_is_a_config_error(monkeypatch):
         return real_client(address, timeout="0.5s", **kw)
 
     monkeypatch.setattr(distributed, "Client", quick_client)
-    X, Y = _arrays(m=100, n_x=3)
+    X, Y = make_logistic_xy(m=100, n_x=3)
     with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
-        loss_and_grad(ArraySource(X, Y), _params(3), scheduler="tcp://127.0.0.1:9")
+        loss_and_grad(ArraySource(X, Y), make_logistic_params(3), model=LOGISTIC, scheduler="tcp://127.0.0.1:9")
 
 
 # -- 10. L-BFGS and batch gradient descent meet at the same optimum ------------------------------
 
 
-def test_lbfgs_and_batch_gradient_descent_reach_the_same_optimum():
+def test_lbfgs_and_batch_gradient_descent_reach_the_same_optimum(flatten, make_logistic_params, make_logistic_xy):
     pytest.importorskip("scipy")
-    X, Y = _arrays(m=1000, n_x=4, seed=3)
+    X, Y = make_logistic_xy(m=1000, n_x=4, seed=3)
     source = ArraySource(X, Y, chunk_size=250)
     l2 = 5.0
     records = []
     with FullBatch(source, LOGISTIC, scheduler="sync") as fb:
-        solution = lbfgs(fb, _params(4, seed=5), l2=l2, max_iter=200, callback=records.append)
-    J_lbfgs, g_lbfgs = loss_and_grad(source, solution, l2=l2, scheduler="sync")
+        solution = lbfgs(fb, make_logistic_params(4, seed=5), l2=l2, max_iter=200, callback=records.append)
+    J_lbfgs, g_lbfgs = loss_and_grad(source, solution, model=LOGISTIC, l2=l2, scheduler="sync")
 
     gd = streamtrain.fit(source, batch_size="full", epochs=2000, lr=3.0, l2=l2, dtype="float64", scheduler="sync")
-    J_gd, g_gd = loss_and_grad(source, gd.params, l2=l2, scheduler="sync")
+    J_gd, g_gd = loss_and_grad(source, gd, l2=l2, scheduler="sync")
     via_fit = streamtrain.fit(source, optimizer="lbfgs", epochs=200, l2=l2, dtype="float64", scheduler="sync")
-    J_fit, _ = loss_and_grad(source, via_fit.params, l2=l2, scheduler="sync")
+    J_fit, _ = loss_and_grad(source, via_fit, l2=l2, scheduler="sync")
 
     assert _rel(J_lbfgs, J_gd) <= 1e-9 and _rel(J_fit, J_gd) <= 1e-9
     for k in solution:
         np.testing.assert_allclose(solution[k], gd.params[k], rtol=0, atol=1e-5)
         np.testing.assert_allclose(via_fit.params[k], gd.params[k], rtol=0, atol=1e-5)
     # Both really are at the optimum, not merely close to each other.
-    assert np.linalg.norm(_flat(g_lbfgs)) < 1e-7 and np.linalg.norm(_flat(g_gd)) < 1e-7
-    assert gd.history[-1]["grad_norm"] < 1e-7 < gd.history[0]["grad_norm"]
+    assert np.linalg.norm(flatten(g_lbfgs)) < 1e-7 and np.linalg.norm(flatten(g_gd)) < 1e-7
+    assert gd.history[-1].grad_norm < 1e-7 < gd.history[0].grad_norm
     # The optimum is not the start: L2 pulls W towards 0 but the data holds it away.
     assert np.linalg.norm(solution["W1"]) > 0.1
 
-    passes = [r["passes"] for r in records]
+    passes = [r.passes for r in records]
     assert passes == sorted(set(passes)) and passes[0] >= 1
-    assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
-    assert records[-1]["converged"] is True and "stop" in records[-1]
-    assert all("converged" not in r for r in records[:-1])
-    assert records[-1]["loss"] == pytest.approx(J_lbfgs, rel=1e-12)
-    assert records[-1]["grad_norm"] == pytest.approx(np.linalg.norm(_flat(g_lbfgs)), rel=1e-6, abs=1e-12)
-    assert [r["loss"] for r in records] == sorted((r["loss"] for r in records), reverse=True)
-    assert via_fit.history[-1]["converged"] is True
+    assert [r.epoch for r in records] == list(range(1, len(records) + 1))
+    assert records[-1].converged is True and records[-1].stop
+    assert all(r.converged is None and r.stop is None for r in records[:-1])
+    assert records[-1].loss == pytest.approx(J_lbfgs, rel=1e-12)
+    assert records[-1].grad_norm == pytest.approx(np.linalg.norm(flatten(g_lbfgs)), rel=1e-6, abs=1e-12)
+    assert [r.loss for r in records] == sorted((r.loss for r in records), reverse=True)
+    assert via_fit.history[-1].converged is True
     assert via_fit.params["W1"].dtype == np.float64
 
 
-def test_lbfgs_records_report_the_evaluation_at_the_accepted_point():
+def test_lbfgs_records_report_the_evaluation_at_the_accepted_point(flatten, make_logistic_params, make_logistic_xy):
     """Record i holds J and ‖∇J‖ of the last evaluation before it: the point L-BFGS accepted."""
     pytest.importorskip("scipy")
-    X, Y = _arrays(m=800, n_x=3, seed=7)
+    X, Y = make_logistic_xy(m=800, n_x=3, seed=7)
     evaluations = []  # (J, ‖∇J‖) of every pass, in order
 
     class Logged(FullBatch):
         def loss_and_grad(self, params, *, l2=0.0):
             loss, grad = super().loss_and_grad(params, l2=l2)
-            evaluations.append((loss, float(np.linalg.norm(_flat(grad)))))
+            evaluations.append((loss, float(np.linalg.norm(flatten(grad)))))
             return loss, grad
 
     records = []
     lbfgs(
         Logged(ArraySource(X, Y, chunk_size=100), LOGISTIC, scheduler="sync"),
-        _params(3, seed=8),
+        make_logistic_params(3, seed=8),
         l2=1.0,
         max_iter=50,
         callback=records.append,
     )
     assert len(records) >= 3
-    assert records[-1]["passes"] == len(evaluations)
+    assert records[-1].passes == len(evaluations)
     for r in records:
-        loss, grad_norm = evaluations[r["passes"] - 1]
-        assert r["loss"] == loss
-        assert r["grad_norm"] == pytest.approx(grad_norm, rel=1e-12)
+        loss, grad_norm = evaluations[r.passes - 1]
+        assert r.loss == loss
+        assert r.grad_norm == pytest.approx(grad_norm, rel=1e-12)

@@ -5,8 +5,10 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, ConfigError
-from streamtrain.models import check_params, get_model, logistic_loss_and_grad, objective, sigmoid
+from streamtrain.models import check_params, get_model, loss_of, objective, sigmoid
 from streamtrain.optim import sgd
+
+LOGISTIC = get_model("logistic")
 
 
 def _problem(B, n_x=4, seed=0, dtype=np.float64):
@@ -20,8 +22,8 @@ def _problem(B, n_x=4, seed=0, dtype=np.float64):
 @pytest.mark.parametrize("B", [1, 2, 9])
 def test_gradient_matches_central_finite_differences(B, numeric_grad):
     params, X, Y = _problem(B)
-    _, grads = logistic_loss_and_grad(params, X, Y)
-    numeric = numeric_grad(lambda p: logistic_loss_and_grad(p, X, Y)[0], params)
+    _, grads = objective(params, LOGISTIC.totals(params, X, Y))
+    numeric = numeric_grad(lambda p: objective(p, LOGISTIC.totals(p, X, Y))[0], params)
     for name, p in params.items():
         np.testing.assert_allclose(grads[name], numeric[name], rtol=1e-6, atol=1e-9)
         assert grads[name].shape == p.shape
@@ -31,14 +33,14 @@ def test_loss_is_the_textbook_cross_entropy():
     params, X, Y = _problem(50)
     A = 1 / (1 + np.exp(-(params["W1"] @ X + params["b1"])))
     expected = -np.mean(Y * np.log(A) + (1 - Y) * np.log(1 - A))
-    loss, _ = logistic_loss_and_grad(params, X, Y)
+    loss, _ = objective(params, LOGISTIC.totals(params, X, Y))
     assert loss == pytest.approx(expected, rel=1e-12)
 
 
 def test_gradient_is_the_vectorized_formula():
     params, X, Y = _problem(30)
     A = 1 / (1 + np.exp(-(params["W1"] @ X + params["b1"])))
-    _, grads = logistic_loss_and_grad(params, X, Y)
+    _, grads = objective(params, LOGISTIC.totals(params, X, Y))
     np.testing.assert_allclose(grads["W1"], (A - Y) @ X.T / 30, rtol=1e-12)
     np.testing.assert_allclose(grads["b1"], np.sum(A - Y, keepdims=True) / 30, rtol=1e-12)
 
@@ -49,14 +51,14 @@ def test_saturated_logits_give_finite_exact_loss(dtype):
     X = np.array([[1.0, 1.0]], dtype=dtype)
     Y = np.array([[0.0, 1.0]], dtype=dtype)
     params = {"W1": np.array([[1000.0]], dtype=dtype), "b1": np.zeros((1, 1), dtype=dtype)}
-    loss, grads = logistic_loss_and_grad(params, X, Y)
+    loss, grads = objective(params, LOGISTIC.totals(params, X, Y))
     assert loss == pytest.approx(500.0)  # (1000 + 0) / 2: the wrong sample costs |z|
     assert all(np.isfinite(g).all() and g.dtype == dtype for g in grads.values())
 
 
 def test_float32_stays_float32():
     params, X, Y = _problem(8, dtype=np.float32)
-    _, grads = logistic_loss_and_grad(params, X, Y)
+    _, grads = objective(params, LOGISTIC.totals(params, X, Y))
     assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
     new, _ = sgd(0.1).update(grads, sgd(0.1).init(params), params)
     assert {p.dtype for p in new.values()} == {np.dtype(np.float32)}
@@ -152,7 +154,7 @@ def test_every_model_gradient_matches_finite_differences(case, options, k, B, l2
     model, params, X, Y = _model_problem(case, options, k, B)
     m = 10  # the store's size scales the L2 term
     _, grads = objective(params, model.totals(params, X, Y), l2=l2, m=m)
-    numeric = numeric_grad(lambda p: objective(p, model.totals(p, X, Y, grad=False), l2=l2, m=m)[0], params)
+    numeric = numeric_grad(lambda p: loss_of(p, model.totals(p, X, Y, grad=False), l2=l2, m=m), params)
     assert list(grads) == list(params)
     for name in params:
         np.testing.assert_allclose(grads[name], numeric[name], rtol=1e-5, atol=1e-8, err_msg=name)
@@ -279,5 +281,5 @@ def test_softmax_recovers_well_separated_classes():
         epochs=10,
         dtype="float64",
     )
-    assert result.spec.classes == 3
+    assert result.model.classes == 3
     assert np.mean(result.predict(X)[0] == ids) > 0.98

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from streamtrain import DataError
+from streamtrain.labels import BINARY, ONE_HOT, ClassIds
 from streamtrain.sources import ArraySource, default_chunk_size, open_source
 
 FINGERPRINT_FIELDS = {"format", "path", "x", "y", "n_x", "k", "m", "dtype", "chunk", "codec"}
@@ -69,16 +70,16 @@ class SourceContract:
         source = make_source(X, Y, 16)  # opening does not read labels
         for i, (a, b) in enumerate(source.chunk_bounds):
             if i != 2:
-                source.read(a, b)
+                source.read(a, b, labels=BINARY)
         with pytest.raises(DataError) as err:
-            source.read(*source.chunk_bounds[2])
+            source.read(*source.chunk_bounds[2], labels=BINARY)
         msg = str(err.value)
         assert f"{source.name}/Y" in msg and "sample 37" in msg and "chunk 2" in msg
 
-    def test_binary_labels_false_lets_any_label_through(self, make_xy, make_source):
+    def test_a_read_without_a_label_rule_lets_any_label_through(self, make_xy, make_source):
         X, Y = make_xy(m=40)
         Y[0, 5] = 2.5
-        source = make_source(X, Y, 16, binary_labels=False)
+        source = make_source(X, Y, 16)
         np.testing.assert_array_equal(source.read(0, 16)[1], Y[:, :16])
 
 
@@ -253,32 +254,28 @@ def test_hdf5_contiguous_dataset_uses_default_chunk_size(hdf5_store, make_xy):
 @pytest.mark.parametrize(
     "rule, labels, bad_sample, says",
     [
-        (("ids", 3), [[0, 2, 1, 3, 0]], 3, "label 3.0 at sample 3 (chunk 1) is not a class id 0..2"),
-        (("ids", 3), [[0, 1.5, 1, 2, 0]], 1, "label 1.5 at sample 1 (chunk 0) is not a class id 0..2"),
-        (("ids", 3), [[0, 1, -1, 2, 0]], 2, "label -1.0 at sample 2 (chunk 0) is not a class id"),
-        (("onehot",), [[1, 0, 0, 1, 1], [0, 1, 0, 0, 0]], 2, "at sample 2 (chunk 0) is not one-hot"),
-        (("onehot",), [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], 3, "at sample 3 (chunk 1) is not one-hot"),
-        (("binary",), [[0, 1, 1, 0, 7]], 4, "label 7.0 at sample 4 (chunk 1) is outside {0, 1}"),
+        (ClassIds(3), [[0, 2, 1, 3, 0]], 3, "label 3.0 at sample 3 (chunk 1) is not a class id 0..2"),
+        (ClassIds(3), [[0, 1.5, 1, 2, 0]], 1, "label 1.5 at sample 1 (chunk 0) is not a class id 0..2"),
+        (ClassIds(3), [[0, 1, -1, 2, 0]], 2, "label -1.0 at sample 2 (chunk 0) is not a class id"),
+        (ONE_HOT, [[1, 0, 0, 1, 1], [0, 1, 0, 0, 0]], 2, "at sample 2 (chunk 0) is not one-hot"),
+        (ONE_HOT, [[1, 0, 1, 1, 0], [0, 1, 0, 1, 1]], 3, "at sample 3 (chunk 1) is not one-hot"),
+        (BINARY, [[0, 1, 1, 0, 7]], 4, "label 7.0 at sample 4 (chunk 1) is outside {0, 1}"),
     ],
 )
 def test_each_label_rule_names_the_first_bad_sample_and_its_chunk(rule, labels, bad_sample, says):
     Y = np.array(labels, dtype=float)
-    source = ArraySource(np.zeros((2, 5)), Y, chunk_size=3, binary_labels=False)
-    source.labels = rule
+    source = ArraySource(np.zeros((2, 5)), Y, chunk_size=3)
     with pytest.raises(DataError) as e:
-        source.read(0, 5)
+        source.read(0, 5, labels=rule)
     assert says in str(e.value) and str(e.value).startswith("<arrays>/Y: ")
-    source.read(0, bad_sample)  # the columns before it pass
+    source.read(0, bad_sample, labels=rule)  # the columns before it pass
 
 
-def test_a_label_rule_set_inside_opened_is_undone_afterwards():
-    from streamtrain.sources import opened
-
+def test_the_same_source_is_read_by_two_label_rules_at_once():
+    # The rule is an argument of each read, never state of the source.
     source = ArraySource(np.zeros((2, 4)), np.array([[0.0, 2.0, 1.0, 0.0]]), chunk_size=2)
-    with opened(source) as same:
-        assert same is source
-        same.labels = ("ids", 3)
-        same.read(0, 4)
+    source.read(0, 4, labels=ClassIds(3))
     with pytest.raises(DataError, match="outside"):
-        source.read(0, 4)
+        source.read(0, 4, labels=BINARY)
+    source.read(0, 4)
     assert source.label_max() == 2.0

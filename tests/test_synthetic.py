@@ -7,7 +7,8 @@ import pytest
 
 import streamtrain
 from streamtrain import ConfigError, DataError
-from streamtrain.synthetic import BLOCK
+from streamtrain.models import OUTPUTS, output_of
+from streamtrain.synthetic import BLOCK, TASKS
 
 
 def _read_all(path):
@@ -48,6 +49,26 @@ def test_attributes_record_the_true_model_and_its_loss_on_the_stored_samples(tmp
 def test_hdf5_attributes_are_read_back(tmp_path):
     attrs = streamtrain.make_data(tmp_path / "d.h5", m=100, n_x=2, format="hdf5", seed=0)
     assert streamtrain.open_source(tmp_path / "d.h5").attrs == attrs
+
+
+@pytest.mark.parametrize(
+    "name, fmt", [("d.h5", "hdf5"), ("d.HDF5", "hdf5"), ("d.hdf", "hdf5"), ("d.zarr", "zarr"), ("d", "zarr")]
+)
+def test_the_format_comes_from_the_suffix_as_on_the_command_line(tmp_path, name, fmt):
+    streamtrain.make_data(tmp_path / name, m=100, n_x=2, seed=0)
+    assert streamtrain.open_source(tmp_path / name).format == fmt
+    assert os.path.isdir(tmp_path / name) == (fmt == "zarr")
+
+
+def test_a_suffix_that_names_hdf5_refuses_zstd(tmp_path):
+    with pytest.raises(ConfigError, match="zstd is not built into HDF5"):
+        streamtrain.make_data(tmp_path / "d.h5", m=100, n_x=2, codec="zstd")
+    assert os.listdir(tmp_path) == []
+
+
+def test_one_task_per_one_layer_model_under_its_name():
+    assert set(TASKS) == {o.model for o in OUTPUTS.values()}
+    assert [output_of(task) for task in TASKS] == list(OUTPUTS)
 
 
 def test_existing_output_needs_overwrite(tmp_path):
@@ -169,7 +190,7 @@ def test_linear_targets_are_the_true_model_plus_noise(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(task="poisson"), "task must be one of logistic, softmax, linear"),
+        (dict(task="poisson"), "unknown task 'poisson'; choose from logistic, softmax, linear"),
         (dict(task="softmax", classes=1), "classes must be"),
         (dict(task="softmax", classes=256), "classes must be"),
         (dict(task="softmax", classes=2.5), "classes must be"),

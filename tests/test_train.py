@@ -8,25 +8,14 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, ConfigError, DivergedError
-from streamtrain.models import logistic_loss_and_grad
+from streamtrain.models import get_model, objective
+
+LOGISTIC = get_model("logistic")
 
 
-def _arrays(m=600, n_x=5, seed=1):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_x, m))
-    w = rng.standard_normal((1, n_x))
-    Y = (rng.random((1, m)) < 1 / (1 + np.exp(-(w @ X)))).astype(np.float64)
-    return X, Y
-
-
-def _random_params(n_x, seed=2):
-    rng = np.random.default_rng(seed)
-    return {"W1": rng.standard_normal((1, n_x)), "b1": rng.standard_normal((1, 1))}
-
-
-def test_batch_size_m_is_one_hand_written_batch_gd_step():
-    X, Y = _arrays()
-    init = _random_params(X.shape[0])
+def test_batch_size_m_is_one_hand_written_batch_gd_step(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
+    init = make_logistic_params(X.shape[0])
     result = streamtrain.fit(
         ArraySource(X, Y, chunk_size=128),
         batch_size=X.shape[1],
@@ -40,14 +29,14 @@ def test_batch_size_m_is_one_hand_written_batch_gd_step():
     dW, db = (A - Y) @ X.T / X.shape[1], np.sum(A - Y, axis=1, keepdims=True) / X.shape[1]
     np.testing.assert_allclose(result.params["W1"], init["W1"] - 0.3 * dW, rtol=1e-12)
     np.testing.assert_allclose(result.params["b1"], init["b1"] - 0.3 * db, rtol=1e-12)
-    assert result.history[0]["steps"] == 1
+    assert result.history[0].steps == 1
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler):
-    X, Y = _arrays()
+def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     m, lam, lr = X.shape[1], 3.0, 0.4
-    expected = _random_params(X.shape[0])
+    expected = make_logistic_params(X.shape[0])
     result = streamtrain.fit(
         ArraySource(X, Y, chunk_size=128),
         batch_size="full",
@@ -65,19 +54,19 @@ def test_batch_size_full_takes_exact_hand_written_steps_with_l2(scheduler):
         dW = (A - Y) @ X.T / m + lam / m * W
         db = np.sum(A - Y, axis=1, keepdims=True) / m
         record = result.history[epoch]
-        assert record["loss"] == pytest.approx(J, rel=1e-12)
-        assert record["grad_norm"] == pytest.approx(np.sqrt(np.sum(dW**2) + np.sum(db**2)), rel=1e-10)
-        assert record["accuracy"] == np.mean((A >= 0.5) == (Y == 1))
+        assert record.loss == pytest.approx(J, rel=1e-12)
+        assert record.grad_norm == pytest.approx(np.sqrt(np.sum(dW**2) + np.sum(db**2)), rel=1e-10)
+        assert record.accuracy == np.mean((A >= 0.5) == (Y == 1))
         expected = {"W1": W - lr * dW, "b1": b - lr * db}
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
-    assert result.config["batch_size"] == "full"
+    assert result.config.batch_size == "full"
 
 
-def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m():
-    X, Y = _arrays(m=90)
+def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=90, n_x=5, intercept=0)
     B, lr, lam, m = 30, 0.2, 5.0, 90
-    expected = _random_params(X.shape[0])
+    expected = make_logistic_params(X.shape[0])
     for t in range(0, m, B):
         Xb, Yb = X[:, t : t + B], Y[:, t : t + B]
         A = 1 / (1 + np.exp(-(expected["W1"] @ Xb + expected["b1"])))
@@ -92,33 +81,35 @@ def test_minibatch_steps_with_l2_use_the_penalty_scaled_by_m():
         l2=lam,
         shuffle="none",
         dtype="float64",
-        init=_random_params(X.shape[0]),
+        init=make_logistic_params(X.shape[0]),
     )
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
 
-def test_eval_exact_every_adds_the_exact_objective_every_n_epochs_and_at_the_end():
-    X, Y = _arrays()
+def test_eval_exact_every_adds_the_exact_objective_every_n_epochs_and_at_the_end(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     src = ArraySource(X, Y, chunk_size=100)
     result = streamtrain.fit(
         src, batch_size=50, epochs=5, lr=0.3, l2=1.0, dtype="float64", eval_exact_every=2, scheduler="sync"
     )
-    assert [("exact_loss" in h) for h in result.history] == [False, True, False, True, True]
+    assert [h.exact_loss is not None for h in result.history] == [False, True, False, True, True]
     last = result.history[-1]
-    loss, grads = streamtrain.loss_and_grad(src, result.params, l2=1.0, scheduler="sync")
-    assert last["exact_loss"] == pytest.approx(loss, rel=1e-12)
-    assert last["exact_grad_norm"] == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads.values())))
-    assert last["exact_accuracy"] == streamtrain.evaluate(src, result.params, scheduler="sync")["accuracy"]
+    loss, grads = streamtrain.loss_and_grad(src, result, l2=1.0, scheduler="sync")
+    assert last.exact_loss == pytest.approx(loss, rel=1e-12)
+    assert last.exact_grad_norm == pytest.approx(np.sqrt(sum(np.sum(g**2) for g in grads.values())))
+    assert last.exact_accuracy == streamtrain.evaluate(src, result, scheduler="sync")["accuracy"]
 
 
-def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batch():
-    X, Y = _arrays(m=103)
+def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batch(
+    make_logistic_params, make_logistic_xy
+):
+    X, Y = make_logistic_xy(m=103, n_x=5, intercept=0)
     B, lr = 10, 0.2  # 10 full batches and one of 3
-    params = _random_params(X.shape[0])
+    params = make_logistic_params(X.shape[0])
     expected, losses = {k: v.copy() for k, v in params.items()}, []
     for t in range(0, X.shape[1], B):
-        loss, grads = logistic_loss_and_grad(expected, X[:, t : t + B], Y[:, t : t + B])
+        loss, grads = objective(expected, LOGISTIC.totals(expected, X[:, t : t + B], Y[:, t : t + B]))
         losses.append(loss * X[:, t : t + B].shape[1])
         expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(
@@ -126,8 +117,8 @@ def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batc
     )
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
-    assert result.history[0]["loss"] == pytest.approx(sum(losses) / X.shape[1], rel=1e-12)
-    assert result.history[0]["steps"] == 11 and result.history[0]["samples"] == 103
+    assert result.history[0].loss == pytest.approx(sum(losses) / X.shape[1], rel=1e-12)
+    assert result.history[0].steps == 11 and result.history[0].samples == 103
 
 
 @pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
@@ -137,16 +128,16 @@ def test_streaming_from_a_store_equals_training_in_memory(tmp_path, shuffle, fmt
     streamtrain.make_data(path, m=3000, n_x=6, format=fmt, chunk=256, seed=3)
     store = streamtrain.open_source(path)
     X, Y = store.read(0, store.m)
-    options = dict(batch_size=50, epochs=2, lr=0.5, shuffle=shuffle, seed=7, buffer_bytes=100_000)
+    options = dict(batch_size=50, epochs=2, lr=0.5, shuffle=shuffle, seed=7, buffer_mb=100_000 / 2**20)
     streamed = streamtrain.fit(path, **options)
     in_memory = streamtrain.fit(ArraySource(X, Y, chunk_size=256), **options)
     for k in streamed.params:
         np.testing.assert_array_equal(streamed.params[k], in_memory.params[k])
-    assert [h["loss"] for h in streamed.history] == [h["loss"] for h in in_memory.history]
+    assert [h.loss for h in streamed.history] == [h.loss for h in in_memory.history]
 
 
-def test_two_one_epoch_fits_with_warm_start_equal_one_two_epoch_fit():
-    X, Y = _arrays()
+def test_two_one_epoch_fits_with_warm_start_equal_one_two_epoch_fit(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     src = ArraySource(X, Y, chunk_size=100)
     opts = dict(batch_size=32, lr=0.1, shuffle="none", dtype="float64")
     once = streamtrain.fit(src, epochs=2, **opts)
@@ -156,8 +147,8 @@ def test_two_one_epoch_fits_with_warm_start_equal_one_two_epoch_fit():
         np.testing.assert_allclose(second.params[k], once.params[k], rtol=1e-12)
 
 
-def test_warm_start_from_a_model_file_and_init_is_not_modified(tmp_path):
-    X, Y = _arrays()
+def test_warm_start_from_a_model_file_and_init_is_not_modified(tmp_path, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     first = streamtrain.fit(ArraySource(X, Y), epochs=1, lr=0.1)
     first.save(tmp_path / "m.npz")
     snapshot = {k: v.copy() for k, v in first.params.items()}
@@ -168,10 +159,10 @@ def test_warm_start_from_a_model_file_and_init_is_not_modified(tmp_path):
         np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
-def test_same_seed_same_model_other_seed_other_model():
-    X, Y = _arrays()
+def test_same_seed_same_model_other_seed_other_model(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     fits = [
-        streamtrain.fit(ArraySource(X, Y, chunk_size=50), epochs=1, shuffle="buffer", seed=s, buffer_bytes=10_000)
+        streamtrain.fit(ArraySource(X, Y, chunk_size=50), epochs=1, shuffle="buffer", seed=s, buffer_mb=10_000 / 2**20)
         for s in (0, 0, 1)
     ]
     np.testing.assert_array_equal(fits[0].params["W1"], fits[1].params["W1"])
@@ -181,42 +172,42 @@ def test_same_seed_same_model_other_seed_other_model():
 def test_fit_gets_close_to_the_bayes_loss_of_generated_data(tmp_path):
     attrs = streamtrain.make_data(tmp_path / "d.zarr", m=40_000, n_x=5, chunk=4096, seed=5)
     result = streamtrain.fit(tmp_path / "d.zarr", batch_size=100, epochs=2, lr=0.5)
-    full = streamtrain.evaluate(tmp_path / "d.zarr", result.params)
+    full = streamtrain.evaluate(tmp_path / "d.zarr", result)
     assert abs(full["loss"] - attrs["bayes_loss"]) < 0.005
     w_fit = result.params["W1"].ravel()
     w_true = np.array(attrs["w_true"])
     assert np.dot(w_fit, w_true) / (np.linalg.norm(w_fit) * np.linalg.norm(w_true)) > 0.99
 
 
-def test_evaluate_equals_the_in_memory_loss_and_accuracy():
-    X, Y = _arrays(m=777)
-    params = _random_params(X.shape[0])
-    result = streamtrain.evaluate(ArraySource(X, Y, chunk_size=100), params)
-    loss, _ = logistic_loss_and_grad(params, X, Y)
+def test_evaluate_equals_the_in_memory_loss_and_accuracy(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=777, n_x=5, intercept=0)
+    params = make_logistic_params(X.shape[0])
+    result = streamtrain.evaluate(ArraySource(X, Y, chunk_size=100), params, model="logistic")
+    loss, _ = objective(params, LOGISTIC.totals(params, X, Y))
     A = 1 / (1 + np.exp(-(params["W1"] @ X + params["b1"])))
     assert result["loss"] == pytest.approx(loss, rel=1e-12)
     assert result["accuracy"] == pytest.approx(np.mean((A >= 0.5) == (Y == 1)))
 
 
-def test_history_metrics_file_and_callback(tmp_path):
-    X, Y = _arrays()
+def test_history_metrics_file_and_callback(tmp_path, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     seen = []
     result = streamtrain.fit(ArraySource(X, Y), epochs=3, metrics=tmp_path / "m.jsonl", on_epoch=seen.append)
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
-    assert lines == result.history == seen
+    assert lines == [h.to_dict() for h in result.history] == [h.to_dict() for h in seen]
     assert [h["epoch"] for h in lines] == [1, 2, 3]
     assert all(h["samples"] == X.shape[1] and h["samples_per_s"] > 0 for h in lines)
     assert all(0 <= h["accuracy"] <= 1 for h in lines)
 
 
-def test_dtypes():
-    X, Y = _arrays()
+def test_dtypes(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     assert streamtrain.fit(ArraySource(X, Y), epochs=1).params["W1"].dtype == np.float32
     assert streamtrain.fit(ArraySource(X, Y), epochs=1, dtype="float64").params["b1"].dtype == np.float64
 
 
-def test_predict_and_save_load_round_trip(tmp_path):
-    X, Y = _arrays()
+def test_predict_and_save_load_round_trip(tmp_path, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     result = streamtrain.fit(ArraySource(X, Y), epochs=3, lr=0.5)
     proba = result.predict_proba(X)
     assert proba.shape == (1, X.shape[1]) and ((proba > 0) & (proba < 1)).all()
@@ -224,12 +215,13 @@ def test_predict_and_save_load_round_trip(tmp_path):
     result.save(tmp_path / "m.npz")
     loaded = streamtrain.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.params["W1"], result.params["W1"])
-    assert loaded.model == "logistic" and loaded.config == result.config and loaded.history == result.history
+    assert loaded.model == result.model and loaded.model.name == "logistic"
+    assert loaded.config == result.config and loaded.history == result.history
     np.testing.assert_array_equal(loaded.predict(X), result.predict(X))
 
 
-def test_non_finite_data_stops_training_with_a_clear_error():
-    X, Y = _arrays()
+def test_non_finite_data_stops_training_with_a_clear_error(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     X[2, 250] = np.nan
     with pytest.raises(DivergedError, match="batch 8"):
         streamtrain.fit(ArraySource(X, Y), batch_size=32, epochs=1, shuffle="none")
@@ -256,21 +248,21 @@ def test_non_finite_data_stops_training_with_a_clear_error():
         (dict(init={"W1": np.zeros((1, 4)), "b1": np.zeros((1, 1))}), "expected shapes"),
     ],
 )
-def test_bad_options_are_config_errors(options, message):
-    X, Y = _arrays()
+def test_bad_options_are_config_errors(options, message, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     with pytest.raises(ConfigError, match=message):
         streamtrain.fit(ArraySource(X, Y), **options)
 
 
-def test_logistic_needs_a_single_row_of_labels():
-    X, _ = _arrays()
+def test_logistic_needs_a_single_row_of_labels(make_logistic_xy):
+    X, _ = make_logistic_xy(m=600, n_x=5, intercept=0)
     Y = np.zeros((3, X.shape[1]))
     with pytest.raises(ConfigError, match=r"needs Y shaped \(1, m\)"):
         streamtrain.fit(ArraySource(X, Y), epochs=1)
 
 
-def test_progress_line_only_on_request(capsys):
-    X, Y = _arrays()
+def test_progress_line_only_on_request(capsys, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     streamtrain.fit(ArraySource(X, Y), epochs=2, progress=True)
     err = capsys.readouterr().err
     assert "\repoch 2/2 [" in err and "100.0%" in err and err.endswith("\r\033[K")
@@ -285,22 +277,21 @@ def test_progress_line_only_on_request(capsys):
         ("distributed", dict(batch_size="full", scheduler="local"), r"pip install 'streamtrain\[distributed\]'"),
     ],
 )
-def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, module, options, message):
+def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, module, options, message, make_logistic_xy):
     monkeypatch.setitem(sys.modules, module, None)  # makes "import module" raise ImportError
-    X, Y = _arrays()
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     with pytest.raises(ConfigError, match=message):
         streamtrain.fit(ArraySource(X, Y), epochs=1, **options)
 
 
 @pytest.mark.parametrize("per, expected_lrs", [("epoch", [0.4, 0.4, 0.2, 0.2]), ("step", [0.4, 0.2, 0.1, 0.05])])
-def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs):
-    X, Y = _arrays(m=100)
-    expected = _random_params(X.shape[0])
+def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=100, n_x=5, intercept=0)
+    expected = make_logistic_params(X.shape[0])
     init = {k: v.copy() for k, v in expected.items()}
     for t, lr in enumerate(expected_lrs):  # 2 epochs of 2 steps each, B = 50
-        _, grads = logistic_loss_and_grad(
-            expected, X[:, 50 * (t % 2) : 50 * (t % 2 + 1)], Y[:, 50 * (t % 2) : 50 * (t % 2 + 1)]
-        )
+        batch = slice(50 * (t % 2), 50 * (t % 2 + 1))
+        _, grads = objective(expected, LOGISTIC.totals(expected, X[:, batch], Y[:, batch]))
         expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(
         ArraySource(X, Y),
@@ -319,8 +310,8 @@ def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs):
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
 
-def test_an_mlp_warm_starts_from_its_model_file_and_predicts_after_loading(tmp_path):
-    X, Y = _arrays()
+def test_an_mlp_warm_starts_from_its_model_file_and_predicts_after_loading(tmp_path, make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
     source = ArraySource(X, Y, chunk_size=100)
     first = streamtrain.fit(source, model="mlp", hidden=[7], activation="tanh", epochs=1, seed=3)
     first.save(tmp_path / "m.npz")

@@ -9,12 +9,27 @@ from contextlib import contextmanager
 from ._base import ChunkSource, DataError, default_chunk_size
 from ._memory import ArraySource
 
-__all__ = ["ArraySource", "ChunkSource", "DataError", "default_chunk_size", "open_source", "opened"]
+__all__ = [
+    "FORMATS",
+    "ArraySource",
+    "ChunkSource",
+    "DataError",
+    "default_chunk_size",
+    "format_of",
+    "open_source",
+    "opened",
+]
 
+FORMATS = ("zarr", "hdf5")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 
-def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> ChunkSource:
+def format_of(path: str | os.PathLike) -> str:
+    """The store format a path names by its suffix: hdf5 for ``*.h5``, ``*.hdf5``, ``*.hdf``, ``*.he5``; else zarr."""
+    return "hdf5" if os.fspath(path).lower().endswith(_HDF5_SUFFIXES) else "zarr"
+
+
+def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
     ``x`` and ``y`` name the arrays inside the store. Raises ``DataError`` naming the
@@ -24,35 +39,25 @@ def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_l
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or directory")
     # Backends import lazily: zarr and h5py cost ~0.3 s to import, and only one is needed.
-    if os.path.isfile(path) and (path.lower().endswith(_HDF5_SUFFIXES) or _is_hdf5(path)):
+    if os.path.isfile(path) and (format_of(path) == "hdf5" or _is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
-        return HDF5Source(path, x=x, y=y, binary_labels=binary_labels)
+        return HDF5Source(path, x=x, y=y)
     if os.path.isdir(path):
         from ._zarr import ZarrSource
 
-        return ZarrSource(path, x=x, y=y, binary_labels=binary_labels)
+        return ZarrSource(path, x=x, y=y)
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
 
 
 @contextmanager
-def opened(source_or_path: ChunkSource | str | os.PathLike) -> Iterator[ChunkSource]:
-    """The source itself, or the store at a path opened here and closed afterwards.
-
-    A label rule set on it inside the block (``source.labels``, see ``check_labels``) is
-    undone afterwards: a source passed in gets its own rule back.
-    """
-    if isinstance(source_or_path, ChunkSource):
-        source, owned = source_or_path, False
-    else:
-        source, owned = open_source(source_or_path), True
-    before = source.labels
-    try:
+def opened(data: ChunkSource | str | os.PathLike) -> Iterator[ChunkSource]:
+    """The source itself, or the store at a path opened here and closed afterwards."""
+    if isinstance(data, ChunkSource):
+        yield data
+        return
+    with open_source(data) as source:
         yield source
-    finally:
-        source.labels = before
-        if owned:
-            source.close()
 
 
 def _is_hdf5(path: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import DataError, check_int
+from ..labels import LabelRule, check_labels
 
 __all__ = ["ChunkSource", "DataError", "default_chunk_size"]
 
@@ -38,7 +39,7 @@ def bounds_from_chunk_size(m: int, chunk: int) -> tuple[tuple[int, int], ...]:
 
 
 class ChunkSource:
-    """Base class: validation and label checks shared by every backend.
+    """Base class: the validation and reads shared by every backend.
 
     Subclasses set ``name`` (for messages), keep the two stored arrays in ``_X``, ``_Y``
     (anything sliceable: zarr, h5py, numpy), call ``_validate`` once with their shapes and
@@ -53,15 +54,13 @@ class ChunkSource:
     m: int
     dtype: np.dtype
     chunk_bounds: tuple[tuple[int, int], ...]
+    _X: Any  # the stored arrays: zarr, h5py or numpy
+    _Y: Any
 
-    def __init__(
-        self, name: str, x_name: str = "X", y_name: str = "Y", *, binary_labels: bool = True, must_exist: bool = False
-    ) -> None:
+    def __init__(self, name: str, x_name: str = "X", y_name: str = "Y", *, must_exist: bool = False) -> None:
         self.name, self.x_name, self.y_name = name, x_name, y_name
         if must_exist and not os.path.exists(name):
             raise DataError(f"{name}: no such file or directory")
-        # How labels are checked as they stream (see check_labels); a model sets its own.
-        self.labels: tuple | None = ("binary",) if binary_labels else None
         # What ``make-data`` recorded about a generated store (true weights, Bayes loss).
         self.attrs: dict[str, Any] = {}
 
@@ -91,12 +90,21 @@ class ChunkSource:
     def n_chunks(self) -> int:
         return len(self.chunk_bounds)
 
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Columns ``[start, stop)``: X (n_x, stop-start) and Y (k, stop-start)."""
+    def read(self, start: int, stop: int, labels: LabelRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Columns ``[start, stop)``: X (n_x, stop-start) and Y (k, stop-start).
+
+        ``labels``: the rule Y must follow (see ``streamtrain.labels``); a DataError names the
+        first sample that breaks it. None reads Y as stored.
+        """
         X, Y = self._read(start, stop)
-        if self.labels:
-            check_labels(Y, start, f"{self.name}/{self.y_name}", self.chunk_starts, self.labels)
+        if labels is not None:
+            check_labels(Y, start, labels, self.y_where, self.chunk_starts)
         return X, Y
+
+    @property
+    def y_where(self) -> str:
+        """Y's place, for messages: ``file/array``."""
+        return f"{self.name}/{self.y_name}"
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         X, Y = self.arrays()
@@ -105,7 +113,7 @@ class ChunkSource:
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
 
-        Reading them directly skips the label check: callers run ``check_labels``.
+        Reading them directly checks no labels: callers run ``labels.check_labels``.
         """
         return self._X, self._Y
 
@@ -121,7 +129,7 @@ class ChunkSource:
 
     def chunk_of(self, sample: int) -> int:
         """Index of the chunk that holds ``sample``."""
-        return _chunk_of(self.chunk_starts, sample)
+        return int(np.searchsorted(self.chunk_starts, sample, side="right") - 1)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data, for model files and checkpoints."""
@@ -145,10 +153,10 @@ class ChunkSource:
     def close(self) -> None:
         """Release file handles; a closed source must not be read."""
 
-    def __enter__(self):
+    def __enter__(self) -> ChunkSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -156,31 +164,6 @@ class ChunkSource:
             f"<{type(self).__name__} {self.name!r} n_x={self.n_x} k={self.k} m={self.m} "
             f"dtype={self.dtype} chunks={self.n_chunks}>"
         )
-
-
-def check_labels(Y: np.ndarray, start: int, where: str, chunk_starts: np.ndarray, rule: tuple) -> None:
-    """Raise DataError naming the first column of ``Y`` (samples from ``start``) that breaks ``rule``.
-
-    Rules: ("binary",) labels in {0, 1}; ("ids", k) one row of class ids 0..k-1;
-    ("onehot",) columns of 0/1 with exactly one 1.
-    """
-    kind = rule[0]
-    if kind == "binary":
-        bad, expected = ~((Y == 0) | (Y == 1)), "is outside {0, 1}"
-    elif kind == "ids":
-        bad, expected = ~((Y >= 0) & (rule[1] > Y) & (np.floor(Y) == Y)), f"is not a class id 0..{rule[1] - 1}"
-    else:
-        bad = ~((Y == 0) | (Y == 1)) | (Y.sum(axis=0, keepdims=True) != 1)
-        expected = "is not one-hot (0/1, a single 1 per sample)"
-    if bad.any():
-        col = int(np.argmax(bad.any(axis=0)))
-        value = Y[:, col][bad[:, col]][0].item() if kind != "onehot" else Y[:, col].tolist()
-        chunk = _chunk_of(chunk_starts, start + col)
-        raise DataError(f"{where}: label {value!r} at sample {start + col} (chunk {chunk}) {expected}")
-
-
-def _chunk_of(chunk_starts: np.ndarray, sample: int) -> int:
-    return int(np.searchsorted(chunk_starts, sample, side="right") - 1)
 
 
 def missing_chunks_error(where: str, first: tuple[int, int], n_missing: int, hint: str = "") -> DataError:

@@ -16,8 +16,8 @@ __all__ = ["HDF5Source"]
 class HDF5Source(ChunkSource):
     format = "hdf5"
 
-    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> None:
-        super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
+    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> None:
+        super().__init__(os.fspath(path), x, y, must_exist=True)
         try:
             self._file = h5py.File(self.name, "r")
         except OSError as e:

@@ -19,9 +19,8 @@ class ArraySource(ChunkSource):
         *,
         chunk_size: int | None = None,
         name: str = "<arrays>",
-        binary_labels: bool = True,
     ) -> None:
-        super().__init__(name, binary_labels=binary_labels)
+        super().__init__(name)
         X, Y = np.asarray(X), np.asarray(Y)
         self._validate(X.shape, X.dtype, Y.shape, Y.dtype)
         self._X, self._Y = X, Y

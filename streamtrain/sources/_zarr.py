@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import zarr
+from zarr.abc.store import Store
 from zarr.core.sync import sync  # to list a store's keys, only when chunks are missing
 
 from ._base import ChunkSource, DataError, bounds_from_chunk_size, missing_chunks_error
@@ -20,8 +21,8 @@ _SKIPPED_HINT = (
 class ZarrSource(ChunkSource):
     format = "zarr"
 
-    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", binary_labels: bool = True) -> None:
-        super().__init__(os.fspath(path), x, y, binary_labels=binary_labels, must_exist=True)
+    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> None:
+        super().__init__(os.fspath(path), x, y, must_exist=True)
         try:
             group = zarr.open_group(self.name, mode="r")
         except Exception as e:  # zarr raises several types for "not a group"
@@ -32,7 +33,8 @@ class ZarrSource(ChunkSource):
         for arr, a in ((self._X, x), (self._Y, y)):
             self._check_chunks_written(arr, a)
         self.codec = ",".join(type(c).__name__ for c in self._X.compressors) or "none"
-        self.attrs = dict(group.attrs.get("streamtrain", {}))
+        attrs = group.attrs.get("streamtrain", {})
+        self.attrs = dict(attrs) if isinstance(attrs, dict) else {}
 
     def _array(self, group: zarr.Group, key: str) -> zarr.Array:
         try:
@@ -57,6 +59,6 @@ class ZarrSource(ChunkSource):
                     raise missing_chunks_error(f"{self.name}/{key}", first, n_missing, _SKIPPED_HINT)
 
 
-async def _list_keys(store, prefix: str) -> set[str]:
+async def _list_keys(store: Store, prefix: str) -> set[str]:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     return {k[len(prefix) :] async for k in store.list_prefix(prefix)}

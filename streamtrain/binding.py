@@ -1,0 +1,61 @@
+"""A model bound to a store: the model completed for the store's labels, and the store opened.
+
+``models.py`` is pure maths and knows nothing of stores; this is where the two meet, for
+training, the exact path and compare alike. What the labels must be is then the model's
+``labels`` rule, which every read is given (``ChunkSource.read(..., labels=model.labels)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ._errors import ConfigError
+from .config import FitConfig
+from .models import OUTPUTS, Model, Params, check_params, output_of
+from .result import Fitted, unpack
+from .sources import ChunkSource, opened
+
+__all__ = ["bind", "bind_fitted", "for_data"]
+
+
+@contextmanager
+def bind(model: Model, data: ChunkSource | str | os.PathLike) -> Iterator[tuple[Model, ChunkSource]]:
+    """``model`` completed for a store (``for_data``) and the store, opened here if given as a
+    path and closed after the block."""
+    with opened(data) as source:
+        yield for_data(model, source), source
+
+
+@contextmanager
+def bind_fitted(
+    data: ChunkSource | str | os.PathLike, fitted: Fitted, model: str | Model | None = None
+) -> Iterator[tuple[Params, Model, FitConfig | None, ChunkSource]]:
+    """The parameters of a trained model (see ``result.unpack``), the model bound to a store,
+    its training configuration when known, and the store; ConfigError unless the parameters
+    fit the model on this store."""
+    params, model, config = unpack(fitted, model)
+    with bind(model, data) as (model, source):
+        check_params(model, params, source.n_x, source.k)
+        yield params, model, config, source
+
+
+def for_data(model: Model, source: ChunkSource) -> Model:
+    """``model`` completed for ``source``'s labels: an mlp's output, softmax's class count.
+
+    An mlp without an output takes the store's generated task (make-data records it), else
+    softmax for labels with several rows, else sigmoid. Raises ConfigError when the labels'
+    shape cannot fit the output.
+    """
+    k = source.k
+    name = model.output or output_of(source.attrs.get("task", "")) or ("softmax" if k > 1 else "sigmoid")
+    output, classes = OUTPUTS[name], None  # None: one-hot rows hold k classes, or no classes at all
+    if output.one_row and k != 1:
+        raise ConfigError(f"{source.y_where} has {k} rows; the {model.name} model needs Y shaped (1, m)")
+    if output.class_ids and k == 1:
+        classes = model.classes or source.attrs.get("classes") or int(source.label_max()) + 1
+        if classes < 2:
+            raise ConfigError(f"{source.y_where}: softmax needs at least 2 classes; the labels are all 0")
+    return dataclasses.replace(model, output=name, classes=classes)

@@ -1,0 +1,304 @@
+"""Options declared once: type, default, allowed values, help text and check, in one field each.
+
+``FitConfig`` declares every training option. The library validates with it
+(``fit(data, **options)`` builds one), the command line derives its flags from it (name, type,
+default, choices, help: ``cli.add_options``), and model files store the resolved configuration
+(``to_dict`` / ``from_dict``). ``make_data`` and ``compare`` declare theirs the same way, next to
+their code. Adding an option takes one field here plus the code that uses it.
+
+A field's choices come from the registry that implements them (``models.MODELS``,
+``optim.OPTIMIZERS``, ``batches.SHUFFLES``, ...), so a new entry there is a new choice everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from ._errors import ConfigError, check_choice, check_int, check_number
+from .batches import DEFAULT_BUFFER_BYTES, SHUFFLES
+from .full_batch import DEFAULT_SCHEDULER, SCHEDULERS, check_scheduler
+from .lbfgs import LBFGS, MAX_ITER
+from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUTPUTS
+from .optim import OPTIMIZERS, SCHEDULES, check_decay
+
+__all__ = ["DTYPES", "Declared", "FitConfig", "Names", "Option", "option", "same_as"]
+
+DTYPES = ("float32", "float64")
+DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS = 256, 5
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one field is given, checked and shown; kept in the field's metadata."""
+
+    help: str
+    choices: Collection[str] | None = None  # the names a registry implements
+    check: Callable[[str, Any], Any] | None = None  # (name, value) -> the value to keep, or ConfigError
+    parse: Callable[[str], Any] | None = None  # command-line text -> value (see ``option``)
+    metavar: str | None = None
+    nargs: str | None = None  # "+": several values on the command line
+    flag: str | None = None  # when not --name-with-dashes
+    derived: str | None = None  # for a default of None: what it becomes, for the help text
+
+
+def option(default: Any, help: str, **how: Any) -> Any:
+    """A dataclass field declared with its ``Option``; the command line parses the default's type
+    unless ``parse`` or ``choices`` say otherwise."""
+    if how.get("parse") is None and how.get("choices") is None and default is not None:
+        how["parse"] = type(default)
+    return field(default=default, metadata={"option": Option(help, **how)})
+
+
+def same_as(owner: type, name: str, default: Any = dataclasses.MISSING, **how: Any) -> Any:
+    """The field ``name`` of ``owner`` declared again for another command, with ``how`` changed."""
+    f = next(f for f in fields(owner) if f.name == name)
+    opt = dataclasses.replace(f.metadata["option"], **how)
+    return field(default=f.default if default is dataclasses.MISSING else default, metadata={"option": opt})
+
+
+class Names(Collection[str]):
+    """The names of several registries as one set of choices, live: an entry added to one later
+    is a choice too."""
+
+    def __init__(self, *tables: Collection[str]) -> None:
+        self.tables = tables
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self.tables)
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in table for table in self.tables)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.tables))
+
+
+Self = TypeVar("Self", bound="Declared")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """Base of the declared configurations: checks every field, builds from and to plain dicts."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            opt, value = f.metadata["option"], getattr(self, f.name)
+            if value is None:  # None is the default: the declared one, or one derived below
+                object.__setattr__(self, f.name, f.default)
+                continue
+            if opt.choices is not None:
+                check_choice(value, opt.choices, f.name)
+            if opt.check is not None:
+                object.__setattr__(self, f.name, opt.check(f.name, value))
+        for name, value in self._derived().items():
+            object.__setattr__(self, name, value)
+
+    def _derived(self) -> dict[str, Any]:
+        """Defaults that depend on other options, and checks that span several."""
+        return {}
+
+    @classmethod
+    def from_options(cls: type[Self], options: Mapping[str, Any]) -> Self:
+        """Built from keyword options; ConfigError names an unknown one (and the nearest known)."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ConfigError(f"unknown option {name!r}{hint}; the options are {', '.join(known)}")
+        return cls(**options)
+
+    from_dict = from_options
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option, as JSON-ready values."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# -- checks: (name, value) -> value -------------------------------------------------------------
+
+
+def positive_int(name: str, value: Any) -> int:
+    check_int(name, value)
+    return int(value)
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    check_int(name, value, minimum=0)
+    return int(value)
+
+
+def positive(name: str, value: Any) -> float:
+    return check_number(name, value, lambda v: v > 0, "a positive number")
+
+
+def non_negative(name: str, value: Any) -> float:
+    return check_number(name, value, lambda v: v >= 0, "a number >= 0")
+
+
+def unit_interval(name: str, value: Any) -> float:
+    return check_number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    """Command-line sizes: "64,32" -> (64, 32)."""
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected sizes like 64,32, got {text!r}") from None
+
+
+def _hidden(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise ConfigError(f"{name} must be a list of layer sizes like [64, 32], got {value!r}")
+    return tuple(value)  # each size is checked where the layers are built (models.get_model)
+
+
+def batch_size(text: str) -> int | str:
+    """Command-line batch size: a whole number or 'full'."""
+    return text if text == "full" else int(text)
+
+
+def _batch_size(name: str, value: Any) -> int | str:
+    return value if value == "full" else positive_int(name, value)
+
+
+def _learning_rate(name: str, value: Any) -> float:
+    return positive("learning rate", value)
+
+
+def _scheduler(name: str, value: Any) -> str:
+    return check_scheduler(value)
+
+
+_SCHEDULER_HELP = ", ".join(f"{k} ({v})" for k, v in SCHEDULERS.items())
+
+
+@dataclass(frozen=True)
+class FitConfig(Declared):
+    """Every training option. A field left None takes a default derived from the others."""
+
+    model: str = option(
+        "logistic",
+        "logistic (0/1 labels), softmax (one-hot or class-id labels), linear (real values, squared error), "
+        "mlp (hidden layers)",
+        choices=MODELS,
+    )
+    hidden: tuple[int, ...] = option(
+        None,
+        "mlp hidden layer sizes, e.g. 64,32",
+        check=_hidden,
+        parse=sizes,
+        metavar="N,N,...",
+        derived=",".join(map(str, DEFAULT_HIDDEN)),
+    )
+    activation: str = option(DEFAULT_ACTIVATION, "mlp hidden activation", choices=ACTIVATIONS)
+    output: str | None = option(
+        None,
+        "mlp output layer",
+        choices=OUTPUTS,
+        derived="from the data: make-data's task, else softmax for labels with several rows, else sigmoid",
+    )
+    batch_size: int | str = option(
+        None,
+        "samples per step: 1 = SGD, m = batch gradient descent, 'full' = exact full-batch steps",
+        check=_batch_size,
+        parse=batch_size,
+        metavar="B",
+        derived=f"{DEFAULT_BATCH_SIZE}; full with --optimizer {LBFGS}",
+    )
+    epochs: int = option(
+        None,
+        f"passes over the data; for {LBFGS}, the most iterations",
+        check=positive_int,
+        parse=int,
+        metavar="E",
+        derived=f"{DEFAULT_EPOCHS}; {LBFGS} {MAX_ITER}",
+    )
+    lr: float = option(0.1, "learning rate", check=_learning_rate, metavar="A")
+    optimizer: str = option(
+        "sgd",
+        f"{', '.join(OPTIMIZERS)}: steps of size --lr; {LBFGS}: L-BFGS on the exact full-batch objective, "
+        "the reference optimum (needs scipy)",
+        choices=Names(OPTIMIZERS, (LBFGS,)),
+    )
+    beta1: float = option(0.9, "momentum's and adam's first-moment decay", check=unit_interval)
+    beta2: float = option(0.999, "rmsprop's and adam's second-moment decay", check=unit_interval)
+    eps: float = option(1e-8, "rmsprop's and adam's epsilon", check=positive)
+    lr_schedule: str = option(
+        "constant",
+        "constant: A; inverse-time: A/(1 + decay*t); exponential: A*decay^t; step: A*decay^floor(t/step), "
+        "t counted in epochs or steps (--lr-per)",
+        choices=SCHEDULES,
+    )
+    lr_decay: float | None = option(
+        None,
+        "the schedule's decay",
+        parse=float,
+        metavar="D",
+        derived=", ".join(f"{s.default_decay} for {k}" for k, s in SCHEDULES.items() if s.default_decay),
+    )
+    lr_step: int = option(1, "step schedule: decay every N epochs or steps", check=positive_int, metavar="N")
+    lr_per: str = option("epoch", "what t counts in the schedule", choices=("epoch", "step"))
+    l2: float = option(
+        0.0, "L2 penalty: J = mean loss + LAMBDA/(2m) * sum of squared weights", check=non_negative, metavar="LAMBDA"
+    )
+    shuffle: str = option(
+        "chunks",
+        "none: store order; chunks: new chunk order each epoch; buffer: also shuffle samples inside a "
+        "memory-bounded buffer of chunks",
+        choices=SHUFFLES,
+    )
+    buffer_mb: float = option(
+        DEFAULT_BUFFER_BYTES // 2**20,
+        "memory for the chunks in flight with --shuffle buffer",
+        check=positive,
+        parse=float,
+        metavar="MB",
+    )
+    prefetch: int = option(
+        2, "chunks read ahead in a background thread; 0 reads inline", check=non_negative_int, metavar="N"
+    )
+    seed: int = option(0, "seed of every random choice", check=non_negative_int, metavar="S")
+    dtype: str = option("float32", "training precision", choices=DTYPES)
+    eval_exact_every: int | None = option(
+        None,
+        "also compute the exact loss and gradient norm over all the data every N epochs and after the last "
+        "(one extra pass each)",
+        check=positive_int,
+        parse=int,
+        metavar="N",
+    )
+    scheduler: str = option(
+        DEFAULT_SCHEDULER,
+        f"where exact full-data passes run: {_SCHEDULER_HELP}, or tcp://HOST:PORT (a running Dask scheduler)",
+        check=_scheduler,
+        metavar="S",
+    )
+
+    def _derived(self) -> dict[str, Any]:
+        lbfgs = self.optimizer == LBFGS
+        batch = self.batch_size if self.batch_size is not None else "full" if lbfgs else DEFAULT_BATCH_SIZE
+        if lbfgs and batch != "full":
+            raise ConfigError("L-BFGS takes exact full-batch steps: leave batch_size unset or use 'full'")
+        hidden = self.hidden if self.hidden is not None else DEFAULT_HIDDEN if self.model == "mlp" else ()
+        return {
+            "batch_size": batch,
+            "epochs": self.epochs if self.epochs is not None else MAX_ITER if lbfgs else DEFAULT_EPOCHS,
+            "lr_decay": check_decay(self.lr_schedule, self.lr_decay),
+            "hidden": hidden,
+        }
+
+    @property
+    def uses_exact_path(self) -> bool:
+        """Whether training needs the exact full-batch path (batch GD, L-BFGS, exact evaluations)."""
+        return self.batch_size == "full" or self.eval_exact_every is not None
+
+    @property
+    def buffer_bytes(self) -> int:
+        return int(self.buffer_mb * 2**20)

@@ -1,0 +1,61 @@
+"""Exact loss, gradient and accuracy of a model over a whole store, in one call each.
+
+Both open the store (or take a ``ChunkSource``), bind the model to it, check the parameters'
+shapes and run one exact pass (``full_batch.FullBatch``) with the scheduler asked for.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .binding import bind_fitted
+from .full_batch import DEFAULT_SCHEDULER, FullBatch
+from .models import Model, Params
+from .result import Fitted, l2_of
+from .sources import ChunkSource
+
+__all__ = ["evaluate", "loss_and_grad"]
+
+
+def loss_and_grad(
+    data: ChunkSource | str | os.PathLike,
+    fitted: Fitted,
+    *,
+    model: str | Model | None = None,
+    l2: float | None = None,
+    scheduler: str | None = DEFAULT_SCHEDULER,
+) -> tuple[float, Params]:
+    """Exact J = (1/m) Σ loss + (λ/2m) Σ ‖W‖² and ∇J over a whole store, in one pass (float64).
+
+    ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``
+    (a ``Model``, or the name of a 1-layer model). ``l2`` is λ: by default the one the model
+    was trained with, 0 for bare parameters.
+    """
+    with (
+        bind_fitted(data, fitted, model) as (params, model, config, source),
+        FullBatch(source, model, scheduler=scheduler) as exact,
+    ):
+        return exact.loss_and_grad(params, l2=l2_of(config) if l2 is None else l2)
+
+
+def evaluate(
+    data: ChunkSource | str | os.PathLike,
+    fitted: Fitted,
+    *,
+    model: str | Model | None = None,
+    scheduler: str | None = DEFAULT_SCHEDULER,
+) -> dict[str, float]:
+    """Exact mean loss (no L2 term) and, for classifiers, accuracy of a model over a whole store.
+
+    ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``.
+    One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask.
+    """
+    with (
+        bind_fitted(data, fitted, model) as (params, model, _, source),
+        FullBatch(source, model, scheduler=scheduler) as exact,
+    ):
+        t = exact.totals(params, grad=False)
+    result = {"loss": t.loss / t.samples, "m": t.samples}
+    if model.has_accuracy:
+        result["accuracy"] = t.correct / t.samples
+    return result

@@ -1,0 +1,55 @@
+"""What training reports: one typed record per epoch (or L-BFGS iteration), for every producer.
+
+Mini-batch epochs, exact full-batch steps and L-BFGS iterations all build an ``EpochRecord``;
+``FitResult.history``, the JSONL metrics file, ``on_epoch`` callbacks and the command line's
+epoch lines all read the same record. Fields a producer does not measure stay None and are
+left out of the JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EpochRecord", "append_jsonl"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based; an L-BFGS iteration counts as an epoch
+    loss: float  # the epoch's mean mini-batch loss, or the exact J for full-batch steps and L-BFGS
+    seconds: float
+    samples: int | None = None  # samples stepped over (m for a full-batch step)
+    steps: int | None = None  # optimizer updates in the epoch
+    samples_per_s: float | None = None
+    io_wait_s: float | None = None  # time the step waited on reads
+    accuracy: float | None = None  # classifiers only; the mean over the epoch's batches
+    grad_norm: float | None = None  # exact ‖∇J‖ of a full-batch step or an L-BFGS iteration
+    passes: int | None = None  # L-BFGS: full passes over the data so far
+    exact_loss: float | None = None  # eval_exact_every: J over all the data after the epoch
+    exact_grad_norm: float | None = None
+    exact_accuracy: float | None = None
+    converged: bool | None = None  # the last L-BFGS iteration: did it converge,
+    stop: str | None = None  # and why it stopped
+
+    @property
+    def exact(self) -> bool:
+        """True when ``loss`` is the exact J over all the data (full-batch steps, L-BFGS)."""
+        return self.grad_norm is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The measured fields, as JSON-ready values."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EpochRecord:
+        return cls(**d)
+
+
+def append_jsonl(path: str | os.PathLike, record: EpochRecord) -> None:
+    """Append the record to a JSON-lines metrics file, one object per line."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record.to_dict()) + "\n")
