@@ -96,23 +96,17 @@ def lr_at(lr: LearningRate, step: int) -> float:
     return float(lr(step)) if callable(lr) else lr
 
 
-def _moving_average(average: Params, x: Params, beta: float) -> Params:
-    return {k: beta * average[k] + (1 - beta) * x[k] for k in x}
+def _moving_average(average: np.ndarray, x: np.ndarray, beta: float) -> np.ndarray:
+    return beta * average + (1 - beta) * x
 
 
-def _unbiased(average: Params, beta: float, t: int) -> Params:
+def _unbiased(average: np.ndarray, correction: float) -> np.ndarray:
     """Adam's correction: the averages start at 0, so their first values are too small by 1 - β^t."""
-    c = 1 - beta**t  # beta**t stays a Python float, so float32 arrays stay float32
-    return {k: a / c for k, a in average.items()}
+    return average / correction
 
 
 def _zeros(params: Params) -> Params:
     return {k: np.zeros_like(p) for k, p in params.items()}
-
-
-def _grads(grads: Params, params: Params) -> Params:
-    # Casting (a no-op when dtypes already match) keeps float32 params and state float32.
-    return {k: np.asarray(grads[k], dtype=p.dtype) for k, p in params.items()}
 
 
 def _compose(lr: LearningRate, rule: Rule, beta1: float = 0.0, beta2: float = 0.0, eps: float = 0.0) -> Optimizer:
@@ -122,19 +116,25 @@ def _compose(lr: LearningRate, rule: Rule, beta1: float = 0.0, beta2: float = 0.
         return OptimizerState(0, _zeros(params) if rule.v else {}, _zeros(params) if rule.s else {})
 
     def update(grads: Params, state: OptimizerState, params: Params) -> tuple[Params, OptimizerState]:
-        # int(): a step restored from a checkpoint may be a NumPy integer.
-        a, g, t = lr_at(lr, state.step), _grads(grads, params), int(state.step) + 1
-        v = _moving_average(state.v, g, beta1) if rule.v else {}
-        s = _moving_average(state.s, {k: x**2 for k, x in g.items()}, beta2) if rule.s else {}
-        direction = v if rule.v else g
-        if rule.bias_correction:
-            direction, s_hat = _unbiased(direction, beta1, t), _unbiased(s, beta2, t)
-        else:
-            s_hat = s
-        if rule.s:  # a·g / (√s + ε), in this order: the same bits as the formulas above
-            new = {k: p - a * direction[k] / (np.sqrt(s_hat[k]) + eps) for k, p in params.items()}
-        else:
-            new = {k: p - a * direction[k] for k, p in params.items()}
+        # int(): a step restored from a checkpoint may be a NumPy integer. beta**t stays a
+        # Python float, so float32 arrays stay float32.
+        a, t = lr_at(lr, state.step), int(state.step) + 1
+        c1, c2 = 1 - beta1**t, 1 - beta2**t
+        new, v, s = {}, {}, {}
+        for k, p in params.items():  # one pass per parameter: tiny steps (B = 1) pay little Python
+            g = np.asarray(grads[k], dtype=p.dtype)  # float64 exact gradients keep float32 params float32
+            direction = g
+            if rule.v:
+                direction = v[k] = _moving_average(state.v[k], g, beta1)
+                if rule.bias_correction:
+                    direction = _unbiased(direction, c1)
+            if rule.s:  # a·g / (√s + ε), in this order: the same bits as the formulas above
+                s_hat = s[k] = _moving_average(state.s[k], g**2, beta2)
+                if rule.bias_correction:
+                    s_hat = _unbiased(s_hat, c2)
+                new[k] = p - a * direction / (np.sqrt(s_hat) + eps)
+            else:
+                new[k] = p - a * direction
         return new, OptimizerState(t, v, s)
 
     return Optimizer(init, update)
