@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, check_int, lookup
+from ._errors import ConfigError, check_choice, check_int
 from .labels import LabelRule
 from .sources import ChunkSource
 
@@ -78,7 +78,7 @@ class Batch(NamedTuple):
 
 def check_batching(batch_size: int, shuffle: str) -> None:
     """Raise ConfigError for a batch size or shuffle mode that cannot be streamed."""
-    lookup(SHUFFLES, shuffle, "shuffle")
+    check_choice(shuffle, SHUFFLES, "shuffle")
     check_int("batch_size", batch_size)
 
 
