@@ -380,8 +380,9 @@ def objective(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None 
         raise ValueError("objective() needs gradient sums: Model.totals(..., grad=True)")
     n, m = totals.samples, totals.samples if m is None else m
     grads = {k: g / n for k, g in totals.grads.items()}
-    for k, W in _weights(params) if l2 else ():
-        grads[k] = grads[k] + (l2 / m) * W
+    if l2:
+        for k, W in _weights(params):
+            grads[k] = grads[k] + (l2 / m) * W
     return loss_of(params, totals, l2=l2, m=m), grads
 
 
@@ -389,8 +390,9 @@ def loss_of(params: Params, totals: Totals, *, l2: float = 0.0, m: int | None = 
     """J alone (see ``objective``), from sums with or without gradients."""
     n, m = totals.samples, totals.samples if m is None else m
     loss = totals.loss / n
-    for _, W in _weights(params) if l2 else ():
-        loss += l2 / (2 * m) * float(np.square(W, dtype=np.float64).sum())
+    if l2:
+        for _, W in _weights(params):
+            loss += l2 / (2 * m) * float(np.square(W, dtype=np.float64).sum())
     return loss
 
 
