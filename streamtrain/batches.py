@@ -130,6 +130,11 @@ class BatchStream:
             raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
         self.io_wait_s = 0.0
 
+    def chunks_between(self, before: Cursor, after: Cursor) -> np.ndarray:
+        """The chunks that a batch starting at ``before`` and ending where ``after`` starts was read from."""
+        stop = after.position + (self.chunks_per_unit if after.offset else 0)
+        return self.order[before.position : min(stop, self.source.n_chunks)]
+
     def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(position, X, Y) of each unit from the cursor on, in the epoch's order."""
         source, n = self.source, self.chunks_per_unit

@@ -50,17 +50,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.close(dir_fd)
 
 
-def save_model(path: str | os.PathLike, params: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Save parameters and JSON-serialisable metadata to ``path`` (an ``.npz`` file)."""
+def save_model(
+    path: str | os.PathLike, params: dict[str, np.ndarray], meta: dict[str, Any], *, format: str = FORMAT
+) -> None:
+    """Save parameters and JSON-serialisable metadata to ``path`` (an ``.npz`` file); ``format``
+    tags what kind of file it is (a model, or a training checkpoint)."""
     if _META in params:
         raise ValueError(f"{_META!r} is reserved for metadata")
-    header = {"format": FORMAT, "version": VERSION, **meta}
+    header = {"format": format, "version": VERSION, **meta}
     arrays: dict[str, Any] = {**params, _META: np.array(json.dumps(header))}
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a model file written by ``save_model``: (params, metadata)."""
+def load_model(path: str | os.PathLike, *, format: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by ``save_model`` with this ``format``: (params, metadata)."""
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -73,8 +76,8 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str
         meta = json.loads(str(arrays.pop(_META)))
     except (KeyError, json.JSONDecodeError):
         raise DataError(f"{path}: not a streamtrain model file (no readable metadata)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path}: not a streamtrain model file (wrong format tag)")
+    if not isinstance(meta, dict) or meta.get("format") != format:
+        raise DataError(f"{path}: not a {format} file (wrong format tag)")
     if meta.get("version", 0) > VERSION:
         raise DataError(f"{path}: written by a newer streamtrain (file version {meta['version']})")
     return arrays, meta

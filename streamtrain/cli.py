@@ -37,9 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     except OSError as e:  # unwritable output folder, disk full, ...
         return _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or a signal that stopped training after a step (_signals.Interrupted)
+        signum = getattr(e, "signum", 2)
+        print(f"{PROG}: interrupted{f' by {e}' if str(e) else ''}", file=sys.stderr)
+        return 128 + signum
 
 
 def _fail(message: str) -> int:
@@ -49,7 +50,7 @@ def _fail(message: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from .compare import CompareConfig
-    from .config import FitConfig
+    from .config import CheckpointConfig, FitConfig
     from .synthetic import DataConfig
 
     p = argparse.ArgumentParser(
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--init", metavar="MODEL", help="warm start from this model file")
     f.add_argument("--out", metavar="MODEL.npz", help="model file to write (default: DATA's name + -model.npz)")
     f.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON line per epoch here")
+    add_options(f, CheckpointConfig)
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --checkpoint-dir (from the start if there is none yet); "
+        "the result is the same as a run never stopped",
+    )
     _add_arrays(f)
     _add_progress(f)
     f.set_defaults(run=_fit)
@@ -154,7 +162,7 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .config import FitConfig
+    from .config import CheckpointConfig, FitConfig
     from .sources import open_source
     from .train import fit
 
@@ -170,13 +178,20 @@ def _fit(args: argparse.Namespace) -> int:
             progress=args.progress,
             metrics=args.metrics,
             on_epoch=_print_epoch,
+            resume=args.resume,
+            on_resume=_print_resumed,
             **options_of(args, FitConfig),
+            **options_of(args, CheckpointConfig),
         )
         if "bayes_loss" in source.attrs:
             print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
     result.save(out)
     print(f"model written to {out}")
     return 0
+
+
+def _print_resumed(path: str, epoch: int, step: int) -> None:
+    print(f"resuming from {path} (epoch {epoch}, step {step})", flush=True)
 
 
 def _print_epoch(r: EpochRecord) -> None:

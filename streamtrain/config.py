@@ -26,7 +26,7 @@ from .lbfgs import LBFGS, MAX_ITER
 from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUTPUTS
 from .optim import OPTIMIZERS, SCHEDULES, check_decay
 
-__all__ = ["DTYPES", "Declared", "FitConfig", "Names", "Option", "option", "same_as"]
+__all__ = ["DTYPES", "CheckpointConfig", "Declared", "FitConfig", "Names", "Option", "option", "same_as"]
 
 DTYPES = ("float32", "float64")
 DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS = 256, 5
@@ -302,3 +302,29 @@ class FitConfig(Declared):
     @property
     def buffer_bytes(self) -> int:
         return int(self.buffer_mb * 2**20)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig(Declared):
+    """Where and how often training writes checkpoints (see ``streamtrain.resume``).
+
+    Not part of the training configuration: checkpoints never change the result, so a run may
+    be resumed with other checkpoint options.
+    """
+
+    checkpoint_dir: str | None = option(
+        None,
+        "write checkpoints here (at the end of every epoch, and see below) so that --resume can continue",
+        parse=str,
+        metavar="DIR",
+    )
+    checkpoint_every: int | None = option(
+        None, "also write a checkpoint every N steps", check=positive_int, parse=int, metavar="N"
+    )
+    checkpoint_seconds: float = option(600.0, "also write a checkpoint every S seconds", check=positive, metavar="S")
+    keep_checkpoints: int = option(3, "how many of the newest checkpoints to keep", check=positive_int, metavar="K")
+
+    def _derived(self) -> dict[str, Any]:
+        if self.checkpoint_dir is None and self.checkpoint_every is not None:
+            raise ConfigError("checkpoint_every needs checkpoint_dir: the directory to write checkpoints to")
+        return {}

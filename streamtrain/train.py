@@ -21,15 +21,18 @@ import numpy as np
 
 from ._errors import ConfigError, DivergedError
 from ._progress import Progress
+from ._signals import Interrupted, StopRequest, stop_requests
 from .batches import BatchStream, Cursor
 from .binding import bind
-from .config import FitConfig
+from .config import CheckpointConfig, FitConfig
+from .divergence import Monitor
 from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, check_params, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
+from .resume import Checkpoints, TrainState
 from .sources import ChunkSource
 
 __all__ = ["fit"]
@@ -46,6 +49,8 @@ def fit(
     progress: bool | None = None,
     metrics: str | os.PathLike | None = None,
     on_epoch: Emit | None = None,
+    resume: bool = False,
+    on_resume: Callable[[str, int, int], None] | None = None,
     **options: Any,
 ) -> FitResult:
     """Train a model on a store (path) or a ``ChunkSource`` by minimising J (see ``streamtrain.models``).
@@ -55,13 +60,24 @@ def fit(
     ``hidden``, ``activation``, ``output``), the steps (``batch_size``, ``epochs``, ``optimizer``
     and its ``lr``, ``beta1``, ``beta2``, ``eps``, ``lr_schedule``...), ``l2``, the order of the
     samples (``shuffle``, ``seed``) and where exact passes run (``scheduler``). A whole
-    ``config`` can be passed instead; ``options`` then change some of its fields.
+    ``config`` can be passed instead; ``options`` then change some of its fields. The options of
+    ``CheckpointConfig`` (``checkpoint_dir``, ``checkpoint_every``...) say where and how often
+    the run writes checkpoints; ``resume=True`` continues from the newest one in
+    ``checkpoint_dir`` (from the start when there is none) and ends bit-identical to a run never
+    stopped; ``on_resume(path, epoch, step)`` is told which checkpoint it continues from.
 
     ``init`` warm-starts from a params dict or a model file. ``progress`` draws a progress
     line on stderr (default: only when stderr is a terminal). ``metrics`` appends one JSON line
     per epoch to that file, and ``on_epoch`` is called with the same ``EpochRecord``.
+
+    SIGINT and SIGTERM stop the run after the current step, with a checkpoint when a directory
+    is set, by raising ``Interrupted`` (a ``KeyboardInterrupt``). A diverged run raises
+    ``DivergedError``; NaN or inf in the data a ``DataError`` naming the sample and chunk.
     """
+    saving = CheckpointConfig.from_options({k: options.pop(k) for k in _CHECKPOINT_OPTIONS & options.keys()})
     config = FitConfig.from_options({**(config.to_dict() if config else {}), **options})
+    if resume and saving.checkpoint_dir is None:
+        raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
     with bind(model, data) as (model, source):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
@@ -70,24 +86,27 @@ def fit(
                 f"batch_size {config.batch_size} is larger than m={source.m}; use {source.m} or 'full' "
                 f"for batch gradient descent"
             )
-        params = _initial_params(model, source, init, config)
-        history: list[EpochRecord] = []
+        run = Run(model, source, config, saving, progress, _emitter(metrics, on_epoch))
+        state = run.resumed() if resume else None
+        if state is not None and on_resume is not None:
+            on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
+        if state is None:
+            state = run.start(_initial_params(model, source, init, config))
+        params = run.train(state)
+        return FitResult(params, model, config, state.history, source.fingerprint())
 
-        def emit(record: EpochRecord) -> None:
-            history.append(record)
-            if metrics is not None:
-                append_jsonl(metrics, record)
-            if on_epoch is not None:
-                on_epoch(record)
 
-        show = sys.stderr.isatty() if progress is None else progress
-        exact = FullBatch(source, model, scheduler=config.scheduler) if config.uses_exact_path else None
-        with exact or nullcontext():
-            if exact is not None and config.optimizer == LBFGS:
-                params = lbfgs(exact, params, l2=config.l2, max_iter=config.epochs, callback=emit)
-            else:
-                params = _descend(model, source, params, config, exact, emit, show)
-        return FitResult(params, model, config, history, source.fingerprint())
+_CHECKPOINT_OPTIONS = {f.name for f in dataclasses.fields(CheckpointConfig)}
+
+
+def _emitter(metrics: str | os.PathLike | None, on_epoch: Emit | None) -> Emit:
+    def emit(record: EpochRecord) -> None:
+        if metrics is not None:
+            append_jsonl(metrics, record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    return emit
 
 
 def _optimizer(config: FitConfig, m: int) -> Optimizer:
@@ -98,100 +117,204 @@ def _optimizer(config: FitConfig, m: int) -> Optimizer:
     return get_optimizer(config.optimizer, rate, beta1=config.beta1, beta2=config.beta2, eps=config.eps)
 
 
-def _descend(
-    model: Model,
-    source: ChunkSource,
-    params: Params,
-    config: FitConfig,
-    exact: FullBatch | None,
-    emit: Emit,
-    show: bool,
-) -> Params:
-    """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
-    opt = _optimizer(config, source.m)
-    state = opt.init(params)
-    epochs, every = config.epochs, config.eval_exact_every
-    for epoch in range(1, epochs + 1):
-        if exact is not None and config.batch_size == "full":
-            params, state, record = _full_step(exact, opt, params, state, epoch, config.l2)
-        else:
-            stream = BatchStream(
-                source,
-                int(config.batch_size),
-                Cursor(config.seed, epoch - 1),
-                shuffle=config.shuffle,
-                dtype=config.dtype,
-                prefetch=config.prefetch,
-                buffer_bytes=config.buffer_bytes,
-                labels=model.labels,
+class Run:
+    """One training run on a bound store: its steps, checkpoints, divergence checks and stop requests."""
+
+    def __init__(
+        self,
+        model: Model,
+        source: ChunkSource,
+        config: FitConfig,
+        saving: CheckpointConfig,
+        progress: bool | None,
+        emit: Emit,
+    ) -> None:
+        self.model, self.source, self.config, self.emit = model, source, config, emit
+        self.show = sys.stderr.isatty() if progress is None else progress
+        self.batch_size = source.m if config.batch_size == "full" else int(config.batch_size)
+        self.lbfgs = config.optimizer == LBFGS
+        if self.lbfgs and saving.checkpoint_dir is not None:
+            raise ConfigError(
+                "L-BFGS runs cannot be checkpointed: scipy keeps its curvature pairs to itself, so a resumed run "
+                "would differ; leave checkpoint_dir unset (each iteration is one exact pass)"
             )
-            bar = Progress(f"epoch {epoch}/{epochs}", source.m, enabled=show)
-            params, state, record = _run_epoch(model, opt, params, state, stream, bar, epoch, config.l2)
-            if exact is not None and every is not None and (epoch % every == 0 or epoch == epochs):
-                record = dataclasses.replace(record, **_exact_fields(exact, params, config.l2))
-        emit(record)
-    return params
-
-
-def _run_epoch(
-    model: Model,
-    opt: Optimizer,
-    params: Params,
-    state: OptimizerState,
-    stream: BatchStream,
-    bar: Progress,
-    epoch: int,
-    l2: float,
-) -> tuple[Params, OptimizerState, EpochRecord]:
-    """One pass of gradient steps over ``stream``; returns the new params, state and a record."""
-    t0, loss_sum, correct, seen, steps, m = time.perf_counter(), 0.0, 0, 0, 0, stream.source.m
-    for X, Y, _ in stream:
-        with np.errstate(invalid="ignore"):  # NaN data is reported below, once, as an error
-            loss, grads, n_correct = batch_objective(model, params, X, Y, l2=l2, m=m)
-        if not math.isfinite(loss):
-            raise DivergedError(
-                f"loss is {loss} at epoch {epoch}, batch {steps + 1}: the data holds NaN/inf or the learning rate "
-                f"is too large"
+        self.opt = None if self.lbfgs else _optimizer(config, source.m)
+        self.stamp = source.stamp()
+        self.checkpoints = None
+        if saving.checkpoint_dir is not None:
+            run = {"config": config.to_dict(), "model": model.to_dict(), "data": source.fingerprint()}
+            self.checkpoints = Checkpoints(
+                saving.checkpoint_dir, {**run, "stamp": self.stamp}, keep=saving.keep_checkpoints
             )
-        params, state = opt.update(grads, state, params)
-        loss_sum, correct, seen, steps = loss_sum + loss * X.shape[1], correct + n_correct, seen + X.shape[1], steps + 1
-        bar.update(seen, loss_sum / seen)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    record = EpochRecord(
-        epoch,
-        loss_sum / seen,
-        seconds,
-        samples=seen,
-        steps=steps,
-        samples_per_s=seen / seconds,
-        io_wait_s=stream.io_wait_s,
-        accuracy=correct / seen if model.has_accuracy else None,
-    )
-    return params, state, record
+        self.every_steps, self.every_seconds = saving.checkpoint_every, saving.checkpoint_seconds
+        self.last_checkpoint: str | None = None
+        self.stop = StopRequest()
+        self._clock = (time.perf_counter(), 0.0)  # the epoch's (start in this process, seconds before it)
+        self._saved_at = time.monotonic()
 
+    def start(self, params: Params) -> TrainState:
+        """The state before the first step."""
+        opt = self.opt.init(params) if self.opt is not None else OptimizerState(0, {}, {})  # L-BFGS keeps its own
+        return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m))
 
-def _full_step(
-    exact: FullBatch, opt: Optimizer, params: Params, state: OptimizerState, epoch: int, l2: float
-) -> tuple[Params, OptimizerState, EpochRecord]:
-    """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
-    t0 = time.perf_counter()
-    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
-    if not math.isfinite(loss):
-        raise DivergedError(f"exact loss is {loss}: the data holds NaN/inf or the learning rate is too large")
-    params, state = opt.update(grads, state, params)  # the optimizer casts float64 grads to the params dtype
-    seconds, m = time.perf_counter() - t0, exact.source.m
-    record = EpochRecord(
-        epoch,
-        loss,
-        seconds,
-        samples=m,
-        steps=1,
-        samples_per_s=m / seconds,
-        accuracy=totals.correct / m if exact.model.has_accuracy else None,
-        grad_norm=norm(grads),
-    )
-    return params, state, record
+    def resumed(self) -> TrainState | None:
+        """The state of the newest checkpoint, or None when there is none yet."""
+        found = self.checkpoints.newest() if self.checkpoints is not None else None
+        if found is None:
+            return None
+        self.last_checkpoint, state = found
+        return state
+
+    def train(self, state: TrainState) -> Params:
+        """Run from ``state`` to the last epoch; the final parameters."""
+        config = self.config
+        exact = FullBatch(self.source, self.model, scheduler=config.scheduler) if config.uses_exact_path else None
+        with exact or nullcontext(), stop_requests() as self.stop:
+            if exact is not None and self.lbfgs:
+                callback = self._lbfgs_record(state)
+                return lbfgs(exact, state.params, l2=config.l2, max_iter=config.epochs, callback=callback)
+            return self._descend(state, exact)
+
+    def _descend(self, state: TrainState, exact: FullBatch | None) -> Params:
+        """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
+        config, every = self.config, self.config.eval_exact_every
+        while state.epoch <= config.epochs:
+            self.source.check_unchanged(self.stamp)
+            self._clock = (time.perf_counter(), state.sums.seconds)
+            if exact is not None and config.batch_size == "full":
+                record = self._full_step(exact, state)
+            else:
+                record = self._run_epoch(state)
+                if (
+                    exact is not None
+                    and every is not None
+                    and (state.epoch % every == 0 or state.epoch == config.epochs)
+                ):
+                    record = dataclasses.replace(record, **_exact_fields(exact, state.params, config.l2))
+            state.finish_epoch(record)
+            self.emit(record)
+            if self.checkpoints is not None:
+                self._save(state)
+            self._stop_if_asked(state)
+        self.source.check_unchanged(self.stamp)
+        return state.params
+
+    def _run_epoch(self, state: TrainState) -> EpochRecord:
+        """The rest of the epoch's gradient steps, from its cursor; the epoch's record."""
+        model, config, source, sums = self.model, self.config, self.source, state.sums
+        cursor = state.cursor or Cursor(config.seed, state.epoch - 1)
+        stream = BatchStream(
+            source,
+            self.batch_size,
+            cursor,
+            shuffle=config.shuffle,
+            dtype=config.dtype,
+            prefetch=config.prefetch,
+            buffer_bytes=config.buffer_bytes,
+            labels=model.labels,
+        )
+        bar = Progress(f"epoch {state.epoch}/{config.epochs}", source.m, enabled=self.show)
+        for X, Y, after in stream:
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite losses are looked into below
+                loss, grads, n_correct = batch_objective(model, state.params, X, Y, l2=config.l2, m=source.m)
+            if not math.isfinite(loss):
+                raise self._non_finite(stream, cursor, after, loss, state)
+            state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
+            sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
+            sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
+            state.cursor = cursor = after
+            bar.update(sums.samples, sums.loss / sums.samples)
+            self._after_step(state, loss)
+        bar.close()
+        seconds = self._seconds()
+        return EpochRecord(
+            state.epoch,
+            sums.loss / sums.samples,
+            seconds,
+            samples=sums.samples,
+            steps=sums.steps,
+            samples_per_s=sums.samples / seconds,
+            io_wait_s=stream.io_wait_s,
+            accuracy=sums.correct / sums.samples if model.has_accuracy else None,
+        )
+
+    def _full_step(self, exact: FullBatch, state: TrainState) -> EpochRecord:
+        """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
+        loss, grads, totals = exact.objective_with_totals(state.params, l2=self.config.l2)
+        if not math.isfinite(loss):  # NaN/inf in the data is a DataError of the exact pass
+            raise DivergedError(f"exact loss is {loss} at epoch {state.epoch}: {self._too_large}")
+        # The optimizer casts float64 grads to the params' dtype.
+        state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
+        self._check_divergence(state, loss)
+        seconds, m = self._seconds(), exact.source.m
+        return EpochRecord(
+            state.epoch,
+            loss,
+            seconds,
+            samples=m,
+            steps=1,
+            samples_per_s=m / seconds,
+            accuracy=totals.correct / m if exact.model.has_accuracy else None,
+            grad_norm=norm(grads),
+        )
+
+    def _after_step(self, state: TrainState, loss: float) -> None:
+        """Divergence check, a checkpoint when one is due, and a stop when a signal asked for one."""
+        self._check_divergence(state, loss)
+        if self.checkpoints is not None:
+            due = self.every_steps is not None and state.opt.step % self.every_steps == 0
+            if due or self.stop.signum is not None or time.monotonic() - self._saved_at >= self.every_seconds:
+                self._save(state)
+        self._stop_if_asked(state)
+
+    def _check_divergence(self, state: TrainState, loss: float) -> None:
+        reason = state.monitor.update(loss)
+        if reason is not None:
+            raise DivergedError(f"diverged at epoch {state.epoch}, step {state.opt.step}: {reason}; {self._too_large}")
+
+    @property
+    def _too_large(self) -> str:
+        return f"the learning rate {self.config.lr:g} is too large for this data and model"
+
+    def _non_finite(
+        self, stream: BatchStream, before: Cursor, after: Cursor, loss: float, state: TrainState
+    ) -> Exception:
+        """NaN/inf in the batch's chunks is a DataError naming the sample; else the step size diverged."""
+        error = self.source.find_nonfinite(stream.chunks_between(before, after))
+        if error is not None:
+            return error
+        return DivergedError(
+            f"loss is {loss} at epoch {state.epoch}, step {state.opt.step + 1} (the batch's data is finite): "
+            f"{self._too_large}"
+        )
+
+    def _seconds(self) -> float:
+        start, before = self._clock
+        return before + time.perf_counter() - start
+
+    def _save(self, state: TrainState) -> None:
+        assert self.checkpoints is not None
+        self.last_checkpoint = self.checkpoints.save(state, self._seconds() if state.sums.steps else 0.0)
+        self._saved_at = time.monotonic()
+
+    def _stop_if_asked(self, state: TrainState) -> None:
+        if self.stop.signum is None:
+            return
+        kept = (
+            f"checkpoint {self.last_checkpoint}; continue with --resume"
+            if self.checkpoints is not None
+            else "no checkpoint (set --checkpoint-dir to keep the finished steps)"
+        )
+        raise Interrupted(self.stop.signum, f"{self.stop.name} at epoch {state.epoch}, step {state.opt.step}: {kept}")
+
+    def _lbfgs_record(self, state: TrainState) -> Emit:
+        def record(r: EpochRecord) -> None:
+            state.history.append(r)
+            self.emit(r)
+            if self.stop.signum is not None:
+                raise Interrupted(self.stop.signum, f"{self.stop.name} at L-BFGS iteration {r.epoch}")
+
+        return record
 
 
 def _exact_fields(exact: FullBatch, params: Params, l2: float) -> dict[str, Any]:

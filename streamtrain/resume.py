@@ -1,0 +1,162 @@
+"""Training checkpoints: the whole state of a run, written atomically, resumed bit for bit.
+
+A checkpoint is what the rest of a run depends on: the parameters, the optimizer's state
+(its step counts the learning-rate schedule too), the epoch and the ``Cursor`` of its next
+batch, the epoch's sums so far, the history, the divergence monitor, and what must not change
+for the rest to be the same (the configuration, the model, the data's fingerprint and stamp).
+Every random choice is a function of (seed, epoch, position), so no generator state is kept.
+
+Files are ``DIR/ckpt-EEEEE-SSSSSSSSSS.npz`` (epoch in progress, optimizer steps), sorted by
+name; they are written like model files (temp file, fsync, rename, directory fsync), so a
+crash mid-write leaves the previous ones whole. Temp files start with a dot and are never
+taken for checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import DataError
+from .batches import Cursor
+from .checkpoint import load_model, save_model
+from .divergence import Monitor
+from .models import Params
+from .optim import OptimizerState
+from .records import EpochRecord
+
+__all__ = ["FORMAT", "Checkpoints", "EpochSums", "TrainState", "check_resumable"]
+
+FORMAT = "streamtrain-checkpoint"
+_NAME = re.compile(r"ckpt-(\d{5})-(\d{10})\.npz")
+# Options that change neither the parameters nor the order of the samples: a run may resume with others.
+RESUMABLE_CHANGES = ("epochs", "prefetch", "scheduler", "eval_exact_every")
+
+
+@dataclass
+class EpochSums:
+    """What an epoch's record is built from, summed over its steps so far."""
+
+    loss: float = 0.0  # Σ batch loss × batch size
+    correct: int = 0
+    samples: int = 0
+    steps: int = 0
+    seconds: float = 0.0  # before this process took over the epoch
+
+
+@dataclass
+class TrainState:
+    """Everything the rest of a run depends on; see the module docstring."""
+
+    params: Params
+    opt: OptimizerState
+    monitor: Monitor
+    epoch: int = 1  # the epoch in progress, 1-based
+    cursor: Cursor | None = None  # where its next batch starts (None: at its start)
+    sums: EpochSums = field(default_factory=EpochSums)
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def finish_epoch(self, record: EpochRecord) -> None:
+        self.history.append(record)
+        self.epoch, self.cursor, self.sums = self.epoch + 1, None, EpochSums()
+
+
+class Checkpoints:
+    """The checkpoints of one run in ``directory``: write, keep the newest ``keep``, find the newest.
+
+    ``run`` is what a resumed run must match (see ``check_resumable``).
+    """
+
+    def __init__(self, directory: str | os.PathLike, run: dict[str, Any], *, keep: int = 3) -> None:
+        self.directory, self.run, self.keep = os.fspath(directory), run, keep
+
+    def save(self, state: TrainState, seconds: float) -> str:
+        """Write ``state`` (``seconds``: the epoch's time so far) and drop all but the newest ``keep``."""
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, f"ckpt-{state.epoch:05d}-{int(state.opt.step):010d}.npz")
+        arrays = {
+            **{f"params.{k}": v for k, v in state.params.items()},
+            **{f"v.{k}": v for k, v in state.opt.v.items()},
+            **{f"s.{k}": v for k, v in state.opt.s.items()},
+        }
+        meta = {
+            "run": self.run,
+            "epoch": state.epoch,
+            "step": int(state.opt.step),
+            "cursor": state.cursor.to_dict() if state.cursor is not None else None,
+            "sums": {**dataclasses.asdict(state.sums), "seconds": seconds},
+            "monitor": state.monitor.to_dict(),
+            "history": [r.to_dict() for r in state.history],
+        }
+        save_model(path, arrays, meta, format=FORMAT)
+        for old in self.paths()[: -self.keep]:
+            os.unlink(old)
+        return path
+
+    def paths(self) -> list[str]:
+        """The checkpoint files, oldest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        names = sorted(n for n in os.listdir(self.directory) if _NAME.fullmatch(n))
+        return [os.path.join(self.directory, n) for n in names]
+
+    def newest(self) -> tuple[str, TrainState] | None:
+        """The newest checkpoint that loads, and its state; None when there is none.
+
+        A damaged newest file (a disk fault: writes are atomic) falls back to the one before it;
+        a checkpoint of another run or other data is an error.
+        """
+        errors = []
+        for path in reversed(self.paths()):
+            try:
+                run, state = _read(path)
+            except DataError as e:
+                errors.append(str(e))
+                continue
+            check_resumable(run, self.run, path)
+            return path, state
+        if errors:
+            raise DataError(f"{self.directory}: no checkpoint can be read ({errors[0]})")
+        return None
+
+
+def _read(path: str) -> tuple[dict[str, Any], TrainState]:
+    """The run a checkpoint belongs to, and its state; DataError if it is damaged."""
+    arrays, meta = load_model(path, format=FORMAT)
+    try:
+        cursor = meta["cursor"]
+        return meta["run"], TrainState(
+            params=_prefixed(arrays, "params."),
+            opt=OptimizerState(int(meta["step"]), _prefixed(arrays, "v."), _prefixed(arrays, "s.")),
+            monitor=Monitor.from_dict(meta["monitor"]),
+            epoch=int(meta["epoch"]),
+            cursor=Cursor.from_dict(cursor) if cursor is not None else None,
+            sums=EpochSums(**meta["sums"]),
+            history=[EpochRecord.from_dict(r) for r in meta["history"]],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DataError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+
+
+def check_resumable(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:
+    """DataError naming the first difference between the run a checkpoint belongs to and this one."""
+    for key, what in (("model", "model"), ("config", "option"), ("data", "data")):
+        old, new = saved.get(key, {}), now.get(key, {})
+        ignored = RESUMABLE_CHANGES if key == "config" else ("path",) if key == "data" else ()
+        for name in sorted(set(old) | set(new)):
+            if name not in ignored and old.get(name) != new.get(name):
+                raise DataError(
+                    f"cannot resume from {path}: {what} {name} was {old.get(name)!r} there, {new.get(name)!r} now"
+                )
+    if saved.get("stamp") != now.get("stamp"):
+        raise DataError(
+            f"cannot resume from {path}: the data store {now['data'].get('path')} changed since the checkpoint "
+            f"was written (its files were rewritten or replaced)"
+        )
+
+
+def _prefixed(arrays: dict[str, Any], prefix: str) -> Params:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
