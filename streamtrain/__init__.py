@@ -7,10 +7,11 @@
 """
 
 from ._errors import ConfigError, DataError, DivergedError, UserError
+from ._signals import Interrupted
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
 from .compare import CompareConfig, compare
-from .config import FitConfig
+from .config import CheckpointConfig, FitConfig
 from .evaluation import evaluate, loss_and_grad
 from .full_batch import FullBatch
 from .models import Model, get_model
@@ -23,6 +24,7 @@ from .train import fit
 __all__ = [
     "ArraySource",
     "BatchStream",
+    "CheckpointConfig",
     "ChunkSource",
     "CompareConfig",
     "ConfigError",
@@ -34,6 +36,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "FullBatch",
+    "Interrupted",
     "Model",
     "UserError",
     "compare",

@@ -4,10 +4,12 @@ A step size that is too large makes the loss grow geometrically: ``fit --lr 1e6`
 losses of 10^4 or 10^24 long before any NaN. Mini-batch losses are noisy, so the rule looks
 at their moving average over a window of about ``WINDOW_SAMPLES`` samples (at least
 ``WINDOW_STEPS`` steps, at most one epoch); exact full-batch steps have no noise and use each J
-as it is. The average after the first window is the starting value. The run has diverged
-when the average is more than ``FACTOR`` times that and still rising: SGD noise, momentum's
-overshoot and a warm start's first epoch stay far below it (tested for every model and
-optimizer at their defaults).
+as it is. The starting value is the loss at the initial parameters: over the first chunk read
+for mini-batch runs (a too-large step can wreck the model in its first step, so the first
+window's losses are no reference), the first J for exact steps. The run has diverged when the
+average is more than ``FACTOR`` times the start and still rising: SGD noise, momentum's
+overshoot and a warm start's first steps stay far below it (tested for every model and
+optimizer).
 """
 
 from __future__ import annotations
@@ -30,13 +32,13 @@ class Monitor:
     window: int  # steps in the moving average (1: each loss as it is)
     steps: int = 0
     average: float = 0.0  # bias-corrected, like Adam's moments: a plain mean over the first steps
-    start: float | None = None  # the average after the first window
+    start: float | None = None  # the loss at the initial parameters (None: the first step's)
 
     @classmethod
-    def for_steps(cls, batch_size: int, m: int) -> Monitor:
+    def for_steps(cls, batch_size: int, m: int, start: float | None = None) -> Monitor:
         """A monitor for steps of ``batch_size`` samples out of m (``batch_size = m``: exact)."""
         samples = min(m, max(WINDOW_STEPS * batch_size, WINDOW_SAMPLES))
-        return cls(window=math.ceil(samples / batch_size))
+        return cls(window=math.ceil(samples / batch_size), start=start)
 
     def update(self, loss: float) -> str | None:
         """Take one step's loss; a sentence saying why the run diverged, or None."""
@@ -46,9 +48,9 @@ class Monitor:
         # The uncorrected average is average * (1 - beta**(t-1)); fold the new loss in, re-correct.
         kept = beta * previous * (1.0 - beta ** (self.steps - 1))
         self.average = (kept + (1.0 - beta) * loss) / (1.0 - beta**self.steps) if beta else loss
-        if self.steps == self.window:
-            self.start = self.average
-        if self.start is None or self.steps <= self.window or self.average <= previous:
+        if self.start is None:
+            self.start = loss
+        if self.steps < self.window or self.average <= previous:
             return None
         if self.average > FACTOR * self.start:
             return (

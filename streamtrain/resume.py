@@ -142,15 +142,18 @@ def _read(path: str) -> tuple[dict[str, Any], TrainState]:
 
 
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:
-    """DataError naming the first difference between the run a checkpoint belongs to and this one."""
+    """DataError naming every difference between the run a checkpoint belongs to and this one."""
+    differences = []
     for key, what in (("model", "model"), ("config", "option"), ("data", "data")):
         old, new = saved.get(key, {}), now.get(key, {})
         ignored = RESUMABLE_CHANGES if key == "config" else ("path",) if key == "data" else ()
-        for name in sorted(set(old) | set(new)):
-            if name not in ignored and old.get(name) != new.get(name):
-                raise DataError(
-                    f"cannot resume from {path}: {what} {name} was {old.get(name)!r} there, {new.get(name)!r} now"
-                )
+        differences += [
+            f"{what} {name} was {old.get(name)!r} there, {new.get(name)!r} now"
+            for name in {**old, **new}
+            if name not in ignored and old.get(name) != new.get(name)
+        ]
+    if differences:
+        raise DataError(f"cannot resume from {path}: {'; '.join(differences)}")
     if saved.get("stamp") != now.get("stamp"):
         raise DataError(
             f"cannot resume from {path}: the data store {now['data'].get('path')} changed since the checkpoint "

@@ -22,7 +22,7 @@ import numpy as np
 from ._errors import ConfigError, DivergedError
 from ._progress import Progress
 from ._signals import Interrupted, StopRequest, stop_requests
-from .batches import BatchStream, Cursor
+from .batches import BatchStream, Cursor, chunk_order
 from .binding import bind
 from .config import CheckpointConfig, FitConfig
 from .divergence import Monitor
@@ -155,7 +155,18 @@ class Run:
     def start(self, params: Params) -> TrainState:
         """The state before the first step."""
         opt = self.opt.init(params) if self.opt is not None else OptimizerState(0, {}, {})  # L-BFGS keeps its own
-        return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m))
+        start = None if self.batch_size == self.source.m else self._first_chunk_loss(params)
+        return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m, start))
+
+    def _first_chunk_loss(self, params: Params) -> float:
+        """The loss at ``params`` over the first chunk the first epoch reads: divergence's reference."""
+        config, source = self.config, self.source
+        first = chunk_order(source.n_chunks, config.shuffle, config.seed, 0)[0]
+        start, stop = source.chunk_bounds[first]
+        X, Y = source.read(start, stop, labels=self.model.labels)
+        X, Y = np.asarray(X, config.dtype), np.asarray(Y, config.dtype)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN data is found by the first step
+            return batch_objective(self.model, params, X, Y, l2=config.l2, m=source.m)[0]
 
     def resumed(self) -> TrainState | None:
         """The state of the newest checkpoint, or None when there is none yet."""

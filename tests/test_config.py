@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import CompareConfig, ConfigError, DataConfig, FitConfig
+from streamtrain import CheckpointConfig, CompareConfig, ConfigError, DataConfig, FitConfig
 from streamtrain.cli import _parser, main
 from streamtrain.optim import OPTIMIZERS, SCHEDULES, Rule, Schedule
 
@@ -64,9 +64,9 @@ def test_every_declared_option_has_a_flag_made_from_its_declaration(command):
 
 
 def test_fit_has_no_flag_for_a_training_option_that_is_not_declared():
-    run_options = {"help", "data", "init", "out", "metrics", "x", "y", "progress"}
+    run_options = {"help", "data", "init", "out", "metrics", "x", "y", "progress", "resume"}
     flags = {a.dest for a in _subparser("fit")._actions} - run_options
-    assert flags == {f.name for f in dataclasses.fields(FitConfig)}
+    assert flags == {f.name for f in (*dataclasses.fields(FitConfig), *dataclasses.fields(CheckpointConfig))}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import ArraySource, ConfigError, DataError, DivergedError
+from streamtrain import ArraySource, ConfigError, DataError
 from streamtrain.models import get_model, objective
 
 LOGISTIC = get_model("logistic")

@@ -1,0 +1,271 @@
+"""Checkpoints and resume: a run resumed from any checkpoint ends bit-identical to one never stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import streamtrain
+from streamtrain import ArraySource, ConfigError, DataError
+from streamtrain._signals import Interrupted, StopRequest
+from streamtrain.resume import Checkpoints
+
+TASK_OF = {"logistic": "logistic", "softmax": "softmax", "linear": "linear", "mlp": "logistic"}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """One small zarr store per task, chunks of 100 samples (6 chunks)."""
+    root = tmp_path_factory.mktemp("stores")
+    paths = {}
+    for task in ("logistic", "softmax", "linear"):
+        paths[task] = str(root / f"{task}.zarr")
+        streamtrain.make_data(paths[task], task=task, m=600, n_x=4, chunk=100, seed=3)
+    return paths
+
+
+def digest(params: dict) -> str:
+    return hashlib.sha256(b"".join(params[k].tobytes() for k in sorted(params))).hexdigest()
+
+
+def run(data, ckdir, **options):
+    options = {"batch_size": 32, "epochs": 3, "lr": 0.05, "checkpoint_dir": str(ckdir), **options}
+    return streamtrain.fit(data, progress=False, **options)
+
+
+def resume_from(path, tmp_path, data, **options):
+    """Resume from one checkpoint file alone, as if the run had been killed just after writing it."""
+    alone = tmp_path / f"alone-{os.path.basename(path)}"
+    alone.mkdir()
+    shutil.copy(path, alone)
+    return run(data, alone, resume=True, **options)
+
+
+CASES = [
+    *[("logistic", opt, shuffle) for opt in ("sgd", "momentum", "rmsprop", "adam") for shuffle in ("none", "buffer")],
+    ("logistic", "adam", "chunks"),
+    ("softmax", "momentum", "buffer"),
+    ("linear", "rmsprop", "chunks"),
+    ("mlp", "adam", "buffer"),
+]
+
+
+@pytest.mark.parametrize("model, optimizer, shuffle", CASES)
+def test_resume_from_any_step_is_bit_identical(stores, tmp_path, model, optimizer, shuffle):
+    data = stores[TASK_OF[model]]
+    # 600 / 32: 19 steps per epoch, the last one short; checkpoints every 7 steps fall mid-epoch,
+    # at an epoch's last step, and after a unit boundary (buffer units of 1 chunk with 0.1 MB).
+    options = dict(model=model, optimizer=optimizer, shuffle=shuffle, buffer_mb=0.01, lr_schedule="step", lr_per="step")
+    whole = run(data, tmp_path / "whole", checkpoint_every=7, keep_checkpoints=100, **options)
+    paths = Checkpoints(tmp_path / "whole", {}).paths()
+    assert len(paths) == 57 // 7 + 3  # every 7th step, and every epoch's end
+    for path in sorted({*paths[1::3], paths[-1]}):
+        resumed = resume_from(path, tmp_path, data, **options)
+        assert digest(resumed.params) == digest(whole.params), path
+        assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
+
+
+def test_resume_of_full_batch_steps_and_exact_evaluations(stores, tmp_path):
+    data = stores["logistic"]
+    options = dict(batch_size="full", optimizer="momentum", scheduler="sync", epochs=4)
+    whole = run(data, tmp_path / "whole", **options)
+    paths = Checkpoints(tmp_path / "whole", {}).paths()
+    resumed = resume_from(paths[0], tmp_path, data, **options)
+    assert digest(resumed.params) == digest(whole.params)
+    evaluated = dict(eval_exact_every=2, scheduler="sync")
+    whole = run(data, tmp_path / "w2", checkpoint_every=5, **evaluated)
+    resumed = resume_from(Checkpoints(tmp_path / "w2", {}).paths()[0], tmp_path, data, **evaluated)
+    assert [r.exact_loss for r in resumed.history] == [r.exact_loss for r in whole.history]
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(stores, tmp_path):
+    data = stores["logistic"]
+    fresh = run(data, tmp_path / "a")
+    again = run(data, tmp_path / "b", resume=True)
+    assert digest(fresh.params) == digest(again.params)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(dict(lr=0.5), "option lr was 0.05 there, 0.5 now"), (dict(model="mlp"), "model name was 'logistic'")],
+)
+def test_resume_of_another_configuration_names_the_difference(stores, tmp_path, change, message):
+    run(stores["logistic"], tmp_path, epochs=1)
+    with pytest.raises(DataError, match=message):
+        run(stores["logistic"], tmp_path, resume=True, **change)
+
+
+def test_resume_on_other_data_names_the_difference(stores, tmp_path):
+    run(stores["logistic"], tmp_path, epochs=1)
+    X, Y = np.zeros((4, 500), np.float32), np.zeros((1, 500), np.float32)
+    with pytest.raises(DataError, match="data m was 600 there, 500 now"):
+        run(ArraySource(X, Y, chunk_size=100), tmp_path, resume=True)
+
+
+def test_resume_may_change_what_does_not_change_the_result(stores, tmp_path):
+    data = stores["logistic"]
+    whole = run(data, tmp_path / "whole", epochs=3, prefetch=2)
+    run(data, tmp_path / "part", epochs=2, prefetch=0)
+    longer = run(data, tmp_path / "part", epochs=3, prefetch=1, resume=True)
+    assert digest(longer.params) == digest(whole.params)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(resume=True, checkpoint_dir=None), "resume needs checkpoint_dir"),
+        (dict(checkpoint_every=5, checkpoint_dir=None), "checkpoint_every needs checkpoint_dir"),
+        (dict(optimizer="lbfgs", batch_size=None), "L-BFGS runs cannot be checkpointed"),
+        (dict(keep_checkpoints=0), "keep_checkpoints"),
+    ],
+)
+def test_checkpoint_options_are_checked(stores, tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        run(stores["logistic"], tmp_path, **options)
+
+
+def test_only_the_newest_checkpoints_are_kept(stores, tmp_path):
+    run(stores["logistic"], tmp_path, checkpoint_every=4, keep_checkpoints=2)
+    assert [os.path.basename(p) for p in Checkpoints(tmp_path, {}).paths()] == [
+        "ckpt-00003-0000000056.npz",
+        "ckpt-00004-0000000057.npz",
+    ]
+
+
+def test_a_torn_write_leaves_the_previous_checkpoint_usable(stores, tmp_path, monkeypatch):
+    data = stores["logistic"]
+    whole = run(data, tmp_path / "whole")
+    real_replace = os.replace
+    calls = []
+
+    def fail_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the second checkpoint: written and fsynced, never renamed
+            raise OSError("injected failure between write and rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(OSError, match="injected"):
+        run(data, tmp_path / "torn")
+    monkeypatch.undo()
+    assert [n for n in os.listdir(tmp_path / "torn") if not n.startswith("ckpt-")] == []  # no temp file left
+    (tmp_path / "torn" / ".ckpt-00003-0000000040.npz.999.x.tmp").write_bytes(b"PK\x03\x04 truncated")
+    resumed = run(data, tmp_path / "torn", resume=True)
+    assert digest(resumed.params) == digest(whole.params)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(stores, tmp_path):
+    data = stores["logistic"]
+    whole = run(data, tmp_path, checkpoint_every=10)
+    newest = Checkpoints(tmp_path, {}).paths()[-1]
+    with open(newest, "r+b") as f:
+        f.truncate(100)
+    assert digest(run(data, tmp_path, resume=True).params) == digest(whole.params)
+    for path in Checkpoints(tmp_path, {}).paths():
+        with open(path, "r+b") as f:
+            f.truncate(100)
+    with pytest.raises(DataError, match="no checkpoint can be read"):
+        run(data, tmp_path, resume=True)
+
+
+class SignalAfter(ArraySource):
+    """An in-memory source that sends itself ``signum`` at its ``after``-th chunk read."""
+
+    def __init__(self, X, Y, signum, after, times=1):
+        super().__init__(X, Y, chunk_size=100)
+        self.signum, self.after, self.times, self.reads = signum, after, times, 0
+
+    def _read(self, start, stop):
+        self.reads += 1
+        if self.after <= self.reads < self.after + self.times:
+            os.kill(os.getpid(), self.signum)
+        return super()._read(start, stop)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_the_step_with_a_checkpoint(make_logistic_xy, tmp_path, signum):
+    X, Y = make_logistic_xy(m=600, n_x=4)
+    options = dict(optimizer="adam", shuffle="buffer", buffer_mb=0.01, prefetch=0)
+    whole = run(ArraySource(X, Y, chunk_size=100), tmp_path / "whole", **options)
+    with pytest.raises(Interrupted, match=signal.Signals(signum).name) as stopped:
+        run(SignalAfter(X, Y, signum, after=9), tmp_path / "cut", **options)
+    assert stopped.value.signum == signum
+    assert len(Checkpoints(tmp_path / "cut", {}).paths()) == 2  # epoch 1's end, and where it stopped
+    resumed = run(ArraySource(X, Y, chunk_size=100), tmp_path / "cut", resume=True, **options)
+    assert digest(resumed.params) == digest(whole.params)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
+
+
+def test_a_second_sigint_aborts_at_once():
+    request = StopRequest()
+    request._handle(signal.SIGINT, None)
+    assert request.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        request._handle(signal.SIGINT, None)
+
+
+def test_a_signal_without_a_checkpoint_dir_still_stops_after_the_step(make_logistic_xy):
+    X, Y = make_logistic_xy(m=600, n_x=4)
+    with pytest.raises(Interrupted, match="no checkpoint"):
+        streamtrain.fit(SignalAfter(X, Y, signal.SIGTERM, after=3), batch_size=32, prefetch=0)
+
+
+# -- the command line, killed for real ------------------------------------------------------------
+
+
+def file_digest(path) -> str:
+    with np.load(path) as z:
+        return digest({k: z[k] for k in z.files if k != "__meta__"})
+
+
+@pytest.fixture
+def cli_run(tmp_path):
+    data = str(tmp_path / "d.zarr")
+    streamtrain.make_data(data, m=40_000, n_x=10, chunk=1000, seed=1)
+    # Checkpoints every 20 steps of 16 samples: writing them takes much of the time, so the
+    # random kills below land in the middle of checkpoint writes as well as between them.
+    options = "--optimizer adam --shuffle buffer --buffer-mb 0.2 --batch-size 16 --epochs 2 --lr 0.01"
+    options += " --checkpoint-every 20 --no-progress"
+
+    def start(ckdir, out, *extra):
+        args = [sys.executable, "-m", "streamtrain", "fit", data, *options.split(), "--checkpoint-dir", str(ckdir)]
+        return subprocess.Popen([*args, "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    return start
+
+
+def test_kill_9_at_random_moments_then_resume_ends_identical(cli_run, tmp_path):
+    assert cli_run(tmp_path / "whole", tmp_path / "whole.npz").wait() == 0
+    rng, kills = np.random.default_rng(0), 0
+    for _ in range(20):
+        p = cli_run(tmp_path / "ck", tmp_path / "resumed.npz", "--resume")
+        try:
+            assert p.wait(timeout=rng.uniform(0.7, 1.4)) == 0, p.stderr.read()
+            break
+        except subprocess.TimeoutExpired:
+            p.kill()  # SIGKILL: nothing runs after it
+            p.wait()
+            kills += 1
+    assert kills >= 2
+    assert file_digest(tmp_path / "resumed.npz") == file_digest(tmp_path / "whole.npz")
+    assert [n for n in os.listdir(tmp_path / "ck") if n.endswith(".tmp")] == []  # stale temps were cleaned
+
+
+def test_sigterm_exits_143_with_a_checkpoint_and_resume_ends_identical(cli_run, tmp_path):
+    assert cli_run(tmp_path / "whole", tmp_path / "whole.npz").wait() == 0
+    p = cli_run(tmp_path / "ck", tmp_path / "resumed.npz")
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 143
+    assert "interrupted by SIGTERM" in p.stderr.read().decode()
+    assert not (tmp_path / "resumed.npz").exists()
+    assert cli_run(tmp_path / "ck", tmp_path / "resumed.npz", "--resume").wait() == 0
+    assert file_digest(tmp_path / "resumed.npz") == file_digest(tmp_path / "whole.npz")
