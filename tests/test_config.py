@@ -24,7 +24,11 @@ from streamtrain.cli import _parser, main
 from streamtrain.optim import OPTIMIZERS, SCHEDULES, Rule, Schedule
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-COMMANDS = {"fit": FitConfig, "compare": CompareConfig, "make-data": DataConfig}
+COMMANDS = {"fit": (FitConfig, CheckpointConfig), "compare": (CompareConfig,), "make-data": (DataConfig,)}
+
+
+def _declared(command: str) -> list[dataclasses.Field]:
+    return [f for config in COMMANDS[command] for f in dataclasses.fields(config)]
 
 
 def _subparser(command: str) -> argparse.ArgumentParser:
@@ -53,7 +57,7 @@ def _argv(config: type, options: dict) -> list[str]:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_declared_option_has_a_flag_made_from_its_declaration(command):
     actions = {a.dest: a for a in _subparser(command)._actions}
-    for f in dataclasses.fields(COMMANDS[command]):
+    for f in _declared(command):
         opt, action = f.metadata["option"], actions[f.name]
         assert _flag(f) in action.option_strings, f.name
         assert action.default == f.default, f.name
@@ -73,7 +77,7 @@ def test_fit_has_no_flag_for_a_training_option_that_is_not_declared():
 def test_every_declared_option_has_a_readme_row(command):
     rows = [line for line in README.splitlines() if line.startswith("| ")]
     synopsis = [line for line in README.splitlines() if line.startswith(f"`streamtrain {command} ")]
-    for f in dataclasses.fields(COMMANDS[command]):
+    for f in _declared(command):
         flag = re.compile(re.escape(_flag(f)) + r"\b(?!-)")
         where = rows if command == "fit" else synopsis
         assert any(flag.search(line) for line in where), f"{_flag(f)} of {command} is not in the README"
