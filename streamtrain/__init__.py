@@ -6,7 +6,7 @@
 (1, 100)
 """
 
-from ._errors import ConfigError, DataError, DivergedError, UserError
+from ._errors import ConfigError, DataError, DataWarning, DivergedError, UserError
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
 from .compare import CompareConfig, compare
@@ -29,6 +29,7 @@ __all__ = [
     "Cursor",
     "DataConfig",
     "DataError",
+    "DataWarning",
     "DivergedError",
     "EpochRecord",
     "FitConfig",
