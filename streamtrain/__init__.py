@@ -6,7 +6,7 @@
 (1, 100)
 """
 
-from ._errors import ConfigError, DataError, DivergedError, UserError
+from ._errors import ConfigError, DataError, DataWarning, DivergedError, UserError
 from ._signals import Interrupted
 from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
@@ -31,6 +31,7 @@ __all__ = [
     "Cursor",
     "DataConfig",
     "DataError",
+    "DataWarning",
     "DivergedError",
     "EpochRecord",
     "FitConfig",

@@ -10,6 +10,7 @@ from typing import TypeVar
 __all__ = [
     "ConfigError",
     "DataError",
+    "DataWarning",
     "DivergedError",
     "UserError",
     "check_choice",
@@ -25,6 +26,10 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """A problem with the data or a file; the message names the file, array and chunk."""
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but not as stored (e.g. label chunks never written, read as the fill value)."""
 
 
 class ConfigError(UserError, ValueError):

@@ -22,22 +22,28 @@ __all__ = ["bind", "bind_fitted", "for_data"]
 
 
 @contextmanager
-def bind(model: Model, data: ChunkSource | str | os.PathLike) -> Iterator[tuple[Model, ChunkSource]]:
+def bind(
+    model: Model, data: ChunkSource | str | os.PathLike, *, missing_chunks: str | None = None
+) -> Iterator[tuple[Model, ChunkSource]]:
     """``model`` completed for a store (``for_data``) and the store, opened here if given as a
-    path and closed after the block."""
-    with opened(data) as source:
+    path (see ``sources.open_source`` for ``missing_chunks``) and closed after the block."""
+    with opened(data, missing_chunks=missing_chunks) as source:
         yield for_data(model, source), source
 
 
 @contextmanager
 def bind_fitted(
-    data: ChunkSource | str | os.PathLike, fitted: Fitted, model: str | Model | None = None
+    data: ChunkSource | str | os.PathLike,
+    fitted: Fitted,
+    model: str | Model | None = None,
+    *,
+    missing_chunks: str | None = None,
 ) -> Iterator[tuple[Params, Model, FitConfig | None, ChunkSource]]:
     """The parameters of a trained model (see ``result.unpack``), the model bound to a store,
     its training configuration when known, and the store; ConfigError unless the parameters
     fit the model on this store."""
     params, model, config = unpack(fitted, model)
-    with bind(model, data) as (model, source):
+    with bind(model, data, missing_chunks=missing_chunks) as (model, source):
         check_params(model, params, source.n_x, source.k)
         yield params, model, config, source
 

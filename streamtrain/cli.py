@@ -16,11 +16,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .records import EpochRecord
+    from .sources import ChunkSource
 
 __all__ = ["main"]
 
@@ -89,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", metavar="MODEL", help="model file written by fit")
     e.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    add_options(e, FitConfig, only=("scheduler",))
+    add_options(e, FitConfig, only=("scheduler", "missing_chunks"))
     _add_arrays(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
@@ -161,12 +163,25 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _open(args: argparse.Namespace) -> ChunkSource:
+    """The store named on the command line, opened; what it holds that the user should know
+    (see ``ChunkSource.warnings``) goes to stderr, one line each."""
+    from ._errors import DataWarning
+    from .sources import open_source
+
+    with warnings.catch_warnings():  # printed below as our own lines, not as Python warnings
+        warnings.simplefilter("ignore", DataWarning)
+        source = open_source(args.data, x=args.x, y=args.y, missing_chunks=args.missing_chunks)
+    for note in source.warnings:
+        print(f"{PROG}: warning: {note}", file=sys.stderr)
+    return source
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .config import CheckpointConfig, FitConfig
-    from .sources import open_source
     from .train import fit
 
-    with open_source(args.data, x=args.x, y=args.y) as source:
+    with _open(args) as source:
         out = args.out or _default_model_path(args.data)
         print(
             f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
@@ -217,10 +232,9 @@ def _print_epoch(r: EpochRecord) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
-    from .sources import open_source
 
     t0 = time.perf_counter()
-    with open_source(args.data, x=args.x, y=args.y) as source:
+    with _open(args) as source:
         result = evaluate(source, args.model, scheduler=args.scheduler)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
@@ -236,9 +250,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareConfig, compare
-    from .sources import open_source
 
-    with open_source(args.data, x=args.x, y=args.y) as source:
+    with _open(args) as source:
         report = compare(source, args.model, **options_of(args, CompareConfig))
     print(json.dumps(report) if args.json else _compare_table(report, args.model))
     return 0

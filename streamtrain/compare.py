@@ -66,6 +66,7 @@ class CompareConfig(Declared):
     shuffle: str = same_as(FitConfig, "shuffle", help="how mini-batches are drawn, as in fit")
     seed: int = same_as(FitConfig, "seed")
     scheduler: str = same_as(FitConfig, "scheduler")
+    missing_chunks: str | None = same_as(FitConfig, "missing_chunks")
 
 
 def compare(
@@ -87,7 +88,12 @@ def compare(
     conclusions.
     """
     config = CompareConfig.from_options(options)
-    with bind_fitted(data, fitted, model) as (params, model, trained_with, source):
+    with bind_fitted(data, fitted, model, missing_chunks=config.missing_chunks) as (
+        params,
+        model,
+        trained_with,
+        source,
+    ):
         l2 = l2_of(trained_with) if config.l2 is None else config.l2
         if train_batch_size is None and trained_with is not None and trained_with.batch_size != "full":
             train_batch_size = int(trained_with.batch_size)

@@ -25,6 +25,7 @@ from .full_batch import DEFAULT_SCHEDULER, SCHEDULERS, check_scheduler
 from .lbfgs import LBFGS, MAX_ITER
 from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUTPUTS
 from .optim import OPTIMIZERS, SCHEDULES, check_decay
+from .sources import MISSING_CHUNKS
 
 __all__ = ["DTYPES", "CheckpointConfig", "Declared", "FitConfig", "Names", "Option", "option", "same_as"]
 
@@ -177,6 +178,7 @@ def _scheduler(name: str, value: Any) -> str:
 
 
 _SCHEDULER_HELP = ", ".join(f"{k} ({v})" for k, v in SCHEDULERS.items())
+_MISSING_HELP = ", ".join(f"{k} ({v})" for k, v in MISSING_CHUNKS.items())
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,12 @@ class FitConfig(Declared):
         f"where exact full-data passes run: {_SCHEDULER_HELP}, or tcp://HOST:PORT (a running Dask scheduler)",
         check=_scheduler,
         metavar="S",
+    )
+    missing_chunks: str | None = option(
+        None,
+        f"what chunks never written become (zarr and HDF5 read them as the fill value): {_MISSING_HELP}",
+        choices=MISSING_CHUNKS,
+        derived="error for features (X), fill for labels (Y)",
     )
 
     def _derived(self) -> dict[str, Any]:

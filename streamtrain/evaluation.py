@@ -44,14 +44,16 @@ def evaluate(
     *,
     model: str | Model | None = None,
     scheduler: str | None = DEFAULT_SCHEDULER,
+    missing_chunks: str | None = None,
 ) -> dict[str, float]:
     """Exact mean loss (no L2 term) and, for classifiers, accuracy of a model over a whole store.
 
     ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``.
-    One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask.
+    One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask. A store given by
+    its path is opened with ``missing_chunks`` (see ``sources.open_source``).
     """
     with (
-        bind_fitted(data, fitted, model) as (params, model, _, source),
+        bind_fitted(data, fitted, model, missing_chunks=missing_chunks) as (params, model, _, source),
         FullBatch(source, model, scheduler=scheduler) as exact,
     ):
         t = exact.totals(params, grad=False)

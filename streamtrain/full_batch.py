@@ -13,8 +13,10 @@ The solver and the one-call functions built on it live in ``lbfgs.py`` and ``eva
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from ._errors import ConfigError, DataError
 from .labels import LabelRule, check_labels
 from .models import Model, Params, Totals, add_totals, as_float64, objective
-from .sources import ChunkSource
+from .sources import ChunkSource, nonfinite_error, read_columns
 
 __all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "FullBatch", "check_scheduler"]
 
@@ -66,11 +68,15 @@ class FullBatch:
             self._client, self._cluster = _connect(self.scheduler)
 
     def totals(self, params: Params, *, grad: bool = True, sample_norms: bool = False) -> Totals:
-        """Sums over every sample of the store at ``params`` (see ``models.Totals``)."""
-        source, rule = self.source, self.model.labels
-        check = None if rule is None else (rule, source.y_where, source.chunk_starts)
+        """Sums over every sample of the store at ``params`` (see ``models.Totals``).
+
+        DataError names the first chunk (in store order) that cannot be read, breaks the
+        model's label rule, or holds NaN/inf that made its loss non-finite.
+        """
+        source = self.source
+        where = _Where(source.x_where, source.y_where, source.chunk_starts, self.model.labels)
         task = functools.partial(
-            _chunk_totals, self.model.totals, as_float64(params), check, grad=grad, sample_norms=sample_norms
+            _chunk_totals, self.model.totals, as_float64(params), where, grad=grad, sample_norms=sample_norms
         )
         parts: Iterable[Totals | DataError]
         if self.scheduler == "sync":
@@ -117,12 +123,19 @@ class FullBatch:
         if self._arrays is None:
             import dask.array as da
 
-            sizes = tuple(b - a for a, b in self.source.chunk_bounds)
-            X, Y = self.source.arrays()
+            source = self.source
+            sizes = tuple(b - a for a, b in source.chunk_bounds)
+            X, Y = source.arrays()
             # name=False: a random name, so dask does not hash the whole store to name it.
-            self._arrays = (
-                da.from_array(X, chunks=((X.shape[0],), sizes), name=False),
-                da.from_array(Y, chunks=((Y.shape[0],), sizes), name=False),
+            # getitem: a block that cannot be read becomes its DataError, returned, not raised.
+            self._arrays = tuple(
+                da.from_array(
+                    A,
+                    chunks=((A.shape[0],), sizes),
+                    name=False,
+                    getitem=functools.partial(_read_block, where=where, chunk_starts=source.chunk_starts),
+                )
+                for A, where in ((X, source.x_where), (Y, source.y_where))
             )
         return self._arrays
 
@@ -140,12 +153,44 @@ class FullBatch:
         self.close()
 
 
+@dataclass(frozen=True, eq=False)
+class _Where:
+    """What a chunk task needs to name a bad chunk: the arrays' ``file/array``, each chunk's first
+    sample, and the labels' rule (None: any value). Small and picklable, for Dask workers."""
+
+    x: str
+    y: str
+    chunk_starts: np.ndarray
+    labels: LabelRule | None
+
+
+def _read_block(
+    arr: Any,
+    index: tuple[slice, slice],
+    asarray: bool = True,
+    lock: Any = None,
+    *,
+    where: str,
+    chunk_starts: np.ndarray,
+) -> np.ndarray | DataError:
+    """Dask's ``getitem`` for a store array: the block, or the DataError naming its chunk."""
+    cols = index[1]
+    try:
+        return read_columns(arr, cols.start, cols.stop, where, chunk_starts)
+    except DataError as e:
+        return e
+
+
 def _chunk_totals_block(
-    X: np.ndarray, Y: np.ndarray, *, task: Callable[..., Totals | DataError], block_info: dict
+    X: np.ndarray | DataError, Y: np.ndarray | DataError, *, task: Callable[..., Totals | DataError], block_info: dict
 ) -> np.ndarray:
-    """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs."""
+    """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs;
+    a block that could not be read gives its error instead."""
     out = np.empty((1, 1), dtype=object)
-    out[0, 0] = task(X, Y, block_info[0]["array-location"][1][0])  # the block's first sample
+    if isinstance(X, DataError) or isinstance(Y, DataError):
+        out[0, 0] = X if isinstance(X, DataError) else Y
+    else:
+        out[0, 0] = task(X, Y, block_info[0]["array-location"][1][0])  # the block's first sample
     return out
 
 
@@ -160,7 +205,7 @@ def _raise_errors(part: Totals | DataError) -> Totals:
 def _chunk_totals(
     totals: Callable[..., Totals],
     params: Params,
-    check: tuple[LabelRule, str, np.ndarray] | None,
+    where: _Where,
     X: np.ndarray,
     Y: np.ndarray,
     start: int,
@@ -170,23 +215,38 @@ def _chunk_totals(
 
     The chunk is cast to float64 in column blocks of about CAST_BYTES, which stay in the CPU
     cache: casting a whole chunk at once doubles its memory traffic and the pass gets slower.
+    A non-finite loss sends us looking for NaN/inf in the chunk (only then: no cost otherwise).
     """
-    if check is not None:
+    if where.labels is not None:
         try:
-            check_labels(Y, start, *check)
+            check_labels(Y, start, where.labels, where.y, where.chunk_starts)
         except DataError as e:
             return e
     width = max(1, CAST_BYTES // (8 * X.shape[0]))
     parts = (
         totals(
             params,
-            np.asarray(X[:, s : s + width], dtype=np.float64),
-            np.asarray(Y[:, s : s + width], dtype=np.float64),
+            _float64(X[:, s : s + width]),
+            _float64(Y[:, s : s + width]),
             **kw,
         )
         for s in range(0, X.shape[1], width)
     )
-    return functools.reduce(add_totals, parts)
+    total = functools.reduce(add_totals, parts)
+    if math.isfinite(total.loss):
+        return total
+    # NaN/inf in the chunk, named; else the params are at fault, which is the caller's to judge.
+    return (
+        nonfinite_error(X, start, where.x, where.chunk_starts)
+        or nonfinite_error(Y, start, where.y, where.chunk_starts)
+        or total
+    )
+
+
+def _float64(A: np.ndarray) -> np.ndarray:
+    # A signalling NaN (random bytes decode to some) makes the cast warn; the NaN is named after.
+    with np.errstate(invalid="ignore"):
+        return np.asarray(A, dtype=np.float64)
 
 
 def _connect(address: str) -> tuple[Any, Any]:

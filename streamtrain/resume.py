@@ -72,6 +72,7 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, run: dict[str, Any], *, keep: int = 3) -> None:
         self.directory, self.run, self.keep = os.fspath(directory), run, keep
+        self._stamps: dict[str, str] = {}
 
     def save(self, state: TrainState, seconds: float) -> str:
         """Write ``state`` (``seconds``: the epoch's time so far) and drop all but the newest ``keep``."""
@@ -117,10 +118,15 @@ class Checkpoints:
                 errors.append(str(e))
                 continue
             check_resumable(run, self.run, path)
+            self._stamps[path] = run.get("stamp", "")
             return path, state
         if errors:
             raise DataError(f"{self.directory}: no checkpoint can be read ({errors[0]})")
         return None
+
+    def stamp_of(self, path: str) -> str:
+        """The data's stamp when the checkpoint ``newest`` returned was written."""
+        return self._stamps[path]
 
 
 def _read(path: str) -> tuple[dict[str, Any], TrainState]:
@@ -142,7 +148,8 @@ def _read(path: str) -> tuple[dict[str, Any], TrainState]:
 
 
 def check_resumable(saved: dict[str, Any], now: dict[str, Any], path: str) -> None:
-    """DataError naming every difference between the run a checkpoint belongs to and this one."""
+    """DataError naming every difference between the run a checkpoint belongs to and this one
+    (the data's files are compared by ``ChunkSource.check_unchanged`` with the saved stamp)."""
     differences = []
     for key, what in (("model", "model"), ("config", "option"), ("data", "data")):
         old, new = saved.get(key, {}), now.get(key, {})
@@ -154,11 +161,6 @@ def check_resumable(saved: dict[str, Any], now: dict[str, Any], path: str) -> No
         ]
     if differences:
         raise DataError(f"cannot resume from {path}: {'; '.join(differences)}")
-    if saved.get("stamp") != now.get("stamp"):
-        raise DataError(
-            f"cannot resume from {path}: the data store {now['data'].get('path')} changed since the checkpoint "
-            f"was written (its files were rewritten or replaced)"
-        )
 
 
 def _prefixed(arrays: dict[str, Any], prefix: str) -> Params:

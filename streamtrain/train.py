@@ -79,7 +79,7 @@ def fit(
     if resume and saving.checkpoint_dir is None:
         raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
-    with bind(model, data) as (model, source):
+    with bind(model, data, missing_chunks=config.missing_chunks) as (model, source):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
         if isinstance(config.batch_size, int) and config.batch_size > source.m:
             raise ConfigError(
@@ -174,6 +174,10 @@ class Run:
         if found is None:
             return None
         self.last_checkpoint, state = found
+        assert self.checkpoints is not None
+        self.source.check_unchanged(
+            self.checkpoints.stamp_of(self.last_checkpoint), since=f"{self.last_checkpoint} was written"
+        )
         return state
 
     def train(self, state: TrainState) -> Params:
@@ -190,7 +194,7 @@ class Run:
         """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
         config, every = self.config, self.config.eval_exact_every
         while state.epoch <= config.epochs:
-            self.source.check_unchanged(self.stamp)
+            self.source.check_unchanged(self.stamp, since="training began")
             self._clock = (time.perf_counter(), state.sums.seconds)
             if exact is not None and config.batch_size == "full":
                 record = self._full_step(exact, state)
@@ -207,7 +211,7 @@ class Run:
             if self.checkpoints is not None:
                 self._save(state)
             self._stop_if_asked(state)
-        self.source.check_unchanged(self.stamp)
+        self.source.check_unchanged(self.stamp, since="training began")
         return state.params
 
     def _run_epoch(self, state: TrainState) -> EpochRecord:

@@ -10,6 +10,7 @@ Conventions: X (n_x, m) float64 (unless a test says otherwise), Y (1, m) of 0/1,
 
 import math
 
+import h5py
 import numpy as np
 import pytest
 
@@ -276,6 +277,59 @@ def test_the_model_checks_labels_even_when_the_source_does_not(scheduler, make_l
         loss_and_grad(ArraySource(X, Y, chunk_size=64), make_logistic_params(3), model=LOGISTIC, scheduler=scheduler)
 
 
+# -- 6b. Damaged data: a chunk that cannot be read, NaN/inf --------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_nan_in_x_and_inf_in_linear_labels_are_named(zarr_store, scheduler, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=500, n_x=3)
+    X[2, 345] = np.nan  # chunk 3 of 100-sample chunks
+    with pytest.raises(DataError, match=r"\.zarr/X: sample 345 \(chunk 3\) holds NaN in row 2; clean or drop it"):
+        evaluate(zarr_store(X, Y, 100), make_logistic_params(3), model=LOGISTIC, scheduler=scheduler)
+    X[2, 345], Y[0, 499] = 0.0, np.inf
+    with pytest.raises(DataError, match=r"\.zarr/Y: sample 499 \(chunk 4\) holds \+inf in row 0"):
+        loss_and_grad(zarr_store(X, Y, 100), make_logistic_params(3), model=get_model("linear"), scheduler=scheduler)
+
+
+def test_nan_params_on_clean_data_are_not_blamed_on_the_data(make_logistic_params, make_logistic_xy):
+    params = make_logistic_params(3)
+    params["b1"][0, 0] = np.nan
+    source = ArraySource(*make_logistic_xy(m=300, n_x=3), chunk_size=64)
+    assert math.isnan(evaluate(source, params, model=LOGISTIC, scheduler="threads")["loss"])  # the caller's to judge
+
+
+def test_nan_bytes_in_a_contiguous_hdf5_dataset_are_named(hdf5_store, make_logistic_params, make_logistic_xy):
+    path = hdf5_store(*make_logistic_xy(m=300, n_x=3, dtype=np.float32), None)
+    with h5py.File(path, "r") as f:
+        offset = f["X"].id.get_offset()
+    with open(path, "r+b") as f:  # X is stored row by row: bytes 4 * 250.. are sample 250 of row 0
+        f.seek(offset + 4 * 250)
+        f.write(b"\xff" * 4)  # a NaN
+    with pytest.raises(DataError, match=r"\.h5/X: sample 250 \(chunk 0\) holds NaN in row 0"):
+        evaluate(path, make_logistic_params(3), model=LOGISTIC, scheduler="threads")
+
+
+class _Short(np.ndarray):
+    """An array whose reads of samples 4.. come back one sample short: a chunk of the wrong size."""
+
+    def __getitem__(self, index):
+        out = np.asarray(self).__getitem__(index)
+        return out[:, :-1] if index[1].start == 4 else out
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_a_chunk_that_decodes_to_the_wrong_shape_is_named(scheduler, make_logistic_params):
+    X, Y = np.ones((3, 10)), np.zeros((1, 10))
+    source = ArraySource(X, Y, chunk_size=4)
+    source._X = X.view(_Short)
+    source.read(0, 4)
+    says = r"<arrays>/X: chunk 1 \(samples 4\.\.8\) decodes to shape \(3, 3\), not \(3, 4\)$"
+    with pytest.raises(DataError, match=says):
+        source.read(4, 8)
+    with pytest.raises(DataError, match=says):
+        FullBatch(source, LOGISTIC, scheduler=scheduler).totals(make_logistic_params(3))
+
+
 # -- 7. Schedulers and the exact fields of a record ----------------------------------------------------------------
 
 
@@ -390,6 +444,22 @@ def test_bad_label_under_a_running_scheduler(hdf5_store, cluster, make_logistic_
     path = hdf5_store(X, Y, 64)
     with pytest.raises(DataError, match=r"label -1\.0 at sample 250 \(chunk 3\)"):
         loss_and_grad(path, make_logistic_params(3), model=LOGISTIC, scheduler=cluster.scheduler_address)
+
+
+def test_damaged_chunk_and_nan_under_a_running_scheduler(zarr_store, cluster, make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=300, n_x=3, dtype=np.float32)
+    path = zarr_store(X, Y, 64)
+    with open(path / "X" / "c" / "0" / "2", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(
+        DataError, match=r"\.zarr/X: chunk 2 \(samples 128\.\.192\) cannot be read: truncated or corrupt"
+    ):
+        loss_and_grad(path, make_logistic_params(3), model=LOGISTIC, scheduler=cluster.scheduler_address)
+    X[1, 200] = np.nan
+    with pytest.raises(DataError, match=r"\.zarr/X: sample 200 \(chunk 3\) holds NaN in row 1"):
+        loss_and_grad(
+            zarr_store(X, Y, 64), make_logistic_params(3), model=LOGISTIC, scheduler=cluster.scheduler_address
+        )
 
 
 def test_unreachable_scheduler_is_a_config_error(monkeypatch, make_logistic_params, make_logistic_xy):

@@ -269,3 +269,27 @@ def test_sigterm_exits_143_with_a_checkpoint_and_resume_ends_identical(cli_run, 
     assert not (tmp_path / "resumed.npz").exists()
     assert cli_run(tmp_path / "ck", tmp_path / "resumed.npz", "--resume").wait() == 0
     assert file_digest(tmp_path / "resumed.npz") == file_digest(tmp_path / "whole.npz")
+
+
+# -- the store under a run -------------------------------------------------------------------------
+
+
+def test_a_store_replaced_during_a_run_stops_it(tmp_path):
+    data = str(tmp_path / "d.zarr")
+    streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=1)
+
+    def replace_store(record):  # another shell's make-data --overwrite, between two epochs
+        if record.epoch == 1:
+            streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=2, overwrite=True)
+
+    with pytest.raises(DataError, match="d.zarr: the store changed since training began"):
+        streamtrain.fit(data, batch_size=32, epochs=3, on_epoch=replace_store)
+
+
+def test_resume_on_a_store_rewritten_since_the_checkpoint_is_refused(tmp_path):
+    data = str(tmp_path / "d.zarr")
+    streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=1)
+    run(data, tmp_path / "ck", epochs=1)
+    streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=2, overwrite=True)  # same shape, other samples
+    with pytest.raises(DataError, match=r"the store changed since .*ckpt-00002-0000000019.npz was written"):
+        run(data, tmp_path / "ck", resume=True)

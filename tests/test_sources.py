@@ -1,12 +1,19 @@
-"""ChunkSource: one contract every backend passes, then open-time validation of real files."""
+"""ChunkSource: one contract every backend passes, then open-time validation of real files, then
+NaN/inf in given chunks and stamps of stores that change."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
 
 import h5py
 import numpy as np
 import pytest
+import zarr
 
-from streamtrain import DataError
+import streamtrain
+from streamtrain import ConfigError, DataError, DataWarning
 from streamtrain.labels import BINARY, ONE_HOT, ClassIds
 from streamtrain.sources import ArraySource, default_chunk_size, open_source
 
@@ -216,21 +223,51 @@ def test_no_samples(store, backend):
     open_fails(store(*empty, chunk), "m = 0")
 
 
-@pytest.mark.parametrize("array", ["X", "Y"])
+@pytest.mark.parametrize("array, policy", [("X", None), ("X", "error"), ("Y", "error")])
 @pytest.mark.parametrize("skip", [{1}, {1, 2, 3, 4, 5, 6}, {6}, {3, 5}], ids=str)
-def test_unwritten_chunks_are_reported(store, make_xy, array, skip):
+def test_unwritten_chunks_are_reported(store, make_xy, array, policy, skip):
     X, Y = make_xy(m=103)  # chunks of 16: 0..16, ..., 96..103
     path = store(X, Y, 16, skip={array: skip})
     first = min(skip)
-    msg = open_fails(path, f"/{array}", "missing", f"samples {16 * first}..{min(16 * first + 16, 103)}")
+    msg = open_fails(
+        path,
+        f"/{array}",
+        "missing",
+        f"samples {16 * first}..{min(16 * first + 16, 103)}",
+        "--missing-chunks fill",
+        missing_chunks=policy,
+    )
     assert (f"and {len(skip) - 1} more" in msg) == (len(skip) > 1)
+
+
+@pytest.mark.parametrize("array, policy", [("Y", None), ("Y", "fill"), ("X", "fill")])
+def test_unwritten_chunks_read_as_the_fill_value_and_are_reported_once(store, make_xy, array, policy):
+    X, Y = make_xy(m=103)
+    path = store(X, Y, 16, skip={array: {1, 3}})
+    with pytest.warns(DataWarning) as caught, open_source(path, missing_chunks=policy) as source:
+        got = dict(zip("XY", source.read(0, 103)))[array]
+    expected = {"X": X, "Y": Y}[array].copy()
+    expected[:, 16:32] = expected[:, 48:64] = 0  # the fixtures' fill value
+    np.testing.assert_array_equal(got, expected)
+    assert len(caught) == 1 and source.warnings == [str(caught[0].message)]
+    assert source.warnings[0] == (
+        f"{path}/{array}: 2 chunks were never written (the first samples 16..32); read as the fill value 0.0"
+    )
+
+
+def test_missing_chunks_policy_is_checked(store, make_xy):
+    X, Y = make_xy(m=20)
+    with pytest.raises(ConfigError, match="missing_chunks policy 'zero'; choose from error, fill"):
+        open_source(store(X, Y, 8), missing_chunks="zero")
 
 
 def test_zarr_chunk_skipped_as_fill_value_is_reported(zarr_store, make_xy):
     X, Y = make_xy(m=48)
     Y[:, 16:32] = 0  # equal to the fill value: zarr would not store it by default
     path = zarr_store(X, Y, 16, write_empty_chunks=False)
-    open_fails(path, "/Y", "samples 16..32", "missing", "write_empty_chunks")
+    open_fails(path, "/Y", "samples 16..32", "missing", "write_empty_chunks", missing_chunks="error")
+    with pytest.warns(DataWarning, match="1 chunk was never written"), open_source(path) as source:
+        np.testing.assert_array_equal(source.read(0, 48)[1], Y)
 
 
 def test_hdf5_contiguous_dataset_never_written(tmp_path):
@@ -279,3 +316,89 @@ def test_the_same_source_is_read_by_two_label_rules_at_once():
         source.read(0, 4, labels=BINARY)
     source.read(0, 4)
     assert source.label_max() == 2.0
+
+
+# -- NaN/inf in given chunks; a store that changes under a run ---------------------------------
+
+
+def test_find_nonfinite_names_the_first_bad_sample_in_the_chunks_given():
+    X, Y = np.ones((3, 3000)), np.zeros((1, 3000))
+    X[1, 1234], X[0, 2500], Y[0, 700] = np.nan, -np.inf, np.inf
+    source = ArraySource(X, Y, chunk_size=500)
+    assert source.find_nonfinite([0, 3, 4]) is None
+    assert (
+        str(source.find_nonfinite([5, 2, 1]))
+        == "<arrays>/Y: sample 700 (chunk 1) holds +inf in row 0; clean or drop it"
+    )
+    assert str(source.find_nonfinite([2])) == "<arrays>/X: sample 1234 (chunk 2) holds NaN in row 1; clean or drop it"
+    assert (
+        str(source.find_nonfinite(iter([5])))
+        == "<arrays>/X: sample 2500 (chunk 5) holds -inf in row 0; clean or drop it"
+    )
+
+
+def test_an_unchanged_store_keeps_its_stamp(store, make_xy):
+    path = store(*make_xy(m=100), 16)
+    with open_source(path) as a, open_source(path) as b:
+        stamp = a.stamp()
+        assert json.loads(json.dumps(stamp)) == stamp == b.stamp()
+        for s, e in a.chunk_bounds:
+            a.read(s, e)  # reading changes nothing
+        a.check_unchanged(stamp)
+
+
+def test_a_store_replaced_by_make_data_is_noticed(store, make_xy):
+    path = store(*make_xy(m=100), 16)
+    with open_source(path) as source:
+        stamp = source.stamp()
+        streamtrain.make_data(path, m=100, n_x=3, chunk=16, overwrite=True)
+        with pytest.raises(DataError) as e:
+            source.check_unchanged(stamp, since="epoch 3 began")
+    assert str(e.value) == (
+        f"{path}: the store changed since epoch 3 began (the store was replaced); "
+        "stop, and restart or resume once it is complete"
+    )
+
+
+def test_a_rewritten_removed_or_vanished_zarr_array_is_named(zarr_store, make_xy):
+    X, Y = make_xy(m=100)  # 7 chunks of 16 and a zarr.json per array
+    path = zarr_store(X, Y, 16)
+    with open_source(path) as source:
+        stamp = source.stamp()
+        zarr.open_group(path, mode="r+")["X"][:, :16] = X[:, :16] + 1
+        with pytest.raises(DataError, match=r"changed since the stamp was taken \(X: files rewritten\); stop"):
+            source.check_unchanged(stamp)
+        os.remove(path / "Y" / "c" / "0" / "2")
+        with pytest.raises(DataError, match=r"\(X: files rewritten; Y: 8 files, now 7\)"):
+            source.check_unchanged(stamp)
+        shutil.rmtree(path / "Y")
+        with pytest.raises(DataError, match=r"; Y is gone\)"):
+            source.check_unchanged(stamp)
+
+
+def test_a_rewritten_hdf5_file_is_noticed(hdf5_store, make_xy):
+    path = hdf5_store(*make_xy(m=100), 16)
+    with h5py.File(path, "r") as f:
+        offset = f["X"].id.get_chunk_info(0).byte_offset
+    with open_source(path) as source:
+        stamp = source.stamp()
+        with open(path, "r+b") as f:  # another process rewrites a chunk in place
+            f.seek(offset)
+            f.write(np.ones(4, np.float32).tobytes())
+        with pytest.raises(
+            DataError, match=r"h5: the store changed since the stamp was taken \(the store was modified\)"
+        ):
+            source.check_unchanged(stamp)
+        with open(path, "ab") as f:
+            f.write(b"more")
+        with pytest.raises(DataError, match=r"\(the store: size \d+, now \d+\)"):
+            source.check_unchanged(stamp)
+
+
+def test_a_source_in_memory_has_a_constant_stamp():
+    X, Y = np.ones((2, 10)), np.zeros((1, 10))
+    a, b = ArraySource(X, Y), ArraySource(X + 1, Y)
+    assert a.stamp() == b.stamp()
+    a.check_unchanged(b.stamp())
+    with pytest.raises(DataError, match="not a stamp of a store"):
+        a.check_unchanged("nonsense")

@@ -6,18 +6,22 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._base import ChunkSource, DataError, default_chunk_size
+from ._base import ChunkSource, DataError, check_missing_chunks, default_chunk_size
+from ._integrity import MISSING_CHUNKS, nonfinite_error, read_columns
 from ._memory import ArraySource
 
 __all__ = [
     "FORMATS",
+    "MISSING_CHUNKS",
     "ArraySource",
     "ChunkSource",
     "DataError",
     "default_chunk_size",
     "format_of",
+    "nonfinite_error",
     "open_source",
     "opened",
+    "read_columns",
 ]
 
 FORMATS = ("zarr", "hdf5")
@@ -29,12 +33,21 @@ def format_of(path: str | os.PathLike) -> str:
     return "hdf5" if os.fspath(path).lower().endswith(_HDF5_SUFFIXES) else "zarr"
 
 
-def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> ChunkSource:
+def open_source(
+    path: str | os.PathLike, *, x: str = "X", y: str = "Y", missing_chunks: str | None = None
+) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
     ``x`` and ``y`` name the arrays inside the store. Raises ``DataError`` naming the
     file and array when the store cannot be used.
+
+    ``missing_chunks`` says what a chunk that was never written becomes (both formats read one
+    as the array's fill value): ``"error"`` refuses the store, ``"fill"`` reads it as the fill
+    value; None (the default) refuses missing X chunks and fills missing Y chunks (zarr skips
+    writing a chunk of fill values, so imbalanced or label-sorted labels have them). Chunks
+    filled are reported once: in ``source.warnings`` and by a ``DataWarning``.
     """
+    missing_chunks = check_missing_chunks(missing_chunks)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or directory")
@@ -42,21 +55,21 @@ def open_source(path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> Chunk
     if os.path.isfile(path) and (format_of(path) == "hdf5" or _is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
-        return HDF5Source(path, x=x, y=y)
+        return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks)
     if os.path.isdir(path):
         from ._zarr import ZarrSource
 
-        return ZarrSource(path, x=x, y=y)
+        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks)
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
 
 
 @contextmanager
-def opened(data: ChunkSource | str | os.PathLike) -> Iterator[ChunkSource]:
-    """The source itself, or the store at a path opened here and closed afterwards."""
+def opened(data: ChunkSource | str | os.PathLike, *, missing_chunks: str | None = None) -> Iterator[ChunkSource]:
+    """The source itself, or the store at a path opened here (see ``open_source``) and closed afterwards."""
     if isinstance(data, ChunkSource):
         yield data
         return
-    with open_source(data) as source:
+    with open_source(data, missing_chunks=missing_chunks) as source:
         yield source
 
 

@@ -11,15 +11,19 @@ of it, so no backend ever does random I/O or loads a whole array.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from .._errors import DataError, check_int
+from .._errors import DataError, DataWarning, check_choice, check_int
 from ..labels import LabelRule, check_labels
+from ._integrity import DEFAULT_MISSING, MISSING_CHUNKS, Missing, chunk_index, nonfinite_error, read_columns
+from ._stamp import ROOT, changed_parts, join_parts
 
-__all__ = ["ChunkSource", "DataError", "default_chunk_size"]
+__all__ = ["ChunkSource", "DataError", "check_missing_chunks", "default_chunk_size"]
 
 # A chunk of about this many bytes keeps zarr/HDF5 per-call overhead negligible
 # while a few chunks in flight still fit easily in memory.
@@ -63,6 +67,8 @@ class ChunkSource:
             raise DataError(f"{name}: no such file or directory")
         # What ``make-data`` recorded about a generated store (true weights, Bayes loss).
         self.attrs: dict[str, Any] = {}
+        # What was found at open that the user should know (one line each), also warned once.
+        self.warnings: list[str] = []
 
     # -- validation at open time ---------------------------------------------------------
     def _validate(self, x_shape: tuple, x_dtype: Any, y_shape: tuple, y_dtype: Any) -> None:
@@ -85,6 +91,20 @@ class ChunkSource:
         self.n_x, self.m, self.k = int(n_x), int(m), int(k)
         self.dtype = np.dtype(x_dtype)
 
+    def _apply_missing_chunks(self, found: dict[str, Missing | None], policy: str | None) -> None:
+        """Raise or note the chunks never written, per array role ("x", "y"), by ``policy`` (see
+        ``MISSING_CHUNKS``; None: ``DEFAULT_MISSING``)."""
+        for role, missing in found.items():
+            if missing is None:
+                continue
+            if (policy or DEFAULT_MISSING[role]) == "error":
+                raise missing.error()
+            self._warn(missing.note())
+
+    def _warn(self, note: str) -> None:
+        self.warnings.append(note)
+        warnings.warn(note, DataWarning, stacklevel=5)  # at the caller of open_source
+
     # -- the contract ----------------------------------------------------------------------
     @property
     def n_chunks(self) -> int:
@@ -102,13 +122,21 @@ class ChunkSource:
         return X, Y
 
     @property
+    def x_where(self) -> str:
+        """X's place, for messages: ``file/array``."""
+        return f"{self.name}/{self.x_name}"
+
+    @property
     def y_where(self) -> str:
         """Y's place, for messages: ``file/array``."""
         return f"{self.name}/{self.y_name}"
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         X, Y = self.arrays()
-        return X[:, start:stop], Y[:, start:stop]
+        return (
+            read_columns(X, start, stop, self.x_where, self.chunk_starts),
+            read_columns(Y, start, stop, self.y_where, self.chunk_starts),
+        )
 
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
@@ -120,7 +148,7 @@ class ChunkSource:
     def label_max(self) -> float:
         """The largest label in the store, reading Y chunk by chunk (Y is small next to X)."""
         _, Y = self.arrays()
-        return max(float(np.max(Y[:, a:b])) for a, b in self.chunk_bounds)
+        return max(float(np.max(read_columns(Y, a, b, self.y_where, self.chunk_starts))) for a, b in self.chunk_bounds)
 
     @cached_property
     def chunk_starts(self) -> np.ndarray:
@@ -129,7 +157,7 @@ class ChunkSource:
 
     def chunk_of(self, sample: int) -> int:
         """Index of the chunk that holds ``sample``."""
-        return int(np.searchsorted(self.chunk_starts, sample, side="right") - 1)
+        return chunk_index(sample, self.chunk_starts)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data, for model files and checkpoints."""
@@ -150,21 +178,42 @@ class ChunkSource:
     format = "unknown"
     codec = "none"
 
-    # TEMPORARY stand-ins until the data-integrity branch lands
+    # -- integrity -------------------------------------------------------------------------
     def stamp(self) -> str:
-        return ""
+        """A cheap digest of the store's files (os.stat: inode, size, modification time; no
+        contents read), as a JSON string that is the same in any process while the store is
+        unchanged. See ``check_unchanged``."""
+        return join_parts(self._stamp_parts())
 
-    def check_unchanged(self, stamp: str) -> None:
-        pass
+    def _stamp_parts(self) -> dict[str, str]:
+        """Named parts of the stamp (see ``_stamp``); arrays in memory have no files to watch."""
+        return {ROOT: f"{self.format} arrays"}
 
-    def find_nonfinite(self, chunks: Any) -> DataError | None:
-        for c in chunks:
+    def check_unchanged(self, stamp: str, since: str = "the stamp was taken") -> None:
+        """Raise DataError naming what changed when the store's files differ from ``stamp``
+        (taken by ``stamp()``); ``since`` completes "the store changed since ..."."""
+        changed = changed_parts(stamp, self.stamp())
+        if changed:
+            raise DataError(
+                f"{self.name}: the store changed since {since} ({'; '.join(changed)}); "
+                f"stop, and restart or resume once it is complete"
+            )
+
+    def find_nonfinite(self, chunks: Iterable[int]) -> DataError | None:
+        """The first NaN or ±inf in the given chunks (by sample, X before Y) as a DataError
+        naming the array, sample and chunk, or the error of a chunk that cannot be read; None
+        when all are finite. For a loss that came out non-finite: is the data at fault?"""
+        for c in sorted(set(chunks)):
             a, b = self.chunk_bounds[c]
-            X, Y = self._read(a, b)
-            for name, arr in ((self.x_name, X), (self.y_name, Y)):
-                bad = ~np.isfinite(np.asarray(arr, dtype=np.float64)).all(axis=0)
-                if bad.any():
-                    return DataError(f"{self.name}/{name}: sample {a + int(bad.argmax())} (chunk {c}) is not finite")
+            try:
+                X, Y = self.read(a, b)
+            except DataError as e:
+                return e
+            error = nonfinite_error(X, a, self.x_where, self.chunk_starts) or nonfinite_error(
+                Y, a, self.y_where, self.chunk_starts
+            )
+            if error is not None:
+                return error
         return None
 
     def close(self) -> None:
@@ -183,10 +232,6 @@ class ChunkSource:
         )
 
 
-def missing_chunks_error(where: str, first: tuple[int, int], n_missing: int, hint: str = "") -> DataError:
-    """The error for an array whose chunks were never written (they would read as fill values)."""
-    a, b = first
-    more = f" and {n_missing - 1} more" if n_missing > 1 else ""
-    return DataError(
-        f"{where}: chunk for samples {a}..{b} is missing{more}; it would read as fill values, not data{hint}"
-    )
+def check_missing_chunks(policy: object) -> str | None:
+    """The ``missing_chunks`` policy, or ConfigError: None (the default) or one of MISSING_CHUNKS."""
+    return None if policy is None else check_choice(policy, MISSING_CHUNKS, "missing_chunks policy")

@@ -8,7 +8,9 @@ from typing import Any
 
 import h5py
 
-from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size, missing_chunks_error
+from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size
+from ._integrity import Missing
+from ._stamp import ROOT, file_part
 
 __all__ = ["HDF5Source"]
 
@@ -16,7 +18,9 @@ __all__ = ["HDF5Source"]
 class HDF5Source(ChunkSource):
     format = "hdf5"
 
-    def __init__(self, path: str | os.PathLike, *, x: str = "X", y: str = "Y") -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", missing_chunks: str | None = None
+    ) -> None:
         super().__init__(os.fspath(path), x, y, must_exist=True)
         try:
             self._file = h5py.File(self.name, "r")
@@ -28,8 +32,8 @@ class HDF5Source(ChunkSource):
             # A contiguous dataset has no chunks: read it in slabs of the default size.
             chunk = self._X.chunks[1] if self._X.chunks else default_chunk_size(self.n_x, self.dtype.itemsize)
             self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
-            for ds, a in ((self._X, x), (self._Y, y)):
-                self._check_chunks_written(ds, a)
+            found = {"x": self._missing(self._X, x), "y": self._missing(self._Y, y)}
+            self._apply_missing_chunks(found, missing_chunks)
         except BaseException:
             self._file.close()
             raise
@@ -45,22 +49,28 @@ class HDF5Source(ChunkSource):
             raise DataError(f"{self.name}/{key}: is a group, not a dataset")
         return obj
 
-    def _check_chunks_written(self, ds: h5py.Dataset, key: str) -> None:
+    def _missing(self, ds: h5py.Dataset, key: str) -> Missing | None:
+        """The chunks of ``ds`` never written (HDF5 reads them as the fill value)."""
         where = f"{self.name}/{key}"
+        rows, cols = ds.shape
         if ds.chunks is None:
             if ds.id.get_storage_size() == 0:
-                raise DataError(f"{where}: the dataset was never written")
-            return
-        (rows, cols), (cr, cc) = ds.shape, ds.chunks
+                return Missing(where, (0, cols), 1, ds.fillvalue, " (the dataset was never written)")
+            return None
+        cr, cc = ds.chunks
         n_expected = -(-rows // cr) * -(-cols // cc)
         n_written = ds.id.get_num_chunks()
         if n_written == n_expected:
-            return
+            return None
         written = {ds.id.get_chunk_info(i).chunk_offset for i in range(n_written)}
         for c0 in range(0, cols, cc):
             for r0 in range(0, rows, cr):
                 if (r0, c0) not in written:
-                    raise missing_chunks_error(where, (c0, min(c0 + cc, cols)), n_expected - n_written)
+                    return Missing(where, (c0, min(c0 + cc, cols)), n_expected - n_written, ds.fillvalue)
+        return None
+
+    def _stamp_parts(self) -> dict[str, str]:
+        return {ROOT: file_part(self.name)}
 
     def close(self) -> None:
         self._file.close()
