@@ -282,7 +282,7 @@ def test_a_store_replaced_during_a_run_stops_it(tmp_path):
         if record.epoch == 1:
             streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=2, overwrite=True)
 
-    with pytest.raises(DataError, match="d.zarr: the store changed since training began"):
+    with pytest.raises(DataError, match=r"d\.zarr: the store changed since training began"):
         streamtrain.fit(data, batch_size=32, epochs=3, on_epoch=replace_store)
 
 
