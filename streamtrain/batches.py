@@ -148,7 +148,9 @@ class BatchStream:
                 perm = cols.permutation(X.shape[1])
                 # take() is ~3x faster than X[:, perm] for a gather along the second axis.
                 X, Y = np.take(X, perm, axis=1), np.take(Y, perm, axis=1)
-            yield pos, np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
+                X, Y = np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
+            yield pos, X, Y
 
     def __iter__(self) -> Generator[Batch, None, None]:
         B, c = self.batch_size, self.cursor
