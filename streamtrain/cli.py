@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", metavar="MODEL", help="model file written by fit")
     e.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    add_options(e, FitConfig, only=("scheduler",))
+    add_options(e, CompareConfig, only=("scheduler",))
     _add_arrays(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
@@ -158,6 +158,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .sources import open_source
     from .train import fit
 
+    config = FitConfig.from_options(options_of(args, FitConfig))  # checked before the data is opened
     with open_source(args.data, x=args.x, y=args.y) as source:
         out = args.out or _default_model_path(args.data)
         print(
@@ -165,12 +166,7 @@ def _fit(args: argparse.Namespace) -> int:
             f"({source.format}, {source.dtype}, codec {source.codec})"
         )
         result = fit(
-            source,
-            init=args.init,
-            progress=args.progress,
-            metrics=args.metrics,
-            on_epoch=_print_epoch,
-            **options_of(args, FitConfig),
+            source, config, init=args.init, progress=args.progress, metrics=args.metrics, on_epoch=_print_epoch
         )
         if "bayes_loss" in source.attrs:
             print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
@@ -202,8 +198,10 @@ def _print_epoch(r: EpochRecord) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
+    from .full_batch import check_scheduler
     from .sources import open_source
 
+    check_scheduler(args.scheduler)  # before the data is opened
     t0 = time.perf_counter()
     with open_source(args.data, x=args.x, y=args.y) as source:
         result = evaluate(source, args.model, scheduler=args.scheduler)
@@ -223,8 +221,10 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareConfig, compare
     from .sources import open_source
 
+    options = options_of(args, CompareConfig)
+    CompareConfig.from_options(options)  # checked before the data is opened
     with open_source(args.data, x=args.x, y=args.y) as source:
-        report = compare(source, args.model, **options_of(args, CompareConfig))
+        report = compare(source, args.model, **options)
     print(json.dumps(report) if args.json else _compare_table(report, args.model))
     return 0
 

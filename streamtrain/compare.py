@@ -31,8 +31,8 @@ import numpy as np
 
 from .batches import BatchStream, Cursor
 from .binding import bind_fitted
-from .config import Declared, FitConfig, option, positive_int, same_as
-from .full_batch import FullBatch
+from .config import SCHEDULER_HELP, Declared, FitConfig, option, positive_int, same_as
+from .full_batch import DEFAULT_SCHEDULER, FullBatch
 from .models import Model, Params, as_float64, batch_objective, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
@@ -65,7 +65,7 @@ class CompareConfig(Declared):
     l2: float | None = same_as(FitConfig, "l2", None, help="L2 penalty of J", derived="the model's own")
     shuffle: str = same_as(FitConfig, "shuffle", help="how mini-batches are drawn, as in fit")
     seed: int = same_as(FitConfig, "seed")
-    scheduler: str = same_as(FitConfig, "scheduler")
+    scheduler: str = same_as(FitConfig, "scheduler", DEFAULT_SCHEDULER, help=SCHEDULER_HELP, derived=None)
 
 
 def compare(

@@ -17,6 +17,7 @@ import numpy as np
 from ._errors import ConfigError, DataError, check_number
 from .checkpoint import load_model, save_model
 from .config import FitConfig
+from .full_batch import check_scheduler
 from .models import Model, Params, check_params, get_model
 from .records import EpochRecord
 
@@ -120,10 +121,20 @@ def _record(d: Any) -> dict[str, Any]:
 
 
 def _config(stored: dict[str, Any]) -> FitConfig:
-    """The training configuration a file stored. Files written before a scheduler had to be
-    used stored the default one for runs that make no exact pass: it is dropped there."""
+    """The training configuration a file stored, with its scheduler where this process can use it.
+
+    The scheduler says where the exact passes ran, not what was trained: files written before a
+    given scheduler had to be used stored the default for runs without exact passes, and an
+    inproc:// address lives only in the process that trained. Both give way to the default.
+    """
     config = FitConfig.from_dict({k: v for k, v in stored.items() if k != "scheduler"})
-    return FitConfig.from_dict(stored) if config.uses_exact_path else config
+    scheduler = stored.get("scheduler")
+    if not config.uses_exact_path or scheduler is None:
+        return config
+    try:
+        return FitConfig.from_dict({**stored, "scheduler": check_scheduler(scheduler)})
+    except ConfigError:
+        return config
 
 
 def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:

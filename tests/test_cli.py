@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -344,6 +345,18 @@ def test_compare_errors_are_one_line(capsys, store, tmp_path):
     assert_one_line_error(code, err, "batch_size")
     code, _, err = run(capsys, "compare", tmp_path / "m.npz", store, "--scheduler", "tcp//x")
     assert_one_line_error(code, err, "unknown scheduler")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+@pytest.mark.parametrize("scheduler", ["foo://bar", "tcp://", "tcp://host:notaport", "inproc://x", "ucx://10.0.0.1:1"])
+def test_malformed_scheduler_addresses_fail_at_once_without_a_traceback(tmp_path, command, scheduler):
+    # A subprocess: dask.distributed's noise came at exit, from a half-made Client, after a 20 s hang.
+    argv = [sys.executable, "-m", "streamtrain", command, str(tmp_path / "m.npz"), str(tmp_path / "none.zarr")]
+    t0 = time.perf_counter()
+    proc = subprocess.run([*argv, "--scheduler", scheduler], capture_output=True, text=True, timeout=60)
+    assert time.perf_counter() - t0 < 10
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"streamtrain: error: scheduler {scheduler!r}") and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("momentum", 0.5), ("rmsprop", 0.01), ("adam", 0.01)])
