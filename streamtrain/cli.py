@@ -2,49 +2,67 @@
 
 Every option's flag, type, default, choices and help come from its declaration
 (``FitConfig``, ``CompareConfig``, ``DataConfig``; see ``streamtrain.config``), so the command
-line and the library cannot drift apart. Exit codes: 0 ok, 1 a problem with the data, files
-or option values (one-line message), 2 a usage error (argparse), 130 interrupted. zarr and
-h5py are imported by the commands that open a store, so ``streamtrain --help`` stays instant;
-dask is never imported here.
+line and the library cannot drift apart. Exit codes are listed in ``EXIT_CODES`` (shown by
+``streamtrain --help`` and in the README). zarr and h5py are imported by the commands that open
+a store, so ``streamtrain --help`` stays instant; dask is never imported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .records import EpochRecord
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "main"]
 
 PROG = "streamtrain"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "a problem with the data (NaN/inf in it too), a file or an option value, named on one line",
+    EXIT_USAGE: "a usage error: unknown command or flag, a value of the wrong type",
+    EXIT_DIVERGED: "diverged: training's loss became non-finite or ran away, or a model's loss is not finite",
+    EXIT_INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ._errors import UserError
+    from ._errors import DivergedError, UserError
 
+    # numpy's overflow/invalid warnings (from Dask's threads too) would break the one-line
+    # message: every result is checked to be finite, and a non-finite one is an error naming why.
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         return args.run(args)
+    except DivergedError as e:
+        return _fail(str(e), EXIT_DIVERGED)
     except UserError as e:
         return _fail(str(e))
     except OSError as e:  # unwritable output folder, disk full, ...
         return _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1
+    return code
+
+
+def _exit_codes_help() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:<5}{meaning}" for code, meaning in EXIT_CODES.items())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train models on column-wise chunked Zarr/HDF5 data far larger than RAM, streamed in mini-batches.",
+        epilog=_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -199,6 +219,7 @@ def _print_epoch(r: EpochRecord) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .full_batch import check_scheduler
+    from .records import to_json
     from .sources import open_source
 
     check_scheduler(args.scheduler)  # before the data is opened
@@ -207,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(source, args.model, scheduler=args.scheduler)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
-        print(json.dumps(result))
+        print(to_json(result))
     else:
         accuracy = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
         print(
@@ -219,13 +240,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareConfig, compare
+    from .records import to_json
     from .sources import open_source
 
     options = options_of(args, CompareConfig)
     CompareConfig.from_options(options)  # checked before the data is opened
     with open_source(args.data, x=args.x, y=args.y) as source:
         report = compare(source, args.model, **options)
-    print(json.dumps(report) if args.json else _compare_table(report, args.model))
+    print(to_json(report) if args.json else _compare_table(report, args.model))
     return 0
 
 
@@ -234,19 +256,24 @@ def _compare_table(r: dict, model_path: str) -> str:
         f"{r['data']}: m={r['m']:,}; {r['model']} model {model_path}, l2 {r['l2']}",
         f"exact J = {r['loss']:.6f}   |grad J| = {r['grad_norm']:.4e}   ({r['scheduler']}, {r['exact_seconds']:.2f} s)",
         f"per-sample gradient variance tr(S) = {r['trace_cov']:.4e}   "
-        f"noise scale B_noise = tr(S)/|grad J|^2 = {r['noise_scale']:,.1f}",
+        f"noise scale B_noise = tr(S)/|grad J|^2 = {_bounded(r['noise_scale'], ',.1f')}",
         "",
         f"mini-batches drawn as training draws them (shuffle {r['shuffle']}, seed {r['seed']}):",
         f"{'B':>9} {'batches':>8} {'cos mean':>9} {'cos min':>9} {'rel.err':>9} {'if random':>10}",
     ]
     for row in r["batch_sizes"]:
+        cells = [_bounded(row[k], ".4f") for k in ("cosine_mean", "cosine_min", "rel_error_rms", "rel_error_random")]
         lines.append(
-            f"{row['batch_size']:>9,} {row['batches']:>8} {row['cosine_mean']:>9.4f} "
-            f"{row['cosine_min']:>9.4f} {row['rel_error_rms']:>9.4f} {row['rel_error_random']:>10.4f}"
+            f"{row['batch_size']:>9,} {row['batches']:>8} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} {cells[3]:>10}"
         )
     lines.append("rel.err = rms of |g_B - grad J| / |grad J|; 'if random': its expected value for random batches")
     lines += [""] + [f"- {line}" for line in r["advice"]]
     return "\n".join(lines)
+
+
+def _bounded(x: float | None, spec: str) -> str:
+    """A number of a compare report as text: "unbounded" for inf (it is null in JSON), "n/a" for None."""
+    return "n/a" if x is None else "unbounded" if math.isinf(x) else format(x, spec)
 
 
 def _default_model_path(data: str) -> str:
