@@ -1,27 +1,39 @@
 """Model files: one ``.npz`` of parameter arrays plus a JSON metadata entry, written atomically.
 
-Never pickled: loading uses ``allow_pickle=False``, and the metadata is a JSON string
-stored as a plain unicode array under the key ``__meta__``.
+Never pickled: the metadata is a JSON string stored as a plain unicode array under the key
+``__meta__``, and loading reads the ``.npy`` headers itself, so a hostile file can neither run
+code nor make the loader allocate more than the file holds.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Collection
 from typing import IO, Any
 
 import numpy as np
+from numpy.lib import format as npformat
 
 from ._errors import DataError
+from .models import PARAM_DTYPES
 
 __all__ = ["atomic_write", "load_model", "save_model"]
 
 FORMAT = "streamtrain-model"
 VERSION = 2  # 2: the model as a dict and the whole resolved configuration (result.py reads 1 too)
 _META = "__meta__"
+
+# Limits on what an untrusted file may make the loader allocate or parse.
+_HEADERS = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
+MAX_HEADER = 10_000  # characters of an .npy header (numpy's own limit)
+MAX_META_BYTES = 2**26  # the JSON metadata (a history of 10^5 epochs is about 20 MB)
+MAX_DEFLATE_RATIO = 1100  # deflate expands by at most 1032x: a member claiming more is lying
+READ_BLOCK = 2**22
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -62,22 +74,107 @@ def save_model(
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_model(path: str | os.PathLike, *, format: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by ``save_model`` with this ``format``: (params, metadata)."""
+def load_model(
+    path: str | os.PathLike, *, format: str = FORMAT, dtypes: Collection[str] = PARAM_DTYPES
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by ``save_model`` with this ``format`` tag: (params, metadata).
+
+    The file is untrusted: it is read as a zip of ``.npy`` members whose headers are checked
+    before anything is allocated. An array must be of one of ``dtypes`` and hold exactly the
+    bytes its header claims; nothing is unpickled. Anything else is a one-line DataError.
+    """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as z:
+            arrays = {_key(info): _read_member(z, info, size, dtypes) for info in z.infolist()}
     except FileNotFoundError:
         raise DataError(f"{path}: no such model file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a model file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except _Damaged as e:
         raise DataError(f"{path}: not a streamtrain model file ({e})") from None
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a streamtrain model file ({_reason(e)})") from None
+    return arrays, _metadata(path, arrays, format)
+
+
+class _Damaged(Exception):
+    """What is wrong with one member of the zip; load_model adds the file's name."""
+
+
+def _key(info: zipfile.ZipInfo) -> str:
+    if not info.filename.endswith(".npy"):
+        raise _Damaged(f"unexpected member {info.filename!r}")
+    return info.filename[: -len(".npy")]
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, dtypes: Collection[str]) -> np.ndarray:
+    """One ``.npy`` member, its header checked before its array is allocated."""
+    name = info.filename
+    stored = info.compress_type == zipfile.ZIP_STORED and info.file_size == info.compress_size
+    deflated = info.compress_type == zipfile.ZIP_DEFLATED and info.file_size <= MAX_DEFLATE_RATIO * info.compress_size
+    if not (stored or deflated) or info.compress_size > file_size:
+        raise _Damaged(f"{name}: a member of {info.file_size:,} bytes stored in {info.compress_size:,}")
+    with z.open(info) as f:
+        try:
+            read_header = _HEADERS[npformat.read_magic(f)]
+            shape, fortran, dtype = read_header(f, max_header_size=MAX_HEADER)
+        except (KeyError, ValueError, EOFError):
+            raise _Damaged(f"{name}: not a valid .npy array header") from None
+        _check_header(name, shape, dtype, info.file_size - f.tell(), dtypes)
+        try:
+            array = np.empty(shape, dtype, order="F" if fortran else "C")
+        except ValueError as e:  # too many dimensions, or a zero-size array whose other axes overflow
+            raise _Damaged(f"{name}: its header claims a {shape} array: {e}") from None
+        _read_into(f, (array.T if fortran else array).reshape(-1).view(np.uint8), name)
+    return array
+
+
+def _check_header(name: str, shape: tuple, dtype: np.dtype, data_bytes: int, dtypes: Collection[str]) -> None:
+    """The array a header describes is of an allowed dtype and holds exactly ``data_bytes``."""
+    meta = name == _META + ".npy"
+    if meta and not (dtype.kind == "U" and shape == () and dtype.itemsize <= MAX_META_BYTES):
+        raise _Damaged(f"{name}: metadata must be one JSON string, not a {shape} {dtype} array")
+    if not meta and dtype.name not in dtypes:
+        raise _Damaged(f"{name}: an array of {dtype}; parameters are real floating-point ({', '.join(dtypes)})")
+    if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize != data_bytes:
+        claimed = f"{math.prod(shape) * dtype.itemsize:,} bytes" if all(n >= 0 for n in shape) else "a negative size"
+        raise _Damaged(f"{name}: its header claims a {shape} {dtype} array ({claimed}), the file holds {data_bytes:,}")
+
+
+def _read_into(f: IO[bytes], out: np.ndarray, name: str) -> None:
+    """Fill the byte array ``out`` from ``f``, a block at a time (no second copy of a large array)."""
+    done = 0
+    while done < len(out):
+        block = f.read(min(READ_BLOCK, len(out) - done))
+        if not block:
+            raise _Damaged(f"{name}: truncated")
+        out[done : done + len(block)] = np.frombuffer(block, np.uint8)
+        done += len(block)
+
+
+def _metadata(path: str, arrays: dict[str, np.ndarray], format: str) -> dict[str, Any]:
+    """The JSON metadata entry: a dict with our format tag and a version this loader knows."""
     try:
         meta = json.loads(str(arrays.pop(_META)))
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, ValueError, RecursionError):
         raise DataError(f"{path}: not a streamtrain model file (no readable metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != format:
         raise DataError(f"{path}: not a {format} file (wrong format tag)")
-    if meta.get("version", 0) > VERSION:
-        raise DataError(f"{path}: written by a newer streamtrain (file version {meta['version']})")
-    return arrays, meta
+    version = meta.get("version")
+    if type(version) is not int or version < 1:
+        raise DataError(f"{path}: damaged model metadata: version {version!r} is not a file version")
+    if version > VERSION:
+        raise DataError(
+            f"{path}: written by a newer streamtrain (file version {version}; this one reads 1 to {VERSION})"
+        )
+    return meta
+
+
+def _reason(e: BaseException) -> str:
+    """The zip library's reason, as one line."""
+    text = (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()
+    return text[0] if text else type(e).__name__

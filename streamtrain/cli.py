@@ -2,17 +2,16 @@
 
 Every option's flag, type, default, choices and help come from its declaration
 (``FitConfig``, ``CompareConfig``, ``DataConfig``; see ``streamtrain.config``), so the command
-line and the library cannot drift apart. Exit codes: 0 ok, 1 a problem with the data, files
-or option values (one-line message), 2 a usage error (argparse), 130 interrupted. zarr and
-h5py are imported by the commands that open a store, so ``streamtrain --help`` stays instant;
-dask is never imported here.
+line and the library cannot drift apart. Exit codes are listed in ``EXIT_CODES`` (shown by
+``streamtrain --help`` and in the README). zarr and h5py are imported by the commands that open
+a store, so ``streamtrain --help`` stays instant; dask is never imported here.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 import os
 import sys
 import time
@@ -24,17 +23,31 @@ if TYPE_CHECKING:
     from .records import EpochRecord
     from .sources import ChunkSource
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "main"]
 
 PROG = "streamtrain"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "a problem with the data (NaN/inf in it too), a file or an option value, named on one line",
+    EXIT_USAGE: "a usage error: unknown command or flag, a value of the wrong type",
+    EXIT_DIVERGED: "diverged: training's loss became non-finite or ran away, or a model's loss is not finite",
+    EXIT_INTERRUPTED: "interrupted (SIGINT, Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ._errors import UserError
+    from ._errors import DivergedError, UserError
 
+    # numpy's overflow/invalid warnings (from Dask's threads too) would break the one-line
+    # message: every result is checked to be finite, and a non-finite one is an error naming why.
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
         return args.run(args)
+    except DivergedError as e:
+        return _fail(str(e), EXIT_DIVERGED)
     except UserError as e:
         return _fail(str(e))
     except OSError as e:  # unwritable output folder, disk full, ...
@@ -45,9 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signum
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_ERROR) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1
+    return code
+
+
+def _exit_codes_help() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:<5}{meaning}" for code, meaning in EXIT_CODES.items())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Train models on column-wise chunked Zarr/HDF5 data far larger than RAM, streamed in mini-batches.",
+        epilog=_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -91,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", metavar="MODEL", help="model file written by fit")
     e.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    add_options(e, FitConfig, only=("scheduler", "missing_chunks"))
+    add_options(e, CompareConfig, only=("scheduler", "missing_chunks"))
     _add_arrays(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
@@ -181,6 +200,9 @@ def _fit(args: argparse.Namespace) -> int:
     from .config import CheckpointConfig, FitConfig
     from .train import fit
 
+    config = FitConfig.from_options(options_of(args, FitConfig))  # checked before the data is opened
+    saving = options_of(args, CheckpointConfig)
+    CheckpointConfig.from_options(saving)
     with _open(args) as source:
         out = args.out or _default_model_path(args.data)
         print(
@@ -189,14 +211,14 @@ def _fit(args: argparse.Namespace) -> int:
         )
         result = fit(
             source,
+            config,
             init=args.init,
             progress=args.progress,
             metrics=args.metrics,
             on_epoch=_print_epoch,
             resume=args.resume,
             on_resume=_print_resumed,
-            **options_of(args, FitConfig),
-            **options_of(args, CheckpointConfig),
+            **saving,
         )
         if "bayes_loss" in source.attrs:
             print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
@@ -232,13 +254,16 @@ def _print_epoch(r: EpochRecord) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
+    from .full_batch import check_scheduler
+    from .records import to_json
 
+    check_scheduler(args.scheduler)  # before the data is opened
     t0 = time.perf_counter()
     with _open(args) as source:
         result = evaluate(source, args.model, scheduler=args.scheduler)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
-        print(json.dumps(result))
+        print(to_json(result))
     else:
         accuracy = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
         print(
@@ -250,10 +275,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .compare import CompareConfig, compare
+    from .records import to_json
 
+    options = options_of(args, CompareConfig)
+    CompareConfig.from_options(options)  # checked before the data is opened
     with _open(args) as source:
-        report = compare(source, args.model, **options_of(args, CompareConfig))
-    print(json.dumps(report) if args.json else _compare_table(report, args.model))
+        report = compare(source, args.model, **options)
+    print(to_json(report) if args.json else _compare_table(report, args.model))
     return 0
 
 
@@ -262,19 +290,24 @@ def _compare_table(r: dict, model_path: str) -> str:
         f"{r['data']}: m={r['m']:,}; {r['model']} model {model_path}, l2 {r['l2']}",
         f"exact J = {r['loss']:.6f}   |grad J| = {r['grad_norm']:.4e}   ({r['scheduler']}, {r['exact_seconds']:.2f} s)",
         f"per-sample gradient variance tr(S) = {r['trace_cov']:.4e}   "
-        f"noise scale B_noise = tr(S)/|grad J|^2 = {r['noise_scale']:,.1f}",
+        f"noise scale B_noise = tr(S)/|grad J|^2 = {_bounded(r['noise_scale'], ',.1f')}",
         "",
         f"mini-batches drawn as training draws them (shuffle {r['shuffle']}, seed {r['seed']}):",
         f"{'B':>9} {'batches':>8} {'cos mean':>9} {'cos min':>9} {'rel.err':>9} {'if random':>10}",
     ]
     for row in r["batch_sizes"]:
+        cells = [_bounded(row[k], ".4f") for k in ("cosine_mean", "cosine_min", "rel_error_rms", "rel_error_random")]
         lines.append(
-            f"{row['batch_size']:>9,} {row['batches']:>8} {row['cosine_mean']:>9.4f} "
-            f"{row['cosine_min']:>9.4f} {row['rel_error_rms']:>9.4f} {row['rel_error_random']:>10.4f}"
+            f"{row['batch_size']:>9,} {row['batches']:>8} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9} {cells[3]:>10}"
         )
     lines.append("rel.err = rms of |g_B - grad J| / |grad J|; 'if random': its expected value for random batches")
     lines += [""] + [f"- {line}" for line in r["advice"]]
     return "\n".join(lines)
+
+
+def _bounded(x: float | None, spec: str) -> str:
+    """A number of a compare report as text: "unbounded" for inf (it is null in JSON), "n/a" for None."""
+    return "n/a" if x is None else "unbounded" if math.isinf(x) else format(x, spec)
 
 
 def _default_model_path(data: str) -> str:

@@ -8,7 +8,7 @@ The exact pass also gives the gradient-noise statistics of McCandlish et al. (20
 Empirical Model of Large-Batch Training":
 
     tr(Σ)    = (1/m) Σ_i ‖g_i − ḡ‖²      variance of the per-sample gradients g_i
-    B_noise  = tr(Σ) / ‖∇J‖²             the "simple noise scale"
+    B_noise  = tr(Σ) / ‖∇J‖²             the "simple noise scale" (unbounded, inf, when ∇J = 0)
 
 To reach a given loss, batches of size B need about S_min (1 + B_noise / B) steps and
 E_min (1 + B / B_noise) samples: well below B_noise steps are mostly noise but no samples
@@ -31,8 +31,9 @@ import numpy as np
 
 from .batches import BatchStream, Cursor
 from .binding import bind_fitted
-from .config import Declared, FitConfig, option, positive_int, same_as
-from .full_batch import FullBatch
+from .config import SCHEDULER_HELP, Declared, FitConfig, option, positive_int, same_as
+from .evaluation import check_finite
+from .full_batch import DEFAULT_SCHEDULER, FullBatch
 from .models import Model, Params, as_float64, batch_objective, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
@@ -65,7 +66,7 @@ class CompareConfig(Declared):
     l2: float | None = same_as(FitConfig, "l2", None, help="L2 penalty of J", derived="the model's own")
     shuffle: str = same_as(FitConfig, "shuffle", help="how mini-batches are drawn, as in fit")
     seed: int = same_as(FitConfig, "seed")
-    scheduler: str = same_as(FitConfig, "scheduler")
+    scheduler: str = same_as(FitConfig, "scheduler", DEFAULT_SCHEDULER, help=SCHEDULER_HELP, derived=None)
     missing_chunks: str | None = same_as(FitConfig, "missing_chunks")
 
 
@@ -105,13 +106,14 @@ def compare(
         with FullBatch(source, model, scheduler=config.scheduler) as exact:
             loss, grad, totals = exact.objective_with_totals(params, l2=l2, sample_norms=True)
         exact_s = time.perf_counter() - t0
-        g_norm = norm(grad)
         # Σ‖g_i − ḡ‖²/m = Σ‖g_i‖²/m − ‖ḡ‖², over the data term only: the L2 term is the
         # same for every sample and adds no noise.
         grad_sq, grad_sum = totals.grad_sq, totals.grads
         assert grad_sq is not None and grad_sum is not None  # asked for: sample_norms, gradients
+        g_norm = norm(grad)
+        check_finite(loss, g_norm, grad_sq)  # nothing below is computed from inf or NaN
         trace = max(0.0, grad_sq / m - norm(grad_sum) ** 2 / m**2)
-        b_noise = trace / g_norm**2 if g_norm > 0 else math.inf
+        b_noise = _ratio(trace, g_norm**2)
         rows = [_batch_row(source, model, params, grad, B, config, l2, trace) for B in sizes]
     report = {
         "data": source.name,
@@ -153,19 +155,25 @@ def _batch_row(
         for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), config.batches):
             _, g, _ = batch_objective(model, params, X, Y, l2=l2, m=m)
             dot, scale = sum(float(np.vdot(g[k], grad[k])) for k in grad), norm(g) * g_norm
-            cosines.append(dot / scale if scale > 0 else 1.0)
-            errors.append(norm({k: g[k] - grad[k] for k in grad}) / g_norm if g_norm > 0 else 0.0)
+            cosines.append(dot / scale if scale > 0 else 0.0)  # a zero gradient has no direction
+            errors.append(_ratio(norm({k: g[k] - grad[k] for k in grad}), g_norm))
     fpc = (m - B) / (m - 1) if m > 1 else 0.0  # sampling without replacement from m samples
-    iid = math.sqrt(trace / B * fpc) / g_norm if g_norm > 0 else math.inf
     return {
         "batch_size": B,
         "batches": len(errors),
-        "cosine_mean": float(np.mean(cosines)),
-        "cosine_min": float(np.min(cosines)),
+        # At ∇J = 0 there is no direction to compare with: None, shown as n/a.
+        "cosine_mean": float(np.mean(cosines)) if g_norm > 0 else None,
+        "cosine_min": float(np.min(cosines)) if g_norm > 0 else None,
         "rel_error_mean": float(np.mean(errors)),
         "rel_error_rms": math.sqrt(float(np.mean(np.square(errors)))),
-        "rel_error_random": iid,
+        "rel_error_random": _ratio(math.sqrt(trace / B * fpc), g_norm),
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b for a, b >= 0, where a / 0 is unbounded (inf) and 0 / 0 is 0: a quantity measured
+    relative to a zero gradient has no bound unless it is zero itself."""
+    return a / b if b > 0 else math.inf if a > 0 else 0.0
 
 
 def _suggest(b_noise: float, m: int) -> int:
@@ -178,6 +186,12 @@ def _suggest(b_noise: float, m: int) -> int:
 def advice(report: dict[str, Any]) -> list[str]:
     """Plain-language conclusions from a ``compare`` report."""
     b_noise, m, out = report["noise_scale"], report["m"], []
+    if math.isinf(b_noise):
+        return [
+            "The exact gradient is zero at these params (a stationary point, such as the optimum): B_noise is "
+            "unbounded and every mini-batch step only adds noise. Decay the learning rate to zero, or use "
+            "full-batch L-BFGS (--optimizer lbfgs), which stops here."
+        ]
     if b_noise >= m:
         out.append(
             f"B_noise ({b_noise:,.0f}) is larger than the data (m = {m:,}): the exact gradient is small "

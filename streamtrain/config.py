@@ -27,10 +27,23 @@ from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUT
 from .optim import OPTIMIZERS, SCHEDULES, check_decay
 from .sources import MISSING_CHUNKS
 
-__all__ = ["DTYPES", "CheckpointConfig", "Declared", "FitConfig", "Names", "Option", "option", "same_as"]
+__all__ = [
+    "DTYPES",
+    "MAX_BUFFER_MB",
+    "MAX_PREFETCH",
+    "CheckpointConfig",
+    "Declared",
+    "FitConfig",
+    "Names",
+    "Option",
+    "option",
+    "same_as",
+]
 
 DTYPES = ("float32", "float64")
 DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS = 256, 5
+MAX_PREFETCH = 64  # chunks read ahead: more only holds memory, the reads stay sequential
+MAX_BUFFER_MB = 2**30  # a petabyte: beyond any machine, and still a whole number of bytes
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,17 @@ def non_negative(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: v >= 0, "a number >= 0")
 
 
+def _buffer_mb(name: str, value: Any) -> float:
+    return check_number(name, value, lambda v: 0 < v <= MAX_BUFFER_MB, f"a positive number of MB up to {MAX_BUFFER_MB}")
+
+
+def _prefetch(name: str, value: Any) -> int:
+    check_int(name, value, minimum=0)
+    if value > MAX_PREFETCH:
+        raise ConfigError(f"{name} must be at most {MAX_PREFETCH} chunks, got {value!r}")
+    return int(value)
+
+
 def unit_interval(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
@@ -177,7 +201,18 @@ def _scheduler(name: str, value: Any) -> str:
     return check_scheduler(value)
 
 
-_SCHEDULER_HELP = ", ".join(f"{k} ({v})" for k, v in SCHEDULERS.items())
+SCHEDULER_HELP = (
+    f"where exact full-data passes run: {', '.join(f'{k} ({v})' for k, v in SCHEDULERS.items())}, "
+    f"or tcp://HOST:PORT (a running Dask scheduler)"
+)
+EXACT_PASSES = "--batch-size full, --optimizer lbfgs or --eval-exact-every N"
+
+
+def _makes_exact_passes(batch_size: int | str, eval_exact_every: int | None) -> bool:
+    """Whether a run with this batch size and exact evaluations passes exactly over all the data."""
+    return batch_size == "full" or eval_exact_every is not None
+
+
 _MISSING_HELP = ", ".join(f"{k} ({v})" for k, v in MISSING_CHUNKS.items())
 
 
@@ -259,12 +294,15 @@ class FitConfig(Declared):
     buffer_mb: float = option(
         DEFAULT_BUFFER_BYTES // 2**20,
         "memory for the chunks in flight with --shuffle buffer",
-        check=positive,
+        check=_buffer_mb,
         parse=float,
         metavar="MB",
     )
     prefetch: int = option(
-        2, "chunks read ahead in a background thread; 0 reads inline", check=non_negative_int, metavar="N"
+        2,
+        f"chunks read ahead in a background thread, at most {MAX_PREFETCH}; 0 reads inline",
+        check=_prefetch,
+        metavar="N",
     )
     seed: int = option(0, "seed of every random choice", check=non_negative_int, metavar="S")
     dtype: str = option("float32", "training precision", choices=DTYPES)
@@ -276,11 +314,13 @@ class FitConfig(Declared):
         parse=int,
         metavar="N",
     )
-    scheduler: str = option(
-        DEFAULT_SCHEDULER,
-        f"where exact full-data passes run: {_SCHEDULER_HELP}, or tcp://HOST:PORT (a running Dask scheduler)",
+    scheduler: str | None = option(
+        None,
+        f"{SCHEDULER_HELP}; only for runs that make exact passes ({EXACT_PASSES})",
         check=_scheduler,
+        parse=str,
         metavar="S",
+        derived=f"{DEFAULT_SCHEDULER} when the run makes exact passes",
     )
     missing_chunks: str | None = option(
         None,
@@ -300,12 +340,25 @@ class FitConfig(Declared):
             "epochs": self.epochs if self.epochs is not None else MAX_ITER if lbfgs else DEFAULT_EPOCHS,
             "lr_decay": check_decay(self.lr_schedule, self.lr_decay),
             "hidden": hidden,
+            "scheduler": self._scheduler_for(_makes_exact_passes(batch, self.eval_exact_every)),
         }
+
+    def _scheduler_for(self, exact: bool) -> str | None:
+        """The scheduler of exact passes (the default when none is given); None for a run without
+        them, where a given scheduler would silently go unused."""
+        if exact:
+            return self.scheduler or DEFAULT_SCHEDULER
+        if self.scheduler is not None:
+            raise ConfigError(
+                f"scheduler {self.scheduler!r} would be unused: this run makes no exact pass over the data; "
+                f"the scheduler runs exact passes only ({EXACT_PASSES})"
+            )
+        return None
 
     @property
     def uses_exact_path(self) -> bool:
         """Whether training needs the exact full-batch path (batch GD, L-BFGS, exact evaluations)."""
-        return self.batch_size == "full" or self.eval_exact_every is not None
+        return _makes_exact_passes(self.batch_size, self.eval_exact_every)
 
     @property
     def buffer_bytes(self) -> int:

@@ -6,15 +6,31 @@ shapes and run one exact pass (``full_batch.FullBatch``) with the scheduler aske
 
 from __future__ import annotations
 
+import math
 import os
 
+from ._errors import DivergedError
 from .binding import bind_fitted
 from .full_batch import DEFAULT_SCHEDULER, FullBatch
-from .models import Model, Params
+from .models import Model, Params, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
 
-__all__ = ["evaluate", "loss_and_grad"]
+__all__ = ["check_finite", "evaluate", "loss_and_grad"]
+
+
+def check_finite(loss: float, *more: float) -> float:
+    """``loss``, if it and the other results of an exact pass (a gradient norm, ...) are finite.
+
+    The parameters were checked to be finite and the data is checked as it is read, so a
+    non-finite result comes from parameters so large that the arithmetic overflows: a diverged
+    model. A result that is not a number must never be reported as one.
+    """
+    if not all(math.isfinite(x) for x in (loss, *more)):
+        shown = loss if not math.isfinite(loss) else next(x for x in more if not math.isfinite(x))
+        what = "loss" if not math.isfinite(loss) else "gradient"
+        raise DivergedError(f"the model's {what} is {shown}: its parameters are too large (a diverged model?)")
+    return loss
 
 
 def loss_and_grad(
@@ -35,7 +51,8 @@ def loss_and_grad(
         bind_fitted(data, fitted, model) as (params, model, config, source),
         FullBatch(source, model, scheduler=scheduler) as exact,
     ):
-        return exact.loss_and_grad(params, l2=l2_of(config) if l2 is None else l2)
+        loss, grads = exact.loss_and_grad(params, l2=l2_of(config) if l2 is None else l2)
+    return check_finite(loss, norm(grads)), grads
 
 
 def evaluate(
@@ -57,7 +74,7 @@ def evaluate(
         FullBatch(source, model, scheduler=scheduler) as exact,
     ):
         t = exact.totals(params, grad=False)
-    result = {"loss": t.loss / t.samples, "m": t.samples}
+    result = {"loss": check_finite(t.loss / t.samples), "m": t.samples}
     if model.has_accuracy:
         result["accuracy"] = t.correct / t.samples
     return result

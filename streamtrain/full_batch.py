@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,7 @@ from .labels import LabelRule, check_labels
 from .models import Model, Params, Totals, add_totals, as_float64, objective
 from .sources import ChunkSource, nonfinite_error, read_columns
 
-__all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "FullBatch", "check_scheduler"]
+__all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "FullBatch", "check_address", "check_scheduler"]
 
 # Where exact passes run; anything with "://" is the address of a running Dask scheduler.
 SCHEDULERS = {
@@ -39,15 +41,61 @@ CAST_BYTES = 2**20
 
 
 def check_scheduler(scheduler: object) -> str:
-    """The scheduler's name (None: the default), or ConfigError for anything that is neither a name nor an address."""
+    """The scheduler's name (None: the default), or ConfigError for anything that is neither a
+    name nor the address of a Dask scheduler this process can reach (see ``check_address``)."""
     if scheduler is None:
         return DEFAULT_SCHEDULER
-    if isinstance(scheduler, str) and (scheduler in SCHEDULERS or "://" in scheduler):
+    if isinstance(scheduler, str) and scheduler in SCHEDULERS:
         return scheduler
+    if isinstance(scheduler, str) and "://" in scheduler:
+        return check_address(scheduler)
     raise ConfigError(
         f"unknown scheduler {scheduler!r}; use {', '.join(SCHEDULERS)} or the address of a Dask scheduler "
         f"(tcp://host:port)"
     )
+
+
+# Address schemes of dask.distributed that cannot name a scheduler for this process, and why.
+ADDRESS_SCHEMES = ("tcp", "tls")
+UNUSABLE_SCHEMES = {
+    "inproc": "an inproc:// address exists only inside the process that started the scheduler, and none "
+    "listens at it in this one; use 'local' for a cluster on this machine",
+    "ucx": "UCX addresses are not supported; give the scheduler's tcp://HOST:PORT address",
+    "ws": "websocket addresses are not supported; give the scheduler's tcp://HOST:PORT address",
+    "wss": "websocket addresses are not supported; give the scheduler's tls://HOST:PORT address",
+}
+
+
+def _listens_in_this_process(address: str) -> bool:
+    """Whether a scheduler started in this process (LocalCluster(processes=False)) listens at an inproc:// address."""
+    inproc = sys.modules.get("distributed.comm.inproc")  # imported once such a scheduler was started
+    return inproc is not None and address.removeprefix("inproc://") in inproc.global_manager.listeners
+
+
+def check_address(address: str) -> str:
+    """``address`` if it has the form tcp://HOST:PORT or tls://HOST:PORT; else ConfigError, at
+    once: dask.distributed would try to connect first and fail slowly, with tracebacks."""
+    scheme = address.partition("://")[0]
+    if scheme == "inproc" and _listens_in_this_process(address):
+        return address
+    if scheme in UNUSABLE_SCHEMES:
+        raise ConfigError(f"scheduler {address!r}: {UNUSABLE_SCHEMES[scheme]}")
+    if scheme not in ADDRESS_SCHEMES:
+        raise ConfigError(
+            f"scheduler {address!r}: unknown address scheme {scheme!r}; a Dask scheduler's address is "
+            f"{' or '.join(s + '://HOST:PORT' for s in ADDRESS_SCHEMES)}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(address)
+        whole = f"{scheme}://{parts.netloc}" == address and "@" not in parts.netloc  # no path, no user
+        valid = whole and bool(parts.hostname) and bool(parts.port)
+    except ValueError:  # a port that is not a number in 0-65535, a broken [IPv6] host
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"scheduler {address!r} is not an address like {scheme}://HOST:PORT (a host name or IP, and a port 1-65535)"
+        )
+    return address
 
 
 class FullBatch:
@@ -251,7 +299,7 @@ def _float64(A: np.ndarray) -> np.ndarray:
 
 def _connect(address: str) -> tuple[Any, Any]:
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster, Security
     except ImportError:
         raise ConfigError(
             f"scheduler {address!r} needs dask.distributed: pip install 'streamtrain[distributed]'"
@@ -259,6 +307,12 @@ def _connect(address: str) -> tuple[Any, Any]:
     if address == "local":
         cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
         return Client(cluster, set_as_default=False), cluster
+    if address.startswith("tls://") and Security().get_connection_args("client")["ssl_context"] is None:
+        # Checked here: a Client given no certificates fails with a traceback, then hangs on close.
+        raise ConfigError(
+            f"scheduler {address!r} needs TLS certificates: set distributed.comm.tls.ca-file and "
+            f"distributed.comm.tls.client.cert/key in Dask's configuration"
+        )
     try:
         return Client(address, timeout="10s", set_as_default=False), None
     except (OSError, TimeoutError, ValueError) as e:

@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_HIDDEN",
     "MODELS",
     "OUTPUTS",
+    "PARAM_DTYPES",
     "Activation",
     "Model",
     "Output",
@@ -59,6 +60,7 @@ __all__ = [
     "as_float64",
     "batch_objective",
     "check_params",
+    "check_values",
     "get_model",
     "loss_of",
     "norm",
@@ -69,6 +71,7 @@ __all__ = [
 ]
 
 Params = dict[str, np.ndarray]
+PARAM_DTYPES = ("float16", "float32", "float64")  # what parameters may be: real floating-point numbers
 DEFAULT_HIDDEN = (64,)  # an mlp's hidden layer sizes when none are given
 DEFAULT_ACTIVATION = "relu"
 
@@ -256,7 +259,19 @@ class Model:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Model:
-        return cls(**{**d, "hidden": tuple(d.get("hidden", ()))})
+        """The model ``to_dict`` described; ConfigError for a description no model has."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown model options {unknown}; a model has {', '.join(known)}")
+        hidden, classes = d.get("hidden", ()), d.get("classes")
+        if not isinstance(hidden, (list, tuple)):
+            raise ConfigError(f"hidden must be a list of layer sizes, got {hidden!r}")
+        if classes is not None and (type(classes) is not int or classes < 2):
+            raise ConfigError(f"classes must be a whole number >= 2, got {classes!r}")
+        output = d.get("output") or None  # "": an mlp not yet bound to data
+        activation = d.get("activation", DEFAULT_ACTIVATION)
+        return get_model(d.get("name", ""), hidden=hidden, activation=activation, output=output, classes=classes)
 
     def n_out(self, k: int) -> int:
         """Output units for labels with k rows: the class count for class ids."""
@@ -402,7 +417,9 @@ def _weights(params: Params) -> list[tuple[str, np.ndarray]]:
 
 
 def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
-    """Raise ConfigError unless ``params`` has the keys and shapes ``model`` needs for this data."""
+    """Raise ConfigError unless ``params`` has the keys and shapes ``model`` needs for this data,
+    and holds finite real numbers (see ``check_values``)."""
+    check_values(params)
     expected = {k_: v.shape for k_, v in model.init(n_x, k, np.dtype(np.float32), 0).items()}
     got = {k_: np.shape(v) for k_, v in params.items()}
     if got != expected:
@@ -414,3 +431,21 @@ def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
 
 def _shapes(shapes: dict[str, tuple]) -> str:
     return ", ".join(f"{k}{tuple(v)}" for k, v in shapes.items())
+
+
+def check_values(params: Params) -> None:
+    """Raise ConfigError, naming the parameter, unless every one is an array of finite real
+    floating-point numbers: complex numbers are not cast to real, NaN or inf not evaluated."""
+    for key, value in params.items():
+        array = np.asarray(value)
+        if array.dtype.name not in PARAM_DTYPES:
+            raise ConfigError(
+                f"parameter {key} holds {array.dtype} values; parameters are real floating-point numbers "
+                f"({', '.join(PARAM_DTYPES)})"
+            )
+        bad = np.argwhere(~np.isfinite(array))
+        if len(bad):
+            where = tuple(int(i) for i in bad[0])
+            raise ConfigError(
+                f"parameter {key} holds {array[where]} at {where}: parameters must be finite (a diverged model?)"
+            )

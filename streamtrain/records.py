@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EpochRecord", "append_jsonl"]
+__all__ = ["EpochRecord", "append_jsonl", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -52,4 +53,21 @@ class EpochRecord:
 def append_jsonl(path: str | os.PathLike, record: EpochRecord) -> None:
     """Append the record to a JSON-lines metrics file, one object per line."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record.to_dict()) + "\n")
+        f.write(to_json(record.to_dict()) + "\n")
+
+
+def to_json(value: Any) -> str:
+    """``value`` as strict JSON, which has no NaN or Infinity: an infinite number (a quantity with
+    no bound, such as compare's B_noise at a zero gradient) becomes null; NaN, which no result
+    should hold, is a ValueError rather than invalid JSON."""
+    return json.dumps(_unbounded_as_null(value), allow_nan=False)
+
+
+def _unbounded_as_null(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _unbounded_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unbounded_as_null(v) for v in value]
+    return value

@@ -7,16 +7,18 @@ Model files (``FitResult.save`` / ``load``) hold the parameters as arrays and th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError
+from ._errors import ConfigError, DataError, check_number
 from .checkpoint import load_model, save_model
 from .config import FitConfig
-from .models import Model, Params, get_model
+from .full_batch import check_scheduler
+from .models import Model, Params, check_params, get_model
 from .records import EpochRecord
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]
@@ -57,26 +59,93 @@ class FitResult:
 
 
 def load(path: str | os.PathLike) -> FitResult:
-    """Read a model file written by ``FitResult.save`` (or by streamtrain 0.1, file version 1)."""
+    """Read a model file written by ``FitResult.save`` (or by streamtrain 0.1, file version 1).
+
+    Anything a model file cannot hold is a DataError naming the file: metadata that does not
+    describe a model and its configuration, parameters that do not fit the model, NaN or inf.
+    """
+    path = os.fspath(path)
     params, meta = load_model(path)
-    if meta.get("version") == 1:
+    try:
+        result = _result(params, meta)
+    except ConfigError as e:
+        raise DataError(f"{path}: damaged model metadata: {e}") from None
+    try:
+        _check_fits(result.model, params)
+    except ConfigError as e:
+        raise DataError(f"{path}: {e}") from None
+    return result
+
+
+def _result(params: Params, meta: dict[str, Any]) -> FitResult:
+    """The trained model a file's metadata describes."""
+    if meta["version"] == 1:
         meta = _from_version_1(meta)
-    return FitResult(
-        params,
-        Model.from_dict(meta["model"]),
-        FitConfig.from_dict(meta["config"]),
-        [EpochRecord.from_dict(r) for r in meta.get("history", [])],
-        meta.get("data", {}),
-    )
+    model = Model.from_dict(_entry(meta, "model", dict))
+    config = _config(_entry(meta, "config", dict))
+    if config.model != model.name:
+        raise ConfigError(f"the configuration trains a {config.model} model, the file holds a {model.name} model")
+    history = [EpochRecord.from_dict(_record(r)) for r in _entry(meta, "history", list, [])]
+    return FitResult(params, model, config, history, _entry(meta, "data", dict, {}))
+
+
+def _check_fits(model: Model, params: Params) -> None:
+    """ConfigError unless ``params`` are finite real numbers of the shapes ``model`` has for
+    some data (n_x and the output units read from the first and last weights)."""
+    first, last = params.get("W1"), params.get(f"W{len(model.hidden) + 1}")
+    if first is None or last is None or first.ndim != 2 or last.ndim != 2:
+        got = ", ".join(f"{k}{v.shape}" for k, v in params.items())
+        raise ConfigError(f"parameters {got or '(none)'} do not fit a {model.name} model")
+    check_params(model, params, first.shape[1], last.shape[0])
+
+
+_MISSING: Any = object()
+
+
+def _entry(meta: dict[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
+    """``meta[key]``, which must be a ``kind``; ConfigError naming it otherwise."""
+    value = meta.get(key, default)
+    if value is _MISSING:
+        raise ConfigError(f"no {key!r} entry")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key!r} is a {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def _record(d: Any) -> dict[str, Any]:
+    """One history entry: the fields of an ``EpochRecord``, with its epoch, loss and time."""
+    fields = {f.name for f in dataclasses.fields(EpochRecord)}
+    if not isinstance(d, dict) or not {"epoch", "loss", "seconds"} <= d.keys() <= fields:
+        raise ConfigError(f"history entry {d!r} is not an epoch record")
+    return d
+
+
+def _config(stored: dict[str, Any]) -> FitConfig:
+    """The training configuration a file stored, with its scheduler where this process can use it.
+
+    The scheduler says where the exact passes ran, not what was trained: files written before a
+    given scheduler had to be used stored the default for runs without exact passes, and an
+    inproc:// address lives only in the process that trained. Both give way to the default.
+    """
+    config = FitConfig.from_dict({k: v for k, v in stored.items() if k != "scheduler"})
+    scheduler = stored.get("scheduler")
+    if not config.uses_exact_path or scheduler is None:
+        return config
+    try:
+        return FitConfig.from_dict({**stored, "scheduler": check_scheduler(scheduler)})
+    except ConfigError:
+        return config
 
 
 def _from_version_1(meta: dict[str, Any]) -> dict[str, Any]:
     """Version 1 kept the model's name apart from its options, and the buffer in bytes."""
-    config = {k: v for k, v in meta.get("config", {}).items() if v is not None}  # None: the default
-    model = Model.from_dict({"name": meta["model"], **config.pop("model_options", {})})
+    config = {k: v for k, v in _entry(meta, "config", dict).items() if v is not None}  # None: the default
+    options = _entry(config, "model_options", dict, {})
+    config.pop("model_options", None)
+    model = Model.from_dict({"name": _entry(meta, "model", str), **options})
     config.update(model=model.name, hidden=model.hidden, activation=model.activation, output=model.output)
     if "buffer_bytes" in config:
-        config["buffer_mb"] = config.pop("buffer_bytes") / 2**20
+        config["buffer_mb"] = check_number("buffer_bytes", config.pop("buffer_bytes"), lambda v: v > 0, "> 0") / 2**20
     return {**meta, "model": model.to_dict(), "config": config}
 
 

@@ -1,8 +1,10 @@
 """The command line: what a user sees, and the exit codes 0 / 1 (user error) / 2 (usage)."""
 
 import json
+import math
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -346,6 +348,18 @@ def test_compare_errors_are_one_line(capsys, store, tmp_path):
     assert_one_line_error(code, err, "unknown scheduler")
 
 
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+@pytest.mark.parametrize("scheduler", ["foo://bar", "tcp://", "tcp://host:notaport", "inproc://x", "ucx://10.0.0.1:1"])
+def test_malformed_scheduler_addresses_fail_at_once_without_a_traceback(tmp_path, command, scheduler):
+    # A subprocess: dask.distributed's noise came at exit, from a half-made Client, after a 20 s hang.
+    argv = [sys.executable, "-m", "streamtrain", command, str(tmp_path / "m.npz"), str(tmp_path / "none.zarr")]
+    t0 = time.perf_counter()
+    proc = subprocess.run([*argv, "--scheduler", scheduler], capture_output=True, text=True, timeout=60)
+    assert time.perf_counter() - t0 < 10
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(f"streamtrain: error: scheduler {scheduler!r}") and proc.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("momentum", 0.5), ("rmsprop", 0.01), ("adam", 0.01)])
 @pytest.mark.parametrize(
     "task, argv",
@@ -461,3 +475,105 @@ def test_make_data_task_errors_are_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "classes")
     code, _, err = run(capsys, "make-data", tmp_path / "x.zarr", "--task", "linear", "--noise", 0)
     assert_one_line_error(code, err, "noise")
+
+
+# -- Exit codes, and output a batch job can trust ---------------------------------------------------------
+
+
+def test_exit_codes_are_in_the_help_and_the_readme(capsys):
+    from pathlib import Path
+
+    from streamtrain.cli import EXIT_CODES
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Exit codes") :]
+    for code, meaning in EXIT_CODES.items():
+        assert f"  {code:<5}{meaning}" in help_text
+        assert f"| {code} " in section or f" {code} |" in section or f"{code}, " in section, code
+    assert (
+        "pip install . && streamtrain make-data data/demo.zarr --overwrite && streamtrain fit data/demo.zarr" in readme
+    )
+
+
+@pytest.mark.parametrize(
+    "raised, code",
+    [
+        (streamtrain.DivergedError("loss is inf"), 3),
+        (streamtrain.DataError("d.zarr: bad"), 1),
+        (streamtrain.ConfigError("bad option"), 1),
+        (KeyboardInterrupt(), 130),
+    ],
+)
+def test_each_kind_of_failure_has_its_exit_code(capsys, monkeypatch, store, raised, code):
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(streamtrain.evaluation, "evaluate", fail)
+    assert main(["evaluate", "m.npz", str(store)]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (str(raised) in err if code != 130 else "interrupted" in err)
+
+
+DIVERGED_MODEL = "the model's loss is inf: its parameters are too large (a diverged model?)"
+
+
+def _huge_linear_model(tmp_path):
+    """A linear model file whose params are finite, but so large that the loss overflows to inf."""
+    data = tmp_path / "lin.zarr"
+    streamtrain.make_data(data, task="linear", m=200, n_x=3, seed=0)
+    result = streamtrain.fit(data, model="linear", epochs=1, batch_size=50, dtype="float64")
+    result.params = {k: np.full_like(v, 1e200) for k, v in result.params.items()}
+    result.save(tmp_path / "huge.npz")
+    return data, tmp_path / "huge.npz"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "compare"])
+def test_evaluate_and_compare_of_a_diverged_model_exit_3_without_a_number(capsys, tmp_path, command):
+    data, model = _huge_linear_model(tmp_path)
+    for json_flag in ([], ["--json"]):
+        code, out, err = run(capsys, command, model, data, "--scheduler", "sync", *json_flag)
+        assert code == 3 and out == "", out
+        assert err == f"streamtrain: error: {DIVERGED_MODEL}\n"
+    # numpy's overflow warnings, from Dask's threads too, do not break the one-line message
+    argv = [sys.executable, "-m", "streamtrain", command, str(model), str(data)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 3 and proc.stdout == "" and proc.stderr == f"streamtrain: error: {DIVERGED_MODEL}\n"
+
+
+def test_compare_at_a_zero_gradient_says_unbounded_and_writes_strict_json(capsys, tmp_path):
+    path = _h5(tmp_path / "flat.h5", X=np.ones((1, 8), np.float32), Y=np.tile([[1, 0]], 4).astype(np.uint8))
+    config = streamtrain.FitConfig(batch_size=2)
+    zero = {"W1": np.zeros((1, 1), np.float32), "b1": np.zeros((1, 1), np.float32)}
+    streamtrain.FitResult(zero, streamtrain.get_model("logistic"), config).save(tmp_path / "zero.npz")
+    argv = ["compare", tmp_path / "zero.npz", path, "--batch-size", 1, "--shuffle", "none", "--scheduler", "sync"]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON output")
+
+    report = json.loads(out, parse_constant=refuse)
+    assert report["noise_scale"] is None and report["batch_sizes"][0]["rel_error_random"] is None
+    assert report["batch_sizes"][0]["cosine_mean"] is None
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "B_noise = tr(S)/|grad J|^2 = unbounded" in out and "unbounded" in out.split("if random")[1]
+    assert "inf" not in out.replace("information", "") and "nan" not in out.lower().replace("n/a", "")
+
+
+def test_json_output_holds_no_nan_or_infinity(tmp_path):
+    from streamtrain.records import EpochRecord, append_jsonl, to_json
+
+    assert to_json({"a": [1.0, math.inf, -math.inf], "b": (2, None)}) == '{"a": [1.0, null, null], "b": [2, null]}'
+    with pytest.raises(ValueError):
+        to_json({"loss": math.nan})  # a NaN result is a bug, never invalid JSON
+    append_jsonl(tmp_path / "m.jsonl", EpochRecord(1, 0.5, 0.0, samples_per_s=math.inf))
+    assert json.loads((tmp_path / "m.jsonl").read_text(), parse_constant=float) == {
+        "epoch": 1,
+        "loss": 0.5,
+        "seconds": 0.0,
+        "samples_per_s": None,
+    }

@@ -406,3 +406,34 @@ def test_other_models_batch_of_all_m_is_exact_and_noise_matches_a_per_sample_loo
     per_sample = np.array([flatten(model.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(200)])
     trace = np.mean(np.sum((per_sample - per_sample.mean(axis=0)) ** 2, axis=1))
     assert report["trace_cov"] == pytest.approx(trace, rel=1e-9)
+
+
+# -- 6. Never a number computed from inf or NaN ---------------------------------------------------------
+
+
+def _stationary_point():
+    """Zero logistic params where ∇J is exactly 0 but per-sample gradients are not: x = 1, labels 1, 0, 1, 0, ..."""
+    X, Y = np.ones((1, 8)), np.tile([[1.0, 0.0]], 4)
+    return ArraySource(X, Y, chunk_size=4), {"W1": np.zeros((1, 1)), "b1": np.zeros((1, 1))}
+
+
+def test_at_a_zero_gradient_b_noise_is_unbounded_and_nothing_is_nan():
+    source, params = _stationary_point()
+    report = compare(source, params, model=LOGISTIC, batch_sizes=[1, 2], batches=3, shuffle="none", scheduler="sync")
+    assert report["grad_norm"] == 0 and report["trace_cov"] == 0.5 and report["noise_scale"] == math.inf
+    one, two = report["batch_sizes"]
+    assert one["rel_error_rms"] == math.inf and one["rel_error_random"] == math.inf  # g_1 != 0 = ∇J
+    assert two["rel_error_rms"] == 0.0  # a batch (1, 0) has the exact, zero, gradient
+    assert one["cosine_mean"] is None and two["cosine_min"] is None  # no direction to compare with
+    assert report["advice"] == advice(report) and len(report["advice"]) == 1
+    assert "unbounded" in report["advice"][0] and "inf" not in " ".join(report["advice"])
+    assert not any(isinstance(v, float) and math.isnan(v) for row in report["batch_sizes"] for v in row.values())
+
+
+def test_a_diverged_model_is_a_diverged_error_not_a_nan_report():
+    X = np.random.default_rng(0).standard_normal((3, 50))
+    source = ArraySource(X, np.zeros((2, 50)), chunk_size=20)
+    huge = {"W1": np.full((2, 3), 1e200), "b1": np.zeros((2, 1))}  # finite, but ½‖ŷ‖² overflows
+    for run in (compare, streamtrain.evaluate, loss_and_grad):
+        with pytest.raises(streamtrain.DivergedError, match=r"the model's loss is inf: its parameters are too large"):
+            run(source, huge, model="linear", scheduler="sync")

@@ -196,6 +196,7 @@ def test_none_means_the_default_and_values_are_normalised():
         (dict(lr=0), "learning rate must be a positive number"),
         (dict(beta1=1.0), r"beta1 must be a number in \[0, 1\)"),
         (dict(buffer_mb=-1), "buffer_mb must be a positive number"),
+        (dict(prefetch=65), "prefetch must be at most 64 chunks"),
         (dict(prefetch=-1), "prefetch must be a non-negative integer"),
         (dict(hidden="64"), "hidden must be a list of layer sizes"),
         (dict(lr_schedule="step", lr_decay=2.0), r"decay must be a number in \(0, 1\] for the step schedule"),
@@ -206,6 +207,69 @@ def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as e:
         FitConfig.from_options(options)
     assert "\n" not in str(e.value)
+
+
+# -- 14. Option values that cannot work are one-line ConfigErrors, before the data is opened ----------
+
+
+BAD_OPTION_VALUES = {
+    "--buffer-mb": ["0", "-5", "nan", "inf", "1e308", str(2**30 + 1)],
+    "--prefetch": ["-1", "1000000", "65"],
+    "--scheduler": ["foo://bar", "tcp://", "tcp://host:notaport", "tcp://host", "inproc://x", "ucx://10.0.0.1:8786"],
+}
+
+
+@pytest.mark.parametrize("flag, value", [(f, v) for f, values in BAD_OPTION_VALUES.items() for v in values])
+def test_option_values_that_cannot_work_fail_at_once(capsys, tmp_path, flag, value):
+    name = flag[2:].replace("-", "_")
+    with pytest.raises(ConfigError, match=name if name != "buffer_mb" else "buffer_mb must be a positive number"):
+        FitConfig.from_options(
+            {name: {"buffer_mb": float, "prefetch": int}.get(name, str)(value), "batch_size": "full"}
+        )
+    exact = ["--batch-size", "full"] if flag == "--scheduler" else []
+    # The data does not exist: the option is checked first, so the message is about the option.
+    code = main(["fit", str(tmp_path / "none.zarr"), f"{flag}={value}", *exact])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1 and "none.zarr" not in err, err
+    assert err.startswith(f"streamtrain: error: {'scheduler' if name == 'scheduler' else name}")
+
+
+def test_option_limits_are_in_the_help_and_the_limits_themselves_work(capsys):
+    assert FitConfig(prefetch=64).prefetch == 64 and FitConfig(buffer_mb=2**30).buffer_bytes == 2**50
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "at most 64" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("options", [dict(), dict(batch_size=64), dict(shuffle="buffer", epochs=2)])
+def test_a_scheduler_that_would_go_unused_is_refused(capsys, tmp_path, options):
+    with pytest.raises(ConfigError, match="scheduler 'sync' would be unused: this run makes no exact pass") as e:
+        FitConfig(scheduler="sync", **options)
+    assert "--batch-size full, --optimizer lbfgs or --eval-exact-every N" in str(e.value)
+    assert FitConfig(**options).scheduler is None  # none given: none used
+    code = main(["fit", str(tmp_path / "none.zarr"), "--scheduler", "sync", *_argv(FitConfig, options)])
+    assert code == 1 and "would be unused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options", [dict(batch_size="full"), dict(optimizer="lbfgs"), dict(eval_exact_every=2)], ids=str
+)
+def test_runs_with_exact_passes_take_a_scheduler_or_the_default(options):
+    assert FitConfig(scheduler="sync", **options).scheduler == "sync"
+    assert FitConfig(**options).scheduler == "threads"
+
+
+def test_model_files_that_stored_a_scheduler_a_run_did_not_use_still_load(tmp_path):
+    data = tmp_path / "d.zarr"
+    streamtrain.make_data(data, m=300, n_x=3, seed=0)
+    result = streamtrain.fit(data, epochs=1)
+    for stored, batch_size in (("threads", 256), ("sync", 256), ("inproc://10.0.0.1/1/1", "full")):
+        config = {**result.config.to_dict(), "scheduler": stored, "batch_size": batch_size}
+        meta = {"format": "streamtrain-model", "version": 2, "model": result.model.to_dict(), "config": config}
+        np.savez(tmp_path / "old.npz", **result.params, __meta__=np.array(json.dumps(meta)))
+        old = streamtrain.load(tmp_path / "old.npz")
+        assert old.config.scheduler == (None if batch_size != "full" else "threads")
+        assert old.config.batch_size == batch_size
 
 
 def test_configurations_are_frozen_and_round_trip_through_json():
@@ -220,7 +284,8 @@ def test_shared_options_are_declared_once():
     fit_fields = {f.name: f for f in dataclasses.fields(FitConfig)}
     for config in (CompareConfig, DataConfig):
         for f in dataclasses.fields(config):
-            if f.name in fit_fields and f.name != "l2":  # compare's l2 defaults to the model's own
+            # compare's l2 defaults to the model's own; its exact pass always needs a scheduler
+            if f.name in fit_fields and f.name not in ("l2", "scheduler"):
                 assert f.default == fit_fields[f.name].default, (config.__name__, f.name)
                 assert f.metadata["option"].check is fit_fields[f.name].metadata["option"].check
 

@@ -9,6 +9,8 @@ Conventions: X (n_x, m) float64 (unless a test says otherwise), Y (1, m) of 0/1,
 """
 
 import math
+import re
+import time
 
 import h5py
 import numpy as np
@@ -295,7 +297,8 @@ def test_nan_params_on_clean_data_are_not_blamed_on_the_data(make_logistic_param
     params = make_logistic_params(3)
     params["b1"][0, 0] = np.nan
     source = ArraySource(*make_logistic_xy(m=300, n_x=3), chunk_size=64)
-    assert math.isnan(evaluate(source, params, model=LOGISTIC, scheduler="threads")["loss"])  # the caller's to judge
+    with FullBatch(source, LOGISTIC, scheduler="threads") as exact:  # evaluate refuses such params before
+        assert math.isnan(exact.totals(params, grad=False).loss)  # the caller's to judge
 
 
 def test_nan_bytes_in_a_contiguous_hdf5_dataset_are_named(hdf5_store, make_logistic_params, make_logistic_xy):
@@ -344,9 +347,55 @@ def test_unknown_scheduler_is_a_config_error(scheduler, make_logistic_params, ma
         streamtrain.fit(ArraySource(X, Y), batch_size="full", epochs=1, scheduler=scheduler)
 
 
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("foo://bar", "unknown address scheme 'foo'"),
+        ("TCP://host:8786", "unknown address scheme 'TCP'"),
+        ("tcp://", "is not an address like tcp://HOST:PORT"),
+        ("tcp://host", "is not an address like tcp://HOST:PORT"),
+        ("tcp://host:notaport", "is not an address like tcp://HOST:PORT"),
+        ("tcp://host:0", "is not an address like tcp://HOST:PORT"),
+        ("tcp://host:70000", "is not an address like tcp://HOST:PORT"),
+        ("tcp://host:8786/path", "is not an address like tcp://HOST:PORT"),
+        ("tcp://user@host:8786", "is not an address like tcp://HOST:PORT"),
+        ("tcp://[::1:8786", "is not an address like tcp://HOST:PORT"),
+        ("inproc://x", "exists only inside the process that started the scheduler"),
+        ("inproc://10.0.0.1/1/1", "exists only inside the process that started the scheduler"),
+        ("ucx://10.0.0.1:8786", "UCX addresses are not supported"),
+        ("ws://10.0.0.1:8786", "websocket addresses are not supported"),
+    ],
+)
+def test_malformed_scheduler_addresses_are_config_errors_at_once(address, message, make_logistic_xy):
+    X, Y = make_logistic_xy(m=100, n_x=3)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        loss_and_grad(
+            ArraySource(X, Y), {"W1": np.zeros((1, 3)), "b1": np.zeros((1, 1))}, model=LOGISTIC, scheduler=address
+        )
+    assert time.perf_counter() - t0 < 2 and "\n" not in str(e.value) and repr(address) in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_scheduler(address)
+
+
+def test_a_tls_address_without_certificates_is_a_config_error_at_once(make_logistic_xy):
+    pytest.importorskip("distributed")
+    X, Y = make_logistic_xy(m=100, n_x=3)
+    assert check_scheduler("tls://10.0.0.1:8786") == "tls://10.0.0.1:8786"  # well formed
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="needs TLS certificates"):
+        loss_and_grad(
+            ArraySource(X, Y),
+            {"W1": np.zeros((1, 3)), "b1": np.zeros((1, 1))},
+            model=LOGISTIC,
+            scheduler="tls://127.0.0.1:9",
+        )
+    assert time.perf_counter() - t0 < 2
+
+
 def test_known_schedulers_pass_through():
     assert check_scheduler(None) == "threads"
-    for name in ("threads", "sync", "local", "tcp://10.0.0.1:8786"):
+    for name in ("threads", "sync", "local", "tcp://10.0.0.1:8786", "tcp://[::1]:8786", "tcp://node-1.cluster:1"):
         assert check_scheduler(name) == name
 
 
