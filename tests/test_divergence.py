@@ -68,3 +68,18 @@ def test_the_rule_smooths_noise_and_needs_a_rise():
     assert "rose to" in exact.update(FACTOR * 1.5)
     falling = Monitor.from_dict({**exact.to_dict(), "average": 1e9})
     assert falling.update(100.0) is None  # far above the start, but falling: not yet
+
+
+def test_a_diverged_command_exits_3_and_leaves_the_model_file_alone(stores, tmp_path, capsys):
+    from streamtrain.cli import main
+
+    out = tmp_path / "m.npz"
+    assert main(["fit", stores["logistic"], "--out", str(out), "--epochs", "1"]) == 0
+    before = out.read_bytes()
+    assert main(["fit", stores["logistic"], "--out", str(out), "--lr", "1e6"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged at epoch 1" in err[0]
+    assert out.read_bytes() == before
+    linear = ["fit", stores["linear"], "--model", "linear", "--lr", "1e6", "--batch-size", "full", "--out", str(out)]
+    assert main([*linear, "--scheduler", "sync"]) == 3
+    assert out.read_bytes() == before
