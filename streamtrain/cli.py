@@ -158,8 +158,8 @@ def _fit(args: argparse.Namespace) -> int:
     from .sources import open_source
     from .train import fit
 
+    out = _checked_outputs(args)
     with open_source(args.data, x=args.x, y=args.y) as source:
-        out = args.out or _default_model_path(args.data)
         print(
             f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
             f"({source.format}, {source.dtype}, codec {source.codec})"
@@ -177,6 +177,20 @@ def _fit(args: argparse.Namespace) -> int:
     result.save(out)
     print(f"model written to {out}")
     return 0
+
+
+def _checked_outputs(args: argparse.Namespace) -> str:
+    """The model file fit will write, once it and the metrics file are known to be writable
+    without destroying anything: checked before the data is even opened."""
+    from ._errors import ConfigError
+    from .outputs import check_output
+
+    out = check_output(args.out or _default_model_path(args.data), "model", data=args.data)
+    if args.metrics is not None:
+        metrics = check_output(args.metrics, "metrics", data=args.data)
+        if os.path.realpath(metrics) == os.path.realpath(out):
+            raise ConfigError(f"{metrics}: --metrics and --out name the same file")
+    return out
 
 
 def _print_epoch(r: EpochRecord) -> None:

@@ -17,6 +17,7 @@ from ._errors import ConfigError
 from .checkpoint import load_model, save_model
 from .config import FitConfig
 from .models import Model, Params, get_model
+from .outputs import check_output
 from .records import EpochRecord
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]
@@ -46,7 +47,11 @@ class FitResult:
         return next(iter(self.params.values())).dtype
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write an ``.npz`` model file atomically (see ``streamtrain.load``)."""
+        """Write an ``.npz`` model file atomically (see ``streamtrain.load``).
+
+        Only a new file, or a model file, is written over: never another file or the training data.
+        """
+        path = check_output(path, "model", data=self.data.get("path"))
         meta = {
             "model": self.model.to_dict(),
             "config": self.config.to_dict(),
