@@ -40,6 +40,7 @@ __all__ = [
     "partial_name",
     "remove_leftovers",
     "remove_stale_partials",
+    "signals_deferred",
     "swap_in",
 ]
 
@@ -226,7 +227,7 @@ def swap_in(new: str, path: str) -> None:
         os.rename(new, path)
     elif not _exchange(new, path):
         aside = aside_name(path)
-        with _signals_deferred():
+        with signals_deferred():
             os.rename(path, aside)
             try:
                 os.rename(new, path)
@@ -291,8 +292,9 @@ def _renameat2() -> Any:
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then take effect.
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then take effect (in the main thread;
+    elsewhere a no-op: only the main thread is interrupted by them).
 
     The handlers are swapped rather than the signals masked: ``pthread_sigmask`` masks one thread,
     and a signal delivered to another (zarr runs its own) still interrupts the main thread.

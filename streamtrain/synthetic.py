@@ -28,7 +28,7 @@ from ._errors import ConfigError, check_int
 from ._progress import Progress
 from .batches import Prefetcher
 from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
-from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
+from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, signals_deferred, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
 
 __all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]
@@ -256,15 +256,22 @@ def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype
     from zarr.core.array_spec import ArrayConfig
 
     compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
-    group = zarr.open_group(path, mode="w")
     # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
     config = ArrayConfig(order="C", write_empty_chunks=True)
-    X = group.create_array(
-        "X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", compressors=compressors, fill_value=0, config=config
-    )
-    Y = group.create_array(
-        "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
-    )
+    with signals_deferred():  # see _write_slabs
+        group = zarr.open_group(path, mode="w")
+        X = group.create_array(
+            "X",
+            shape=(n_x, m),
+            chunks=(n_x, chunk),
+            dtype="float32",
+            compressors=compressors,
+            fill_value=0,
+            config=config,
+        )
+        Y = group.create_array(
+            "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
+        )
     return _write_slabs(X, Y, slabs)
 
 
@@ -282,8 +289,11 @@ def _write_slabs(X: Any, Y: Any, slabs: Iterator) -> float:
     """Write each slab into the zarr arrays or HDF5 datasets X, Y; the sum of the true losses."""
     loss_sum = 0.0
     for start, Xs, Ys, ls in slabs:
-        X[:, start : start + Xs.shape[1]] = Xs
-        Y[:, start : start + Ys.shape[1]] = Ys
+        # Ctrl-C between slabs, not during one: zarr writes in its own thread, which an interrupt
+        # does not stop, so its writes would go on into the partial store while it is deleted.
+        with signals_deferred():
+            X[:, start : start + Xs.shape[1]] = Xs
+            Y[:, start : start + Ys.shape[1]] = Ys
         loss_sum += ls
     return loss_sum
 
@@ -292,7 +302,8 @@ def _set_attrs(path: str, format: str, attrs: dict[str, Any]) -> None:
     if format == "zarr":
         import zarr
 
-        zarr.open_group(path, mode="r+").attrs["streamtrain"] = attrs
+        with signals_deferred():  # see _write_slabs
+            zarr.open_group(path, mode="r+").attrs["streamtrain"] = attrs
     else:
         import h5py
 

@@ -336,3 +336,31 @@ def test_an_old_store_aside_is_kept_while_it_is_the_only_copy(tmp_path):
     streamtrain.make_data(tmp_path / "e.zarr", m=50, n_x=2, seed=1)  # another store: not its business
     outputs.remove_stale_partials(str(path))
     assert os.path.isdir(aside)
+
+
+def test_ctrl_c_during_a_zarr_write_takes_effect_once_the_slab_is_written(tmp_path, monkeypatch):
+    """zarr writes in its own thread, which Ctrl-C does not stop: interrupted mid-slab, it went on
+    writing into the partial store while that was being deleted (leftovers, 'Directory not empty')."""
+    import zarr
+
+    written = []
+    setitem = zarr.Array.__setitem__
+
+    def interrupted_setitem(self, key, value):
+        os.kill(os.getpid(), signal.SIGINT)
+        setitem(self, key, value)
+        written.append(self.name)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", interrupted_setitem)
+    with pytest.raises(KeyboardInterrupt):
+        streamtrain.make_data(tmp_path / "d.zarr", m=400, n_x=3, seed=1)
+    assert written == ["/X", "/Y"] and os.listdir(tmp_path) == []
+
+
+def test_signals_deferred_delivers_them_after_the_block():
+    steps = []
+    with pytest.raises(KeyboardInterrupt), outputs.signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("after the signal")
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
