@@ -7,10 +7,13 @@ code nor make the loader allocate more than the file holds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
+import stat
 import zipfile
 import zlib
 from collections.abc import Callable, Collection
@@ -22,11 +25,12 @@ from numpy.lib import format as npformat
 from ._errors import DataError
 from .models import PARAM_DTYPES
 
-__all__ = ["atomic_write", "load_model", "save_model"]
+__all__ = ["atomic_write", "is_temp_name", "load_model", "remove_stale_temps", "save_model"]
 
 FORMAT = "streamtrain-model"
 VERSION = 2  # 2: the model as a dict and the whole resolved configuration (result.py reads 1 too)
 _META = "__meta__"
+TEMP_SUFFIX = ".tmp"
 
 # Limits on what an untrusted file may make the loader allocate or parse.
 _HEADERS = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}
@@ -39,12 +43,15 @@ READ_BLOCK = 2**22
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file so that readers see either the old file or the whole new one.
 
-    ``write`` fills a temporary file next to ``path``; it is fsynced, renamed over
-    ``path``, and the directory is fsynced so the rename itself survives a crash.
+    ``write`` fills a temporary file next to ``path`` (see ``temp_name``); it is fsynced,
+    renamed over ``path``, and the directory is fsynced so the rename itself survives a crash.
+    A new file's mode follows the umask, an existing one keeps its mode. Temporary files of
+    ``path`` left by killed processes are removed first.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -60,6 +67,63 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def temp_name(path: str, pid: int, token: str) -> str:
+    """``.NAME.<pid>.<token>.tmp`` next to ``path``: hidden, never taken for a real file, and its
+    writer's pid says whether it is still being written."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.{pid}.{token}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is a temporary file of ``atomic_write`` (or of anything else): never a result."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new temporary file for ``path``, opened for writing, with the mode the result must have."""
+    mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.isfile(path) else None
+    while True:
+        tmp = temp_name(path, os.getpid(), secrets.token_hex(4))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the kernel applies the umask
+            break
+        except FileExistsError:
+            continue
+    if mode is not None:
+        os.fchmod(fd, mode)
+    return fd, tmp
+
+
+def remove_stale_temps(path: str | os.PathLike, name: str | None = None) -> None:
+    """Remove the temporary files of ``path`` whose writer is dead (killed mid-write); best effort.
+
+    ``name``: a regular expression for the names of several targets in the directory ``path``
+    (a directory of checkpoints), instead of the one file ``path``.
+    """
+    directory = os.fspath(path)
+    if name is None:
+        directory, target = os.path.split(os.path.abspath(directory))
+        name = re.escape(target)
+    own = re.compile(rf"\.(?:{name})\.(\d+)\.[^./]+{re.escape(TEMP_SUFFIX)}")
+    with contextlib.suppress(OSError):  # an unlistable directory: nothing to clean, the write may still work
+        for entry in os.scandir(directory):
+            match = own.fullmatch(entry.name)
+            if match and not pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def save_model(

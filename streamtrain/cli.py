@@ -203,8 +203,8 @@ def _fit(args: argparse.Namespace) -> int:
     config = FitConfig.from_options(options_of(args, FitConfig))  # checked before the data is opened
     saving = options_of(args, CheckpointConfig)
     CheckpointConfig.from_options(saving)
+    out = _checked_outputs(args)
     with _open(args) as source:
-        out = args.out or _default_model_path(args.data)
         print(
             f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
             f"({source.format}, {source.dtype}, codec {source.codec})"
@@ -229,6 +229,22 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _print_resumed(path: str, epoch: int, step: int) -> None:
     print(f"resuming from {path} (epoch {epoch}, step {step})", flush=True)
+
+
+def _checked_outputs(args: argparse.Namespace) -> str:
+    """The model file fit will write, once it and the metrics file are known to be writable
+    without destroying anything: checked before the data is even opened."""
+    from ._errors import ConfigError
+    from .outputs import check_output
+
+    out = check_output(args.out or _default_model_path(args.data), "model", data=args.data)
+    if args.metrics is not None:
+        metrics = check_output(args.metrics, "metrics", data=args.data)
+        if os.path.realpath(metrics) == os.path.realpath(out):
+            raise ConfigError(f"{metrics}: --metrics and --out name the same file")
+    if args.checkpoint_dir is not None:
+        check_output(args.checkpoint_dir, "checkpoint-dir", data=args.data)
+    return out
 
 
 def _print_epoch(r: EpochRecord) -> None:

@@ -19,6 +19,7 @@ from .checkpoint import load_model, save_model
 from .config import FitConfig
 from .full_batch import check_scheduler
 from .models import Model, Params, check_params, get_model
+from .outputs import check_output
 from .records import EpochRecord
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]
@@ -48,7 +49,11 @@ class FitResult:
         return next(iter(self.params.values())).dtype
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write an ``.npz`` model file atomically (see ``streamtrain.load``)."""
+        """Write an ``.npz`` model file atomically (see ``streamtrain.load``).
+
+        Only a new file, or a model file, is written over: never another file or the training data.
+        """
+        path = check_output(path, "model", data=self.data.get("path"))
         meta = {
             "model": self.model.to_dict(),
             "config": self.config.to_dict(),

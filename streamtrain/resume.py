@@ -22,7 +22,7 @@ from typing import Any
 
 from ._errors import DataError
 from .batches import Cursor
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, remove_stale_temps, save_model
 from .divergence import Monitor
 from .models import Params
 from .optim import OptimizerState
@@ -77,6 +77,7 @@ class Checkpoints:
     def save(self, state: TrainState, seconds: float) -> str:
         """Write ``state`` (``seconds``: the epoch's time so far) and drop all but the newest ``keep``."""
         os.makedirs(self.directory, exist_ok=True)
+        remove_stale_temps(self.directory, _NAME.pattern)  # of checkpoints killed mid-write
         path = os.path.join(self.directory, f"ckpt-{state.epoch:05d}-{int(state.opt.step):010d}.npz")
         arrays = {
             **{f"params.{k}": v for k, v in state.params.items()},

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import ConfigError, DataError, check_int
+from ._errors import ConfigError, check_int
 from ._progress import Progress
 from .batches import Prefetcher
 from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
+from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, signals_deferred, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
 
 __all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]
@@ -159,23 +159,24 @@ def make_data(
     """Write a dataset X (n_x, m) float32, Y for its task (see the module) to ``path``; return its attributes.
 
     ``options`` are ``DataConfig``'s (or pass a whole ``config``); the format defaults to the
-    path's suffix. The store is built under a temporary name and renamed into place when
-    complete, so an interrupted run never leaves a half-written store at ``path``.
+    path's suffix. An existing ``path`` is replaced only with ``overwrite``, and only if it is a
+    store (a Zarr group or an HDF5 file). The store is built under a temporary name and swapped
+    into place when complete, so an interruption at any moment leaves a complete store at
+    ``path`` (the old or the new one) and never a half-written one.
     ``progress`` draws a progress line on stderr (default: only when stderr is a terminal).
     """
-    path = os.fspath(path)
     c = DataConfig.from_options({**(config.to_dict() if config else {}), **options})
     fmt = c.format_for(path)
     if fmt == "hdf5" and c.codec == "zstd":
         raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
-    if os.path.exists(path) and not overwrite:
-        raise DataError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    path = check_output(path, "store", overwrite=overwrite)
+    remove_stale_partials(path)
     task = TASKS[c.task]
     chunk = min(c.chunk or default_chunk_size(c.n_x, 4), c.m)
     rows = task.rows(c)  # of W, b
     W, b = true_weights(rows, c.n_x, c.seed, c.w_norm)
     truth = Truth(c.task, W, b, c.noise)
-    tmp = f"{path}.partial-{os.getpid()}"
+    tmp = partial_name(path)
     write = _write_zarr if fmt == "zarr" else _write_hdf5
     try:
         enabled = sys.stderr.isatty() if progress is None else progress
@@ -197,12 +198,9 @@ def make_data(
             "bayes_loss": loss_sum / c.m,
         }
         _set_attrs(tmp, fmt, attrs)
-        if os.path.exists(path):  # only with overwrite=True, checked above
-            _remove(path)
-        os.replace(tmp, path)
+        swap_in(tmp, path)  # the old store, if any, now at tmp or its aside name
     finally:
-        if os.path.exists(tmp):
-            _remove(tmp)
+        remove_leftovers(path)
     return attrs
 
 
@@ -258,15 +256,22 @@ def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype
     from zarr.core.array_spec import ArrayConfig
 
     compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
-    group = zarr.open_group(path, mode="w")
     # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
     config = ArrayConfig(order="C", write_empty_chunks=True)
-    X = group.create_array(
-        "X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", compressors=compressors, fill_value=0, config=config
-    )
-    Y = group.create_array(
-        "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
-    )
+    with signals_deferred():  # see _write_slabs
+        group = zarr.open_group(path, mode="w")
+        X = group.create_array(
+            "X",
+            shape=(n_x, m),
+            chunks=(n_x, chunk),
+            dtype="float32",
+            compressors=compressors,
+            fill_value=0,
+            config=config,
+        )
+        Y = group.create_array(
+            "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
+        )
     return _write_slabs(X, Y, slabs)
 
 
@@ -284,8 +289,11 @@ def _write_slabs(X: Any, Y: Any, slabs: Iterator) -> float:
     """Write each slab into the zarr arrays or HDF5 datasets X, Y; the sum of the true losses."""
     loss_sum = 0.0
     for start, Xs, Ys, ls in slabs:
-        X[:, start : start + Xs.shape[1]] = Xs
-        Y[:, start : start + Ys.shape[1]] = Ys
+        # Ctrl-C between slabs, not during one: zarr writes in its own thread, which an interrupt
+        # does not stop, so its writes would go on into the partial store while it is deleted.
+        with signals_deferred():
+            X[:, start : start + Xs.shape[1]] = Xs
+            Y[:, start : start + Ys.shape[1]] = Ys
         loss_sum += ls
     return loss_sum
 
@@ -294,13 +302,10 @@ def _set_attrs(path: str, format: str, attrs: dict[str, Any]) -> None:
     if format == "zarr":
         import zarr
 
-        zarr.open_group(path, mode="r+").attrs["streamtrain"] = attrs
+        with signals_deferred():  # see _write_slabs
+            zarr.open_group(path, mode="r+").attrs["streamtrain"] = attrs
     else:
         import h5py
 
         with h5py.File(path, "r+") as f:
             f.attrs["streamtrain"] = json.dumps(attrs)  # HDF5 attributes hold no nested dicts
-
-
-def _remove(path: str) -> None:
-    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)

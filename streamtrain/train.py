@@ -30,6 +30,7 @@ from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, check_params, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
+from .outputs import check_output
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
 from .resume import Checkpoints, TrainState
@@ -78,6 +79,7 @@ def fit(
     config = FitConfig.from_options({**(config.to_dict() if config else {}), **options})
     if resume and saving.checkpoint_dir is None:
         raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
+    _check_outputs(data, metrics, saving.checkpoint_dir)
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
     with bind(model, data, missing_chunks=config.missing_chunks) as (model, source):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
@@ -97,6 +99,15 @@ def fit(
 
 
 _CHECKPOINT_OPTIONS = {f.name for f in dataclasses.fields(CheckpointConfig)}
+
+
+def _check_outputs(data: ChunkSource | str | os.PathLike, metrics: Any, checkpoint_dir: str | None) -> None:
+    """Where the run will write, checked before any work (see ``outputs.check_output``)."""
+    where = data.name if isinstance(data, ChunkSource) else os.fspath(data)
+    if metrics is not None:
+        check_output(metrics, "metrics", data=where)
+    if checkpoint_dir is not None:
+        check_output(checkpoint_dir, "checkpoint-dir", data=where)
 
 
 def _emitter(metrics: str | os.PathLike | None, on_epoch: Emit | None) -> Emit:

@@ -1,12 +1,17 @@
 """Model files: atomic writes, no pickle, clear errors for files that are not ours."""
 
 import os
+import re
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import streamtrain
 from streamtrain import DataError
-from streamtrain.checkpoint import VERSION, atomic_write, load_model, save_model
+from streamtrain.checkpoint import VERSION, atomic_write, is_temp_name, load_model, save_model
 
 
 def _params():
@@ -64,3 +69,69 @@ def test_other_files_are_data_errors(tmp_path, content):
 def test_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="no such model file"):
         load_model(tmp_path / "nope.npz")
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporary_names_carry_the_pid_and_are_never_taken_for_files(tmp_path, monkeypatch):
+    names = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (names.append(os.path.basename(src)), replace(src, dst)))
+    save_model(tmp_path / "m.npz", _params(), {"model": "logistic"})
+    [name] = names
+    assert re.fullmatch(rf"\.m\.npz\.{os.getpid()}\.[0-9a-f]+\.tmp", name) and is_temp_name(name)
+    assert not is_temp_name("m.npz") and not is_temp_name("m.tmp") and not is_temp_name(".m.npz")
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_at_the_next_write(tmp_path):
+    dead, alive = _dead_pid(), os.getppid()
+    stale = tmp_path / f".m.npz.{dead}.x1.tmp"
+    kept = [
+        tmp_path / f".m.npz.{alive}.x2.tmp",  # another process still writing it
+        tmp_path / f".other.npz.{dead}.x3.tmp",  # another file's
+        tmp_path / ".m.npz.abcd1234.tmp",  # no pid in the name: whose, is unknown
+        tmp_path / f"m.npz.{dead}.x4.tmp",  # not hidden: not ours
+    ]
+    for path in [stale, *kept]:
+        path.write_bytes(b"partial model")
+    save_model(tmp_path / "m.npz", _params(), {"model": "logistic"})
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", *(p.name for p in kept)])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)
+def test_a_new_file_follows_the_umask_and_an_existing_one_keeps_its_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "f", lambda f: f.write(b"1"))
+        assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o666 & ~umask
+        os.chmod(tmp_path / "f", 0o604)
+        atomic_write(tmp_path / "f", lambda f: f.write(b"2"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o604 and (tmp_path / "f").read_bytes() == b"2"
+
+
+def test_the_temporary_of_a_writer_killed_mid_write_goes_at_the_next_write(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(streamtrain.__file__)))
+    writer = (
+        "import sys, time\n"
+        "from streamtrain.checkpoint import atomic_write\n"
+        "def write(f):\n"
+        "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": root}
+    child = subprocess.Popen([sys.executable, "-c", writer, tmp_path / "m.npz"], stdout=subprocess.PIPE, env=env)
+    try:
+        assert child.stdout.readline() == b"writing\n"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    [temp] = os.listdir(tmp_path)
+    assert is_temp_name(temp) and f".{child.pid}." in temp
+    save_model(tmp_path / "m.npz", _params(), {"model": "logistic"})
+    assert os.listdir(tmp_path) == ["m.npz"]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -179,6 +180,16 @@ def test_make_data_errors(capsys, store):
     assert_one_line_error(code, err, "already exists")
     code, _, err = run(capsys, "make-data", store.parent / "x.h5", "--codec", "zstd")
     assert_one_line_error(code, err, "zstd")
+
+
+def test_make_data_overwrite_refuses_a_directory_that_is_not_a_store(capsys, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"jpeg")
+    code, _, err = run(capsys, "make-data", tmp_path / "photos", "--overwrite", "--m", 100, "--n-x", 2)
+    assert_one_line_error(code, err, "photos", "is neither a Zarr group nor an HDF5 file")
+    assert os.listdir(tmp_path / "photos") == ["a.jpg"]
+    code, _, err = run(capsys, "make-data", tmp_path / "missing" / "d.zarr", "--m", 100, "--n-x", 2)
+    assert_one_line_error(code, err, "missing/d.zarr", "does not exist")
 
 
 @pytest.mark.parametrize(

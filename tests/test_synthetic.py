@@ -1,12 +1,20 @@
 """Generated data: reproducible from the seed alone, with an honest Bayes loss."""
 
+import contextlib
+import glob
+import itertools
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import ConfigError, DataError
+from streamtrain import ConfigError, DataError, outputs
 from streamtrain.models import OUTPUTS, output_of
 from streamtrain.synthetic import BLOCK, TASKS
 
@@ -214,3 +222,145 @@ def test_options_of_another_task_are_ignored(tmp_path):
     assert attrs["classes"] == 3 and not {"outputs", "noise"} & attrs.keys()
     attrs = streamtrain.make_data(tmp_path / "c.zarr", m=10, n_x=2, task="linear", classes=1)
     assert (attrs["outputs"], attrs["noise"]) == (1, 1.0) and "classes" not in attrs
+
+
+class Tripwire:
+    """Interrupts the ``n``-th operation of the main thread on an entry of ``directory`` (a store,
+    not a file inside one) as Ctrl-C would: before a rename or exchange, halfway through a deletion."""
+
+    def __init__(self, monkeypatch, directory, n):
+        self.directory, self.n, self.calls = str(directory), n, 0
+        for owner, name in [
+            (os, "rename"),
+            (os, "replace"),
+            (os, "unlink"),
+            (shutil, "rmtree"),
+            (outputs, "_exchange"),
+        ]:
+            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name), name))
+
+    def _wrap(self, real, name):
+        def call(path, *args, **kwargs):
+            # Ctrl-C interrupts the main thread only (zarr works in its own, which would hang).
+            main = threading.current_thread() is threading.main_thread()
+            if main and os.path.dirname(os.path.abspath(path)) == self.directory:
+                self.calls += 1
+                if self.calls == self.n:
+                    if name == "rmtree":
+                        for half in sorted(p for p in glob.glob(f"{path}/*") if os.path.isdir(p))[:1]:
+                            real(half)
+                    raise KeyboardInterrupt
+            return real(path, *args, **kwargs)
+
+        return call
+
+
+def _complete(path):
+    """The m of the complete store at ``path``: every sample readable, attributes written last."""
+    (X, Y), source = _read_all(path)
+    assert X.shape[1] == Y.shape[1] == source.m == source.attrs["m"]
+    return source.m
+
+
+@pytest.mark.parametrize("name", ["d.zarr", "d.h5"])
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_overwrite_interrupted_at_any_step_leaves_the_old_or_the_new_store(tmp_path, monkeypatch, name, exchange):
+    path = tmp_path / name
+    if not exchange:  # a system or filesystem without renameat2
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+    outcomes = []
+    for n in itertools.count(1):
+        streamtrain.make_data(path, m=600, n_x=3, chunk=200, seed=0, overwrite=path.exists())
+        with monkeypatch.context() as patched:
+            trip = Tripwire(patched, tmp_path, n)
+            with contextlib.suppress(KeyboardInterrupt):
+                streamtrain.make_data(path, m=400, n_x=3, chunk=200, seed=1, overwrite=True)
+        outcomes.append(_complete(path))
+        streamtrain.make_data(path, m=400, n_x=3, seed=1, overwrite=True)  # a new run cleans what was left
+        assert os.listdir(tmp_path) == [name]
+        if trip.calls < n:  # ran to the end: every step was interrupted once
+            break
+    assert outcomes[0] == 600 and outcomes[-1] == 400 and len(outcomes) >= 3, outcomes
+
+
+def test_a_signal_between_the_two_renames_waits_until_the_new_store_is_in_place(tmp_path, monkeypatch):
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, m=600, n_x=3, seed=0)
+    monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+    rename = os.rename
+
+    def rename_then_signal(src, dst):
+        rename(src, dst)
+        if dst == outputs.aside_name(str(path)):  # the old store moved aside, the new one not yet in
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "rename", rename_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        streamtrain.make_data(path, m=400, n_x=3, seed=1, overwrite=True)
+    assert _complete(path) == 400 and os.listdir(tmp_path) == ["d.zarr"]
+
+
+@pytest.mark.parametrize("made", ["dir", "file", "v2-array"])
+def test_overwrite_never_deletes_what_is_not_a_store(tmp_path, made):
+    path = tmp_path / "out.zarr"
+    if made == "file":
+        path.write_text("mine")
+    else:
+        path.mkdir()
+        (path / ("zarr.json" if made == "dir" else ".zarray")).write_text('{"node_type": "array"}')
+    before = sorted(os.walk(path)) if path.is_dir() else path.read_text()
+    with pytest.raises(DataError, match=r"out\.zarr: is neither a Zarr group nor an HDF5 file"):
+        streamtrain.make_data(path, m=100, n_x=2, overwrite=True)
+    assert (sorted(os.walk(path)) if path.is_dir() else path.read_text()) == before
+    assert os.listdir(tmp_path) == ["out.zarr"]
+
+
+def test_leftovers_of_dead_runs_are_cleaned_and_a_live_run_is_left_alone(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, m=100, n_x=2, seed=0)
+    dead, live = outputs.partial_name(str(path), child.pid), outputs.partial_name(str(path), os.getppid())
+    for leftover in (dead, live, outputs.aside_name(str(path), child.pid)):
+        streamtrain.make_data(leftover, m=100, n_x=2, seed=0)
+    streamtrain.make_data(path, m=50, n_x=2, seed=1, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == sorted(["d.zarr", os.path.basename(live)])
+
+
+def test_an_old_store_aside_is_kept_while_it_is_the_only_copy(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = tmp_path / "d.zarr"
+    aside = outputs.aside_name(str(path), child.pid)  # killed between the two renames: path is empty
+    streamtrain.make_data(aside, m=100, n_x=2, seed=0)
+    streamtrain.make_data(tmp_path / "e.zarr", m=50, n_x=2, seed=1)  # another store: not its business
+    outputs.remove_stale_partials(str(path))
+    assert os.path.isdir(aside)
+
+
+def test_ctrl_c_during_a_zarr_write_takes_effect_once_the_slab_is_written(tmp_path, monkeypatch):
+    """zarr writes in its own thread, which Ctrl-C does not stop: interrupted mid-slab, it went on
+    writing into the partial store while that was being deleted (leftovers, 'Directory not empty')."""
+    import zarr
+
+    written = []
+    setitem = zarr.Array.__setitem__
+
+    def interrupted_setitem(self, key, value):
+        os.kill(os.getpid(), signal.SIGINT)
+        setitem(self, key, value)
+        written.append(self.name)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", interrupted_setitem)
+    with pytest.raises(KeyboardInterrupt):
+        streamtrain.make_data(tmp_path / "d.zarr", m=400, n_x=3, seed=1)
+    assert written == ["/X", "/Y"] and os.listdir(tmp_path) == []
+
+
+def test_signals_deferred_delivers_them_after_the_block():
+    steps = []
+    with pytest.raises(KeyboardInterrupt), outputs.signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("after the signal")
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
