@@ -53,10 +53,8 @@ class Monitor:
         if self.steps < self.window or self.average <= previous:
             return None
         if self.average > FACTOR * self.start:
-            return (
-                f"the loss (averaged over the last {self.window} steps) rose to {self.average:.4g}, more than "
-                f"{FACTOR:g} times its starting {self.start:.4g}"
-            )
+            what = "the loss" if self.window == 1 else f"the loss (averaged over the last {self.window} steps)"
+            return f"{what} rose to {self.average:.4g}, more than {FACTOR:g} times its starting {self.start:.4g}"
         return None
 
     def to_dict(self) -> dict[str, Any]:
