@@ -119,6 +119,22 @@ def test_buffer_mode_shuffles_inside_units_of_chunks(source, prefetch):
     assert i == M
 
 
+def test_buffer_mode_permutes_each_unit_by_its_own_permutation(source):
+    # One permutation for every unit would put the same in-unit positions at the same
+    # offsets of every unit, a pattern a shuffle must not repeat.
+    s = stream(source, 7, "buffer", seed=5)
+    seq, start, perms = order_of(s), 0, set()
+    for pos in range(0, N_CHUNKS, UNIT):
+        chunks = [np.arange(c * C, min(c * C + C, M)) for c in s.order[pos : pos + UNIT]]
+        unit_order = np.concatenate(chunks)  # the unit before its columns are permuted
+        place = np.empty(M, dtype=np.int64)
+        place[unit_order] = np.arange(len(unit_order))
+        if len(unit_order) == UNIT * C:  # the units of three whole chunks
+            perms.add(tuple(place[seq[start : start + len(unit_order)]]))
+        start += len(unit_order)
+    assert len(perms) >= 3  # at least three such units (one may hold the short chunk), all different
+
+
 @pytest.mark.parametrize("mode", ["chunks", "buffer"])
 def test_order_depends_on_seed_and_epoch_only(source, mode):
     def seq(**kw):
@@ -179,6 +195,20 @@ def test_cursor_round_trips_through_json():
     assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "chunks_per_unit": 3}
     assert Cursor.from_dict(d) == c
     assert Cursor.from_dict({k: np.int64(v) for k, v in d.items()}) == c
+
+
+@pytest.mark.parametrize("mode", list(SHUFFLES))
+def test_a_cursor_offset_at_or_past_the_end_of_its_unit_is_refused(source, mode):
+    # A stream never makes such a cursor (it moves on to the next unit), so it comes from a
+    # damaged checkpoint: refused, not read as "skip this unit".
+    first = stream(source, 5, mode, seed=2)
+    n = sum(b - a for a, b in (source.chunk_bounds[c] for c in first.order[: first.chunks_per_unit]))
+    for offset in (n, n + 1):
+        cursor = Cursor(2, 0, position=0, offset=offset, chunks_per_unit=first.chunks_per_unit)
+        with pytest.raises(ConfigError, match=f"cursor offset {offset} is past the unit's {n} samples"):
+            list(stream(source, 5, mode, cursor=cursor))
+    last = Cursor(2, 0, position=0, offset=n - 1, chunks_per_unit=first.chunks_per_unit)
+    assert order_of(stream(source, 5, mode, cursor=last)).tolist() == order_of(first)[n - 1 :].tolist()
 
 
 @pytest.mark.parametrize("mode", list(SHUFFLES))

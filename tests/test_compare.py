@@ -9,6 +9,7 @@ Conventions: X (n_x, m) float64, Y (1, m) of 0/1, params {"W1": (1, n_x), "b1": 
 
 import json
 import math
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -124,6 +125,23 @@ def test_shuffled_data_matches_the_random_sampling_error(make_logistic_params, m
     assert row["batches"] == 400
     assert row["rel_error_rms"] == pytest.approx(row["rel_error_random"], rel=0.15)
     assert not any("not random" in line for line in report["advice"])
+
+
+@pytest.mark.parametrize("B", [1, 3, 7])
+def test_the_random_sampling_error_is_the_mean_over_every_batch_of_b_samples(
+    B, flatten, make_logistic_params, make_logistic_xy
+):
+    # Every batch of B of the m = 8 samples (drawn without replacement), enumerated: the root
+    # mean square of their errors is the exact expectation the report states, finite-population
+    # factor (m − B)/(m − 1) included; (m − B)/m would make it 6% smaller at m = 8.
+    X, Y = make_logistic_xy(m=8, n_x=3)
+    params = make_logistic_params(3)
+    report = compare(ArraySource(X, Y, chunk_size=3), params, model=LOGISTIC, batch_sizes=[B], scheduler="sync")
+    per_sample = np.array([flatten(LOGISTIC.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(8)])
+    mean = per_sample.mean(axis=0)
+    squares = [np.sum((per_sample[list(batch)].mean(axis=0) - mean) ** 2) for batch in combinations(range(8), B)]
+    expected = math.sqrt(np.mean(squares)) / np.linalg.norm(mean)
+    assert report["batch_sizes"][0]["rel_error_random"] == pytest.approx(expected, rel=1e-10)
 
 
 def test_store_sorted_by_label_is_reported_as_not_random(make_logistic_params, make_logistic_xy):

@@ -284,18 +284,21 @@ def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, modul
         streamtrain.fit(ArraySource(X, Y), epochs=1, **options)
 
 
-@pytest.mark.parametrize("per, expected_lrs", [("epoch", [0.4, 0.4, 0.2, 0.2]), ("step", [0.4, 0.2, 0.1, 0.05])])
-def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs, make_logistic_params, make_logistic_xy):
+@pytest.mark.parametrize("B", [50, 30])  # 2 steps an epoch; 4 (30, 30, 30, 10): ceil(m / B), not m // B
+@pytest.mark.parametrize("per", ["epoch", "step"])
+def test_the_learning_rate_schedule_counts_epochs_or_steps(per, B, make_logistic_params, make_logistic_xy):
     X, Y = make_logistic_xy(m=100, n_x=5, intercept=0)
     expected = make_logistic_params(X.shape[0])
     init = {k: v.copy() for k, v in expected.items()}
-    for t, lr in enumerate(expected_lrs):  # 2 epochs of 2 steps each, B = 50
-        batch = slice(50 * (t % 2), 50 * (t % 2 + 1))
+    steps = -(-100 // B)
+    for t in range(2 * steps):  # 2 epochs; α halves every epoch or every step
+        lr = 0.4 * 0.5 ** (t // steps if per == "epoch" else t)
+        batch = slice(B * (t % steps), B * (t % steps + 1))
         _, grads = objective(expected, LOGISTIC.totals(expected, X[:, batch], Y[:, batch]))
         expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(
         ArraySource(X, Y),
-        batch_size=50,
+        batch_size=B,
         epochs=2,
         lr=0.4,
         lr_schedule="step",
@@ -306,6 +309,7 @@ def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs, ma
         dtype="float64",
         init=init,
     )
+    assert [r.steps for r in result.history] == [steps, steps]
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
