@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamtrain import ConfigError, DataError
-from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching
+from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching, chunks_per_unit
 from streamtrain.labels import BINARY
 from streamtrain.sources import ArraySource, open_source
 
@@ -135,6 +135,17 @@ def test_buffer_mode_permutes_each_unit_by_its_own_permutation(source):
     assert len(perms) >= 3  # at least three such units (one may hold the short chunk), all different
 
 
+@pytest.mark.parametrize("units, budget", [(7, unit_budget(0, 7)), (1, unit_budget(0, 1)), (1, 1)])
+def test_a_unit_holds_as_many_of_the_largest_chunks_as_the_budget_allows_and_at_least_one(source, units, budget):
+    # The last chunk holds 7 samples, not 8: sized by it, a unit of 7 chunks would hold 8.
+    assert chunks_per_unit(source, "buffer", budget, 0, 8) == units
+    batches = list(
+        BatchStream(source, 10, Cursor(0, 0), shuffle="buffer", dtype="float64", prefetch=0, buffer_bytes=budget)
+    )
+    assert batches[0].cursor.chunks_per_unit == units
+    assert sorted(order_of(batches)) == list(range(M))
+
+
 @pytest.mark.parametrize("mode", ["chunks", "buffer"])
 def test_order_depends_on_seed_and_epoch_only(source, mode):
     def seq(**kw):
@@ -209,6 +220,14 @@ def test_a_cursor_offset_at_or_past_the_end_of_its_unit_is_refused(source, mode)
             list(stream(source, 5, mode, cursor=cursor))
     last = Cursor(2, 0, position=0, offset=n - 1, chunks_per_unit=first.chunks_per_unit)
     assert order_of(stream(source, 5, mode, cursor=last)).tolist() == order_of(first)[n - 1 :].tolist()
+
+
+@pytest.mark.parametrize("position", [1, 2, 4, -3, N_CHUNKS + 1])
+def test_a_cursor_position_that_is_not_the_start_of_a_unit_is_refused(source, position):
+    with pytest.raises(ConfigError, match=f"cursor position {position} is not the start of a unit"):
+        stream(source, 5, "buffer", cursor=Cursor(0, 0, position=position, chunks_per_unit=UNIT))
+    # Positions 3 and 13 (the end: 13 is no multiple of 3) are fine.
+    stream(source, 5, "buffer", cursor=Cursor(0, 0, position=UNIT, chunks_per_unit=UNIT))
 
 
 @pytest.mark.parametrize("mode", list(SHUFFLES))

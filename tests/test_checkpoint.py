@@ -104,3 +104,16 @@ def test_the_file_is_fsynced_before_its_rename_and_the_directory_after(tmp_path,
     at = events.index(written)
     assert ("fsync file", written[1]) in events[:at]
     assert ("fsync dir", os.stat(tmp_path).st_ino) in events[at + 1 :]
+
+
+def test_a_file_of_a_newer_version_is_a_data_error(tmp_path):
+    meta = {"format": "streamtrain-model", "version": VERSION + 1}
+    np.savez(tmp_path / "x.npz", **_params(), __meta__=np.array(json.dumps(meta)))
+    with pytest.raises(DataError, match=rf"x\.npz: written by a newer streamtrain \(file version {VERSION + 1}\)"):
+        load_model(tmp_path / "x.npz")
+
+
+def test_a_parameter_named_like_the_metadata_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(tmp_path / "m.npz", {**_params(), "__meta__": np.zeros(1)}, {})
+    assert not os.listdir(tmp_path)

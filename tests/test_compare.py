@@ -206,6 +206,7 @@ def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale(make_logist
         (700.0, 1000, 512),  # log2 = 9.45
         (800.0, 1000, 1000),  # nearest power 1024 is past m
         (1000.0, 1000, 1000),
+        (90.0, 90, 90),  # B_noise = m: m itself, not the power of two nearest to it (64)
         (1e9, 1000, 1000),
         (math.inf, 1000, 1000),
     ],
@@ -249,11 +250,14 @@ def test_advice_uses_only_the_report_fields():
         (10, 1000.0, "100x below B_noise"),
         (1000, 10.0, "100x above B_noise"),
         (100, 150.0, "near B_noise"),
+        (100, 400.0, "near B_noise"),  # 4x: the edges count as near
+        (400, 100.0, "near B_noise"),
     ],
 )
 def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_noise, says):
     rows = [
-        {"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5} for B in (10, 100, 1000)
+        {"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5}
+        for B in sorted({10, 100, 1000, trained})
     ]
     report = {
         "noise_scale": b_noise,
@@ -264,6 +268,21 @@ def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_no
     }
     lines = advice(report)
     assert len(lines) == 2 and f"trained with B = {trained:,}" in lines[1] and says in lines[1]
+
+
+def test_no_batch_size_advice_for_params_trained_on_all_m_samples_at_once():
+    row = {"batch_size": 100, "rel_error_rms": 0.0, "rel_error_random": 0.0, "cosine_mean": 1.0}
+    report = {"noise_scale": 10.0, "m": 100, "suggested_batch_size": 8, "train_batch_size": 100, "batch_sizes": [row]}
+    assert len(advice(report)) == 1
+
+
+def test_a_store_of_one_sample(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1)
+    report = compare(ArraySource(X, Y), make_logistic_params(4), model=LOGISTIC, scheduler="sync")
+    assert report["m"] == 1 and report["trace_cov"] == pytest.approx(0.0, abs=1e-12)
+    [row] = report["batch_sizes"]
+    assert (row["batch_size"], row["batches"], row["rel_error_random"]) == (1, 1, 0.0)
+    assert row["cosine_mean"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_the_training_batch_size_is_added_to_the_rows(make_logistic_params, make_logistic_xy):
