@@ -117,6 +117,7 @@ MUTANTS = [
     ),
     M("models-mean-grad", MODELS, "g / n for k, g in", "g / m for k, g in", "gradient mean over m, not the batch"),
     M("models-mean-loss", MODELS, "loss = totals.loss / n", "loss = totals.loss / m", "loss mean over m"),
+    M("models-as-float64", MODELS, "np.asarray(v, dtype=np.float64)", "np.asarray(v)", "float32 sums in float32"),
     M("models-zero-init", MODELS, "if len(sizes) == 2:", "if len(sizes) == 3:", "off-by-one: 1-layer init random"),
     # -- optim ------------------------------------------------------------------------------------
     M("optim-average-weight", OPTIM, "beta * average + (1 - beta) * x", "beta * average + x", "dropped (1 - β)"),
@@ -209,6 +210,8 @@ MUTANTS = [
         "source.read(a, b)",
         "skipped check",
     ),
+    M("batches-close-no-stop", BATCHES, "self._stop.set()", "self._stop.is_set()", "close() never stops the thread"),
+    M("batches-cursor-ints", BATCHES, "int(d.get(f.name, 0))", "d.get(f.name, 0)", "NumPy ints kept in a cursor"),
     # -- sources and labels -----------------------------------------------------------------------
     M("sources-m-mismatch", BASE, "if m != m_y:", "if m > m_y:", "!= vs >: more labels than samples accepted"),
     M("sources-no-samples", BASE, "if m == 0:", "if m < 0:", "skipped check: m = 0"),
@@ -230,6 +233,7 @@ MUTANTS = [
     M("labels-class-id-whole", LABELS, " & (np.floor(Y) == Y)", "", "skipped check: 1.5 as a class id"),
     M("labels-one-hot-empty", LABELS, "keepdims=True) != 1)", "keepdims=True) > 1)", "all-zero column accepted"),
     M("labels-binary", LABELS, "~((Y == 0) | (Y == 1))\n", "~((Y >= 0) & (Y <= 1))\n", "0.5 accepted"),
+    M("labels-first-bad", LABELS, "np.argmax(bad.any(axis=0))", "np.argmax(bad.any(axis=1))", "wrong axis"),
     M("labels-chunk", LABELS, 'start + col, side="right"', 'start + col, side="left"', "off-by-one in the chunk named"),
     M("zarr-chunk-axis", ZARR, "self._X.chunks[1])", "self._X.chunks[0])", "wrong axis"),
     M("zarr-missing-chunks", ZARR, "if n_missing == 0:", "if n_missing >= 0:", "skipped check"),
@@ -263,6 +267,8 @@ MUTANTS = [
     M("compare-noise-scale", COMPARE, "trace / g_norm**2", "trace / g_norm", "‖∇J‖ for ‖∇J‖²"),
     M("compare-cosine", COMPARE, "norm(g) * g_norm", "norm(g)", "dropped term"),
     M("compare-error-sign", COMPARE, "g[k] - grad[k]", "g[k] + grad[k]", "sign"),
+    M("compare-rms", COMPARE, "math.sqrt(float(np.mean(np.square(errors))))", "float(np.mean(errors))", "mean for rms"),
+    M("compare-cosine-min", COMPARE, "float(np.min(cosines))", "float(np.max(cosines))", "max for min"),
     M("compare-whole-batches", COMPARE, "b.X.shape[1] == B)", "b.X.shape[1] <= B)", "short batch counted"),
     M("compare-epoch", COMPARE, "Cursor(config.seed, 0)", "Cursor(config.seed, 1)", "not training's first epoch"),
     M("compare-sizes-clamped", COMPARE, "{min(B, m) for B in", "{B for B in", "skipped clamp: B > m"),

@@ -205,7 +205,10 @@ def test_cursor_round_trips_through_json():
     d = json.loads(json.dumps(c.to_dict()))
     assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "chunks_per_unit": 3}
     assert Cursor.from_dict(d) == c
-    assert Cursor.from_dict({k: np.int64(v) for k, v in d.items()}) == c
+    restored = Cursor.from_dict({k: np.int64(v) for k, v in d.items()})  # as read back from arrays
+    assert restored == c
+    assert {type(v) for v in restored.to_dict().values()} == {int}  # so it dumps to JSON again
+    assert json.loads(json.dumps(restored.to_dict())) == d
 
 
 @pytest.mark.parametrize("mode", list(SHUFFLES))
