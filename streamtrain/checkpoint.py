@@ -227,7 +227,7 @@ def _metadata(path: str, arrays: dict[str, np.ndarray], format: str) -> dict[str
     except (KeyError, ValueError, RecursionError):
         raise DataError(f"{path}: not a streamtrain model file (no readable metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != format:
-        raise DataError(f"{path}: not a {format} file (wrong format tag)")
+        raise DataError(f"{path}: not a {format.replace('-', ' ')} file (wrong format tag)")
     version = meta.get("version")
     if type(version) is not int or version < 1:
         raise DataError(f"{path}: damaged model metadata: version {version!r} is not a file version")

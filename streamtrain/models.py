@@ -153,11 +153,18 @@ def _softmax(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return E / total, S, np.log(total)
 
 
+def _sigmoid_class(A: np.ndarray) -> np.ndarray:
+    """Class 1 where a >= 0.5: predict's rule, which accuracy shares. Not z >= 0: the sigmoid
+    of a tiny negative z rounds to 0.5, and those samples must count as predict classes them."""
+    return A >= 0.5
+
+
 def _sigmoid_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
     loss = float((softplus(Z) - Y * Z).sum(dtype=np.float64))
-    hit = (Z >= 0) == (Y == 1)  # a >= 0.5 exactly when z >= 0
+    A = sigmoid(Z)
+    hit = _sigmoid_class(A) == (Y == 1)
     correct = int(np.count_nonzero(hit if hit.shape[0] == 1 else hit.all(axis=0)))
-    return loss, correct, sigmoid(Z) - Y if grad else None
+    return loss, correct, A - Y if grad else None
 
 
 def _softmax_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
@@ -191,7 +198,7 @@ OUTPUTS = {
         model="logistic",
         activation=sigmoid,
         loss=_sigmoid_loss,
-        predict=lambda A: (A >= 0.5).astype(np.int8),
+        predict=lambda A: _sigmoid_class(A).astype(np.int8),
         labels=lambda classes: BINARY,
         has_accuracy=True,
         one_row=True,

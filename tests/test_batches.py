@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamtrain import ConfigError, DataError
-from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching
+from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching, chunks_per_unit
 from streamtrain.labels import BINARY
 from streamtrain.sources import ArraySource, open_source
 
@@ -119,6 +119,33 @@ def test_buffer_mode_shuffles_inside_units_of_chunks(source, prefetch):
     assert i == M
 
 
+def test_buffer_mode_permutes_each_unit_by_its_own_permutation(source):
+    # One permutation for every unit would put the same in-unit positions at the same
+    # offsets of every unit, a pattern a shuffle must not repeat.
+    s = stream(source, 7, "buffer", seed=5)
+    seq, start, perms = order_of(s), 0, set()
+    for pos in range(0, N_CHUNKS, UNIT):
+        chunks = [np.arange(c * C, min(c * C + C, M)) for c in s.order[pos : pos + UNIT]]
+        unit_order = np.concatenate(chunks)  # the unit before its columns are permuted
+        place = np.empty(M, dtype=np.int64)
+        place[unit_order] = np.arange(len(unit_order))
+        if len(unit_order) == UNIT * C:  # the units of three whole chunks
+            perms.add(tuple(place[seq[start : start + len(unit_order)]]))
+        start += len(unit_order)
+    assert len(perms) >= 3  # at least three such units (one may hold the short chunk), all different
+
+
+@pytest.mark.parametrize("units, budget", [(7, unit_budget(0, 7)), (1, unit_budget(0, 1)), (1, 1)])
+def test_a_unit_holds_as_many_of_the_largest_chunks_as_the_budget_allows_and_at_least_one(source, units, budget):
+    # The last chunk holds 7 samples, not 8: sized by it, a unit of 7 chunks would hold 8.
+    assert chunks_per_unit(source, "buffer", budget, 0, 8) == units
+    batches = list(
+        BatchStream(source, 10, Cursor(0, 0), shuffle="buffer", dtype="float64", prefetch=0, buffer_bytes=budget)
+    )
+    assert batches[0].cursor.chunks_per_unit == units
+    assert sorted(order_of(batches)) == list(range(M))
+
+
 @pytest.mark.parametrize("mode", ["chunks", "buffer"])
 def test_order_depends_on_seed_and_epoch_only(source, mode):
     def seq(**kw):
@@ -178,7 +205,32 @@ def test_cursor_round_trips_through_json():
     d = json.loads(json.dumps(c.to_dict()))
     assert d == {"seed": 7, "epoch": 3, "position": 6, "offset": 11, "chunks_per_unit": 3}
     assert Cursor.from_dict(d) == c
-    assert Cursor.from_dict({k: np.int64(v) for k, v in d.items()}) == c
+    restored = Cursor.from_dict({k: np.int64(v) for k, v in d.items()})  # as read back from arrays
+    assert restored == c
+    assert {type(v) for v in restored.to_dict().values()} == {int}  # so it dumps to JSON again
+    assert json.loads(json.dumps(restored.to_dict())) == d
+
+
+@pytest.mark.parametrize("mode", list(SHUFFLES))
+def test_a_cursor_offset_at_or_past_the_end_of_its_unit_is_refused(source, mode):
+    # A stream never makes such a cursor (it moves on to the next unit), so it comes from a
+    # damaged checkpoint: refused, not read as "skip this unit".
+    first = stream(source, 5, mode, seed=2)
+    n = sum(b - a for a, b in (source.chunk_bounds[c] for c in first.order[: first.chunks_per_unit]))
+    for offset in (n, n + 1):
+        cursor = Cursor(2, 0, position=0, offset=offset, chunks_per_unit=first.chunks_per_unit)
+        with pytest.raises(ConfigError, match=f"cursor offset {offset} is past the unit's {n} samples"):
+            list(stream(source, 5, mode, cursor=cursor))
+    last = Cursor(2, 0, position=0, offset=n - 1, chunks_per_unit=first.chunks_per_unit)
+    assert order_of(stream(source, 5, mode, cursor=last)).tolist() == order_of(first)[n - 1 :].tolist()
+
+
+@pytest.mark.parametrize("position", [1, 2, 4, -3, N_CHUNKS + 1])
+def test_a_cursor_position_that_is_not_the_start_of_a_unit_is_refused(source, position):
+    with pytest.raises(ConfigError, match=f"cursor position {position} is not the start of a unit"):
+        stream(source, 5, "buffer", cursor=Cursor(0, 0, position=position, chunks_per_unit=UNIT))
+    # Positions 3 and 13 (the end: 13 is no multiple of 3) are fine.
+    stream(source, 5, "buffer", cursor=Cursor(0, 0, position=UNIT, chunks_per_unit=UNIT))
 
 
 @pytest.mark.parametrize("mode", list(SHUFFLES))

@@ -1,5 +1,6 @@
 """Model files: atomic writes, no pickle, clear errors for files that are not ours."""
 
+import json
 import os
 import re
 import stat
@@ -135,3 +136,54 @@ def test_the_temporary_of_a_writer_killed_mid_write_goes_at_the_next_write(tmp_p
     assert is_temp_name(temp) and f".{child.pid}." in temp
     save_model(tmp_path / "m.npz", _params(), {"model": "logistic"})
     assert os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.parametrize(
+    "meta", [{"format": "other-tool", "version": VERSION}, {"version": VERSION}, ["streamtrain-model"]]
+)
+def test_metadata_of_another_format_is_a_data_error(tmp_path, meta):
+    np.savez(tmp_path / "x.npz", **_params(), __meta__=np.array(json.dumps(meta)))
+    with pytest.raises(DataError, match=r"x\.npz: not a streamtrain model file \(wrong format tag\)"):
+        load_model(tmp_path / "x.npz")
+
+
+def test_the_file_is_fsynced_before_its_rename_and_the_directory_after(tmp_path, monkeypatch):
+    # Without the first fsync a crash can leave the new name on empty or partial content;
+    # without the second, the rename itself can be lost.
+    events, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync dir" if stat.S_ISDIR(st.st_mode) else "fsync file", st.st_ino))
+        real_fsync(fd)
+
+    def recorded(rename):
+        def call(src, dst, *args, **kwargs):
+            events.append(("rename", os.stat(src, dir_fd=kwargs.get("src_dir_fd")).st_ino))
+            rename(src, dst, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", recorded(os.replace))
+    monkeypatch.setattr(os, "rename", recorded(os.rename))
+    target = tmp_path / "m.npz"
+    save_model(target, _params(), {"model": "logistic"})
+    written = ("rename", os.stat(target).st_ino)  # the rename that put the file in place
+    assert events.count(written) == 1
+    at = events.index(written)
+    assert ("fsync file", written[1]) in events[:at]
+    assert ("fsync dir", os.stat(tmp_path).st_ino) in events[at + 1 :]
+
+
+def test_a_file_of_a_newer_version_is_a_data_error(tmp_path):
+    meta = {"format": "streamtrain-model", "version": VERSION + 1}
+    np.savez(tmp_path / "x.npz", **_params(), __meta__=np.array(json.dumps(meta)))
+    with pytest.raises(DataError, match=rf"x\.npz: written by a newer streamtrain \(file version {VERSION + 1};"):
+        load_model(tmp_path / "x.npz")
+
+
+def test_a_parameter_named_like_the_metadata_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(tmp_path / "m.npz", {**_params(), "__meta__": np.zeros(1)}, {})
+    assert not os.listdir(tmp_path)

@@ -9,6 +9,7 @@ Conventions: X (n_x, m) float64, Y (1, m) of 0/1, params {"W1": (1, n_x), "b1": 
 
 import json
 import math
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -126,6 +127,23 @@ def test_shuffled_data_matches_the_random_sampling_error(make_logistic_params, m
     assert not any("not random" in line for line in report["advice"])
 
 
+@pytest.mark.parametrize("B", [1, 3, 7])
+def test_the_random_sampling_error_is_the_mean_over_every_batch_of_b_samples(
+    B, flatten, make_logistic_params, make_logistic_xy
+):
+    # Every batch of B of the m = 8 samples (drawn without replacement), enumerated: the root
+    # mean square of their errors is the exact expectation the report states, finite-population
+    # factor (m − B)/(m − 1) included; (m − B)/m would make it 6% smaller at m = 8.
+    X, Y = make_logistic_xy(m=8, n_x=3)
+    params = make_logistic_params(3)
+    report = compare(ArraySource(X, Y, chunk_size=3), params, model=LOGISTIC, batch_sizes=[B], scheduler="sync")
+    per_sample = np.array([flatten(LOGISTIC.totals(params, X[:, i : i + 1], Y[:, i : i + 1]).grads) for i in range(8)])
+    mean = per_sample.mean(axis=0)
+    squares = [np.sum((per_sample[list(batch)].mean(axis=0) - mean) ** 2) for batch in combinations(range(8), B)]
+    expected = math.sqrt(np.mean(squares)) / np.linalg.norm(mean)
+    assert report["batch_sizes"][0]["rel_error_random"] == pytest.approx(expected, rel=1e-10)
+
+
 def test_store_sorted_by_label_is_reported_as_not_random(make_logistic_params, make_logistic_xy):
     X, Y = make_logistic_xy(m=8000, n_x=4)
     order = np.argsort(Y[0], kind="stable")
@@ -188,6 +206,7 @@ def test_suggested_batch_size_is_a_power_of_two_near_the_noise_scale(make_logist
         (700.0, 1000, 512),  # log2 = 9.45
         (800.0, 1000, 1000),  # nearest power 1024 is past m
         (1000.0, 1000, 1000),
+        (90.0, 90, 90),  # B_noise = m: m itself, not the power of two nearest to it (64)
         (1e9, 1000, 1000),
         (math.inf, 1000, 1000),
     ],
@@ -231,11 +250,14 @@ def test_advice_uses_only_the_report_fields():
         (10, 1000.0, "100x below B_noise"),
         (1000, 10.0, "100x above B_noise"),
         (100, 150.0, "near B_noise"),
+        (100, 400.0, "near B_noise"),  # 4x: the edges count as near
+        (400, 100.0, "near B_noise"),
     ],
 )
 def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_noise, says):
     rows = [
-        {"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5} for B in (10, 100, 1000)
+        {"batch_size": B, "rel_error_rms": 1.0, "rel_error_random": 1.0, "cosine_mean": 0.5}
+        for B in sorted({10, 100, 1000, trained})
     ]
     report = {
         "noise_scale": b_noise,
@@ -246,6 +268,21 @@ def test_advice_judges_the_batch_size_the_params_were_trained_with(trained, b_no
     }
     lines = advice(report)
     assert len(lines) == 2 and f"trained with B = {trained:,}" in lines[1] and says in lines[1]
+
+
+def test_no_batch_size_advice_for_params_trained_on_all_m_samples_at_once():
+    row = {"batch_size": 100, "rel_error_rms": 0.0, "rel_error_random": 0.0, "cosine_mean": 1.0}
+    report = {"noise_scale": 10.0, "m": 100, "suggested_batch_size": 8, "train_batch_size": 100, "batch_sizes": [row]}
+    assert len(advice(report)) == 1
+
+
+def test_a_store_of_one_sample(make_logistic_params, make_logistic_xy):
+    X, Y = make_logistic_xy(m=1)
+    report = compare(ArraySource(X, Y), make_logistic_params(4), model=LOGISTIC, scheduler="sync")
+    assert report["m"] == 1 and report["trace_cov"] == pytest.approx(0.0, abs=1e-12)
+    [row] = report["batch_sizes"]
+    assert (row["batch_size"], row["batches"], row["rel_error_random"]) == (1, 1, 0.0)
+    assert row["cosine_mean"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_the_training_batch_size_is_added_to_the_rows(make_logistic_params, make_logistic_xy):

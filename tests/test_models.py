@@ -78,6 +78,33 @@ def test_predict_proba_shape_and_values():
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(params["W1"] @ X + params["b1"]))))
 
 
+@pytest.mark.parametrize(
+    "dtype, b",
+    [(np.float64, 0.0), (np.float32, 0.0), (np.float64, -0.0), (np.float64, -1e-20), (np.float32, -1e-9)],
+)
+def test_sigmoid_accuracy_counts_what_predict_gets_right_at_the_boundary(dtype, b):
+    # z = 0 gives a = 0.5, which predict calls class 1; so does a tiny negative z whose
+    # sigmoid rounds to 0.5. Accuracy must count those samples as predict classifies them.
+    _, X, Y = _problem(25, n_x=3, dtype=dtype)  # 8 ones: the other class would count 17
+    params = {"W1": np.zeros((1, 3), dtype), "b1": np.full((1, 1), b, dtype)}
+    predicted = LOGISTIC.predict(params, X)
+    assert predicted.tolist() == [[1] * 25]
+    ones = np.count_nonzero(Y == 1)
+    assert ones == 8
+    assert LOGISTIC.totals(params, X, Y).correct == ones
+    assert LOGISTIC.totals(params, X, Y, grad=False).correct == ones
+
+
+def test_a_sigmoid_output_of_several_rows_is_right_only_when_every_row_is():
+    # Several 0/1 labels per sample (an mlp with a sigmoid output on Y of k rows): rows z = (+1, -1).
+    model = get_model("mlp", hidden=[2], output="sigmoid")
+    params = {"W1": np.ones((2, 3)), "b1": np.zeros((2, 1)), "W2": np.zeros((2, 2)), "b2": np.array([[1.0], [-1.0]])}
+    X = np.ones((3, 4))
+    Y = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]])  # both rows right, one, one, none
+    assert model.predict(params, X).tolist() == [[1] * 4, [0] * 4]
+    assert model.totals(params, X, Y).correct == 1
+
+
 def test_init_is_zeros_of_the_right_shapes():
     params = get_model("logistic").init(7, 1, np.dtype(np.float64), 0)
     assert params["W1"].shape == (1, 7) and params["b1"].shape == (1, 1)

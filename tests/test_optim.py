@@ -199,6 +199,8 @@ def test_get_optimizer_maps_beta1_to_momentum_and_beta2_to_rmsprop():
         ("exponential", {}, [0.95**t for t in range(7)]),  # default decay 0.95
         ("exponential", {"decay": 0.5}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),
         ("step", {}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625]),  # default decay 0.5, step_size 1
+        ("exponential", {"decay": 1.0}, [1.0] * 7),  # decay 1 is in range: no decay
+        ("step", {"decay": 1.0}, [1.0] * 7),
         ("step", {"decay": 0.1, "step_size": 3}, [1, 1, 1, 0.1, 0.1, 0.1, 0.01]),
     ],
 )

@@ -270,6 +270,25 @@ def test_zarr_chunk_skipped_as_fill_value_is_reported(zarr_store, make_xy):
         np.testing.assert_array_equal(source.read(0, 48)[1], Y)
 
 
+@pytest.mark.parametrize("rows", [(0, 1), (3, 0)], ids=["no features", "no labels"])
+def test_arrays_without_rows_are_refused(rows):
+    with pytest.raises(DataError, match=f"X has {rows[0]} rows and Y has {rows[1]} rows"):
+        ArraySource(np.zeros((rows[0], 20), np.float32), np.zeros((rows[1], 20), np.float32))
+
+
+@pytest.mark.parametrize("array", ["X", "Y"])
+def test_complex_data_is_refused(array, make_xy):
+    X, Y = make_xy(m=20)
+    arrays = {"X": X, "Y": Y, array: (X if array == "X" else Y).astype(np.complex64)}
+    with pytest.raises(DataError, match=f"<arrays>/{array}: dtype complex64"):
+        ArraySource(arrays["X"], arrays["Y"])
+
+
+def test_a_default_chunk_holds_at_least_1024_samples_however_wide_they_are():
+    assert default_chunk_size(10**7, 4) == default_chunk_size(2**21, 8) == 1024
+    assert default_chunk_size(1, 4) == 2**21  # 8 MiB of one float32 feature
+
+
 def test_hdf5_contiguous_dataset_never_written(tmp_path):
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f.create_dataset("X", shape=(3, 50), dtype="f4")

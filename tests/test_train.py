@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import ArraySource, ConfigError, DataError
+from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, DataError
 from streamtrain.models import get_model, objective
 
 LOGISTIC = get_model("logistic")
@@ -107,10 +107,12 @@ def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batc
     X, Y = make_logistic_xy(m=103, n_x=5, intercept=0)
     B, lr = 10, 0.2  # 10 full batches and one of 3
     params = make_logistic_params(X.shape[0])
-    expected, losses = {k: v.copy() for k, v in params.items()}, []
+    expected, losses, correct = {k: v.copy() for k, v in params.items()}, [], 0
     for t in range(0, X.shape[1], B):
-        loss, grads = objective(expected, LOGISTIC.totals(expected, X[:, t : t + B], Y[:, t : t + B]))
+        totals = LOGISTIC.totals(expected, X[:, t : t + B], Y[:, t : t + B])
+        loss, grads = objective(expected, totals)
         losses.append(loss * X[:, t : t + B].shape[1])
+        correct += totals.correct  # each batch judged by the params before its step
         expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(
         ArraySource(X, Y, chunk_size=16), batch_size=B, epochs=1, lr=lr, shuffle="none", dtype="float64", init=params
@@ -118,6 +120,7 @@ def test_sequential_minibatches_match_a_hand_written_loop_with_a_short_last_batc
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
     assert result.history[0].loss == pytest.approx(sum(losses) / X.shape[1], rel=1e-12)
+    assert result.history[0].accuracy == correct / X.shape[1]
     assert result.history[0].steps == 11 and result.history[0].samples == 103
 
 
@@ -134,6 +137,20 @@ def test_streaming_from_a_store_equals_training_in_memory(tmp_path, shuffle, fmt
     for k in streamed.params:
         np.testing.assert_array_equal(streamed.params[k], in_memory.params[k])
     assert [h.loss for h in streamed.history] == [h.loss for h in in_memory.history]
+
+
+def test_epoch_e_of_fit_takes_the_batches_of_the_stream_of_epoch_e_minus_1(make_logistic_xy):
+    # compare() draws "the batches of training's first epoch" as Cursor(seed, 0): fit must agree.
+    X, Y = make_logistic_xy(m=200, n_x=5, intercept=0)
+    source, B, lr = ArraySource(X, Y, chunk_size=16), 20, 0.2
+    expected = LOGISTIC.init(5, 1, np.dtype(np.float64), 0)
+    for epoch in (0, 1):
+        for X_b, Y_b, _ in BatchStream(source, B, Cursor(7, epoch), shuffle="chunks", dtype=np.float64):
+            _, grads = objective(expected, LOGISTIC.totals(expected, X_b, Y_b))
+            expected = {k: expected[k] - lr * grads[k] for k in expected}
+    result = streamtrain.fit(source, batch_size=B, epochs=2, lr=lr, shuffle="chunks", seed=7, dtype="float64")
+    for k in expected:
+        np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
 
 def test_two_one_epoch_fits_with_warm_start_equal_one_two_epoch_fit(make_logistic_xy):
@@ -167,6 +184,23 @@ def test_same_seed_same_model_other_seed_other_model(make_logistic_xy):
     ]
     np.testing.assert_array_equal(fits[0].params["W1"], fits[1].params["W1"])
     assert not np.array_equal(fits[0].params["W1"], fits[2].params["W1"])
+
+
+def test_an_mlp_starts_from_random_weights_drawn_from_the_seed(make_logistic_xy):
+    X, Y = make_logistic_xy(m=200, n_x=5, intercept=0)
+    fits = [
+        streamtrain.fit(ArraySource(X, Y), model="mlp", hidden=[4], epochs=1, batch_size=50, shuffle="none", seed=s)
+        for s in (0, 0, 1)
+    ]
+    np.testing.assert_array_equal(fits[0].params["W1"], fits[1].params["W1"])
+    assert not np.array_equal(fits[0].params["W1"], fits[2].params["W1"])
+
+
+def test_a_warm_start_from_another_model_of_the_same_shapes_is_refused(tmp_path, make_logistic_xy):
+    X, Y = make_logistic_xy(m=200, n_x=5, intercept=0)
+    streamtrain.fit(ArraySource(X, Y), model="linear", epochs=1, batch_size=50).save(tmp_path / "linear.npz")
+    with pytest.raises(ConfigError, match="warm start from a 'linear' model, but training 'logistic'"):
+        streamtrain.fit(ArraySource(X, Y), epochs=1, batch_size=50, init=tmp_path / "linear.npz")
 
 
 def test_fit_gets_close_to_the_bayes_loss_of_generated_data(tmp_path):
@@ -285,18 +319,21 @@ def test_a_missing_optional_extra_is_a_config_error_naming_it(monkeypatch, modul
         streamtrain.fit(ArraySource(X, Y), epochs=1, **options)
 
 
-@pytest.mark.parametrize("per, expected_lrs", [("epoch", [0.4, 0.4, 0.2, 0.2]), ("step", [0.4, 0.2, 0.1, 0.05])])
-def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs, make_logistic_params, make_logistic_xy):
+@pytest.mark.parametrize("B", [50, 30])  # 2 steps an epoch; 4 (30, 30, 30, 10): ceil(m / B), not m // B
+@pytest.mark.parametrize("per", ["epoch", "step"])
+def test_the_learning_rate_schedule_counts_epochs_or_steps(per, B, make_logistic_params, make_logistic_xy):
     X, Y = make_logistic_xy(m=100, n_x=5, intercept=0)
     expected = make_logistic_params(X.shape[0])
     init = {k: v.copy() for k, v in expected.items()}
-    for t, lr in enumerate(expected_lrs):  # 2 epochs of 2 steps each, B = 50
-        batch = slice(50 * (t % 2), 50 * (t % 2 + 1))
+    steps = -(-100 // B)
+    for t in range(2 * steps):  # 2 epochs; α halves every epoch or every step
+        lr = 0.4 * 0.5 ** (t // steps if per == "epoch" else t)
+        batch = slice(B * (t % steps), B * (t % steps + 1))
         _, grads = objective(expected, LOGISTIC.totals(expected, X[:, batch], Y[:, batch]))
         expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(
         ArraySource(X, Y),
-        batch_size=50,
+        batch_size=B,
         epochs=2,
         lr=0.4,
         lr_schedule="step",
@@ -307,6 +344,7 @@ def test_the_learning_rate_schedule_counts_epochs_or_steps(per, expected_lrs, ma
         dtype="float64",
         init=init,
     )
+    assert [r.steps for r in result.history] == [steps, steps]
     for k in expected:
         np.testing.assert_allclose(result.params[k], expected[k], rtol=1e-12)
 
