@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -166,6 +167,12 @@ def _prefetch(name: str, value: Any) -> int:
     return int(value)
 
 
+def _path(name: str, value: Any) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a path, got {value!r}")
+    return os.fspath(value)
+
+
 def unit_interval(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
@@ -179,9 +186,13 @@ def sizes(text: str) -> tuple[int, ...]:
 
 
 def _hidden(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+    try:
+        sizes = tuple(value) if isinstance(value, Collection) and not isinstance(value, (str, bytes)) else None
+    except TypeError:  # a 0-d numpy array is a Collection with no length
+        sizes = None
+    if sizes is None:
         raise ConfigError(f"{name} must be a list of layer sizes like [64, 32], got {value!r}")
-    return tuple(value)  # each size is checked where the layers are built (models.get_model)
+    return tuple(positive_int("hidden layer size", n) for n in sizes)
 
 
 def batch_size(text: str) -> int | str:
@@ -376,6 +387,7 @@ class CheckpointConfig(Declared):
     checkpoint_dir: str | None = option(
         None,
         "write checkpoints here (at the end of every epoch, and see below) so that --resume can continue",
+        check=_path,
         parse=str,
         metavar="DIR",
     )

@@ -28,7 +28,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from ._errors import DataError, lookup
+from ._errors import ConfigError, DataError, lookup
 from .checkpoint import _META, FORMAT, pid_alive
 
 __all__ = [
@@ -71,7 +71,7 @@ def check_output(
     ``overwrite`` allows replacing an existing output of a kind that needs it (a store).
     """
     spec = lookup(KINDS, kind, "output kind")
-    path = os.path.normpath(os.fspath(path))
+    path = os.path.normpath(_path_text(path, kind))
     if data is not None:
         _check_not_data(path, os.fspath(data))
     if not os.path.lexists(path):
@@ -87,6 +87,14 @@ def check_output(
     else:
         _check_directory(path)
     return path
+
+
+def _path_text(path: object, kind: str) -> str:
+    """``path`` as text, if it can name a file: a str or path-like, not empty, without a NUL byte."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise ConfigError(f"the {kind} path must name a file or directory, got {path!r}")
+    return text
 
 
 def _check_not_data(path: str, data: str) -> None:

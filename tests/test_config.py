@@ -199,6 +199,9 @@ def test_none_means_the_default_and_values_are_normalised():
         (dict(prefetch=65), "prefetch must be at most 64 chunks"),
         (dict(prefetch=-1), "prefetch must be a non-negative integer"),
         (dict(hidden="64"), "hidden must be a list of layer sizes"),
+        (dict(hidden=np.array(3)), "hidden must be a list of layer sizes"),  # was a TypeError: a 0-d array
+        (dict(hidden=["3"]), "hidden layer size must be a positive integer, got '3'"),  # was accepted as it was
+        (dict(hidden=[0]), "hidden layer size must be a positive integer, got 0"),
         (dict(lr_schedule="step", lr_decay=2.0), r"decay must be a number in \(0, 1\] for the step schedule"),
         (dict(optimizer="lbfgs", batch_size=64), "L-BFGS takes exact full-batch steps"),
     ],
@@ -207,6 +210,13 @@ def test_bad_options_are_one_line_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as e:
         FitConfig.from_options(options)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", [False, 3, ["d"], b"d"])
+def test_a_checkpoint_dir_that_is_not_a_path_is_a_config_error(value):
+    # fit(checkpoint_dir=False) was a TypeError from os.fspath.
+    with pytest.raises(ConfigError, match=f"checkpoint_dir must be a path, got {re.escape(repr(value))}"):
+        CheckpointConfig.from_options({"checkpoint_dir": value})
 
 
 # -- 14. Option values that cannot work are one-line ConfigErrors, before the data is opened ----------

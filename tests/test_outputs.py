@@ -104,6 +104,19 @@ def test_an_unwritable_directory_is_named(tmp_path, monkeypatch):
         check_output(tmp_path / "m.npz", "model")
 
 
+@pytest.mark.parametrize("path", ["", "m\0.npz", 3, b"m.npz"])
+@pytest.mark.parametrize("kind", ["model", "metrics", "checkpoint-dir"])
+def test_a_path_that_names_nothing_is_a_config_error(path, kind):
+    # Were ValueError (embedded null byte), TypeError, or "" taken for the current directory.
+    with pytest.raises(ConfigError, match=f"the {kind} path must name a file or directory, got "):
+        check_output(path, kind)
+
+
+def test_fit_checks_its_metrics_path_before_training(stores):
+    with pytest.raises(ConfigError, match="the metrics path must name a file or directory"):
+        streamtrain.fit(stores / "d.zarr", metrics="m\0.jsonl", epochs=1)
+
+
 def test_the_default_out_is_checked_too(capsys, tmp_path, no_training):
     streamtrain.make_data(tmp_path / "d.zarr", m=500, n_x=2, seed=0)
     (tmp_path / "d-model.npz").write_text("my notes")
