@@ -220,8 +220,9 @@ def _fit(args: argparse.Namespace) -> int:
             on_resume=_print_resumed,
             **saving,
         )
-        if "bayes_loss" in source.attrs:
-            print(f"Bayes loss of this data (true model): {source.attrs['bayes_loss']:.5f}")
+        bayes_loss = source.attrs.get("bayes_loss")
+        if isinstance(bayes_loss, (int, float)) and not isinstance(bayes_loss, bool):  # the store's word only
+            print(f"Bayes loss of this data (true model): {bayes_loss:.5f}")
     result.save(out)
     print(f"model written to {out}")
     return 0

@@ -60,6 +60,16 @@ def test_make_data_then_fit_writes_a_model_and_reports_each_epoch(capsys, tmp_pa
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.parametrize("bayes_loss", ["low", None, [0.5], True])
+def test_a_store_attribute_that_is_not_a_number_is_not_printed_and_the_model_is_written(capsys, store, bayes_loss):
+    # The Bayes loss line formatted the store's word with :.5f: a traceback after training, no model written.
+    group = zarr.open_group(store, mode="r+")
+    group.attrs["streamtrain"] = {**group.attrs["streamtrain"], "bayes_loss": bayes_loss}
+    code, out, err = run(capsys, "fit", store, "--epochs", "1", "--out", f"{store}-model.npz")
+    assert code == 0, err
+    assert "Bayes loss" not in out and f"model written to {store}-model.npz" in out
+
+
 def test_fit_options_reach_the_library(capsys, store, tmp_path):
     code, _, err = run(
         capsys,
