@@ -10,6 +10,7 @@ damaged on disk by the helpers below; params {"W1": (1, 5), "b1": (1, 1)}.
 
 from __future__ import annotations
 
+import json
 import os
 
 import h5py
@@ -169,6 +170,21 @@ def test_damaged_array_metadata_names_the_file(tmp_path, text, says):
     with pytest.raises(DataError) as e:
         open_source(path)
     assert str(e.value).startswith(f"{path}/X/zarr.json: invalid array metadata (") and says in str(e.value)
+
+
+@pytest.mark.parametrize("array", ["X", "Y"])
+def test_a_chunk_shape_of_zero_in_array_metadata_names_the_file(tmp_path, array):
+    # zarr reads it; streamtrain divided by it (ZeroDivisionError) or called it an option (ConfigError).
+    path = make(tmp_path / "d.zarr")
+    metadata = json.loads((path / array / "zarr.json").read_text())
+    metadata["chunk_grid"]["configuration"]["chunk_shape"][1] = 0
+    (path / array / "zarr.json").write_text(json.dumps(metadata))
+    with pytest.raises(DataError) as e:
+        open_source(path)
+    assert (
+        str(e.value)
+        == f"{path}/{array}/zarr.json: invalid array metadata (chunk shape [{N_X if array == 'X' else 1}, 0])"
+    )
 
 
 def test_damaged_group_metadata_names_the_file(capsys, tmp_path):

@@ -54,6 +54,12 @@ class ZarrSource(ChunkSource):
             raise DataError(f"{self.name}: no array {key!r} (found: {found})") from None
         if not isinstance(arr, zarr.Array):
             raise DataError(f"{self.name}/{key}: is a group, not an array")
+        try:
+            chunks = arr.chunks
+        except Exception as e:  # a chunk grid this reader does not know
+            raise DataError(f"{self._metadata_file(key)}: invalid array metadata ({_brief(e)})") from None
+        if not all(n >= 1 for n in chunks):  # zarr reads a chunk shape of 0 from the metadata
+            raise DataError(f"{self._metadata_file(key)}: invalid array metadata (chunk shape {list(chunks)})")
         return arr
 
     def _metadata_file(self, key: str) -> str | None:
