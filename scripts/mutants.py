@@ -118,7 +118,13 @@ MUTANTS = [
     M("models-mean-grad", MODELS, "g / n for k, g in", "g / m for k, g in", "gradient mean over m, not the batch"),
     M("models-mean-loss", MODELS, "loss = totals.loss / n", "loss = totals.loss / m", "loss mean over m"),
     M("models-as-float64", MODELS, "np.asarray(v, dtype=np.float64)", "np.asarray(v)", "float32 sums in float32"),
-    M("models-zero-init", MODELS, "if len(sizes) == 2:", "if len(sizes) == 3:", "off-by-one: 1-layer init random"),
+    M(
+        "models-zero-init",
+        MODELS,
+        'if name.startswith("b") or not self.hidden:',
+        'if name.startswith("b"):',
+        "1-layer init random",
+    ),
     # -- optim ------------------------------------------------------------------------------------
     M("optim-average-weight", OPTIM, "beta * average + (1 - beta) * x", "beta * average + x", "dropped (1 - β)"),
     M(

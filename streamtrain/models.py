@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -59,6 +60,7 @@ __all__ = [
     "add_totals",
     "as_float64",
     "batch_objective",
+    "check_memory",
     "check_params",
     "check_values",
     "get_model",
@@ -284,18 +286,25 @@ class Model:
         """Output units for labels with k rows: the class count for class ids."""
         return self.classes if self.classes and k == 1 else k
 
+    def shapes(self, n_x: int, k: int) -> dict[str, tuple[int, int]]:
+        """The parameters' shapes for n_x features and labels with k rows: W[l] (n[l], n[l-1]), b[l] (n[l], 1)."""
+        sizes = [n_x, *self.hidden, self.n_out(k)]
+        shapes = {}
+        for l, (n_in, n) in enumerate(itertools.pairwise(sizes), start=1):
+            shapes[f"W{l}"], shapes[f"b{l}"] = (n, n_in), (n, 1)
+        return shapes
+
     def init(self, n_x: int, k: int, dtype: np.dtype, seed: int) -> Params:
         """Zeros for 1-layer models (their loss is convex); otherwise random normal weights
         from ``seed`` (He for relu, Xavier otherwise), which break the symmetry between units."""
-        sizes = [n_x, *self.hidden, self.n_out(k)]
         rng = np.random.default_rng([seed, 2])
         params: Params = {}
-        for l, (n_in, n) in enumerate(itertools.pairwise(sizes), start=1):
-            if len(sizes) == 2:
-                W = np.zeros((n, n_in))
-            else:
-                W = rng.standard_normal((n, n_in)) * math.sqrt(ACTIVATIONS[self.activation].init_variance(n_in, n))
-            params[f"W{l}"], params[f"b{l}"] = W.astype(dtype), np.zeros((n, 1), dtype=dtype)
+        for name, (n, n_in) in self.shapes(n_x, k).items():
+            if name.startswith("b") or not self.hidden:
+                params[name] = np.zeros((n, n_in), dtype=dtype)
+                continue
+            W = rng.standard_normal((n, n_in)) * math.sqrt(ACTIVATIONS[self.activation].init_variance(n_in, n))
+            params[name] = W.astype(dtype)
         return params
 
     def _targets(self, Y: np.ndarray, n_out: int) -> np.ndarray:
@@ -427,13 +436,40 @@ def check_params(model: Model, params: Params, n_x: int, k: int) -> None:
     """Raise ConfigError unless ``params`` has the keys and shapes ``model`` needs for this data,
     and holds finite real numbers (see ``check_values``)."""
     check_values(params)
-    expected = {k_: v.shape for k_, v in model.init(n_x, k, np.dtype(np.float32), 0).items()}
+    expected = model.shapes(n_x, k)  # not model.init: a damaged model file's sizes may be huge
     got = {k_: np.shape(v) for k_, v in params.items()}
     if got != expected:
         raise ConfigError(
             f"parameters do not fit a {model.name} model on n_x={n_x}: expected shapes "
             f"{_shapes(expected)}, got {_shapes(got)}"
         )
+
+
+# Training holds about this many arrays of the parameters' size: the parameters, their gradients,
+# two optimizer moments, and init's float64 draw.
+TRAINING_COPIES = 6
+
+
+def check_memory(model: Model, n_x: int, k: int, dtype: Any) -> None:
+    """Raise ConfigError, before anything is allocated, when training ``model`` on n_x features and
+    k label rows would need more memory than this machine has (a typo in a layer size, a label
+    read as a huge class id)."""
+    count = sum(math.prod(shape) for shape in model.shapes(n_x, k).values())
+    need, have = count * np.dtype(dtype).itemsize * TRAINING_COPIES, _physical_memory()
+    if need > have:
+        sizes = [n_x, *model.hidden, model.n_out(k)]
+        raise ConfigError(
+            f"a {model.name} model of layer sizes {sizes} has {count:,} parameters: training it needs about "
+            f"{need / 2**30:,.0f} GiB of memory, this machine has {have / 2**30:,.0f} GiB"
+        )
+
+
+def _physical_memory() -> int:
+    """Bytes of memory of this machine (where the system does not say: more than any array can hold)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**63
 
 
 def _shapes(shapes: dict[str, tuple]) -> str:

@@ -28,7 +28,7 @@ from .config import CheckpointConfig, FitConfig
 from .divergence import Monitor
 from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
-from .models import Model, Params, batch_objective, check_params, get_model, norm
+from .models import Model, Params, batch_objective, check_memory, check_params, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
 from .outputs import check_output
 from .records import EpochRecord, append_jsonl
@@ -88,6 +88,7 @@ def fit(
                 f"batch_size {config.batch_size} is larger than m={source.m}; use {source.m} or 'full' "
                 f"for batch gradient descent"
             )
+        check_memory(model, source.n_x, source.k, config.dtype)
         run = Run(model, source, config, saving, progress, _emitter(metrics, on_epoch))
         state = run.resumed() if resume else None
         if state is not None and on_resume is not None:

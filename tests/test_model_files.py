@@ -19,7 +19,7 @@ import pytest
 from numpy.lib import format as npformat
 
 import streamtrain
-from streamtrain import ConfigError, DataError
+from streamtrain import ArraySource, ConfigError, DataError
 from streamtrain.checkpoint import load_model
 from streamtrain.cli import main
 
@@ -240,6 +240,24 @@ def test_parameters_that_do_not_fit_the_model_in_the_file_are_refused(tmp_path, 
     assert "expected shapes" in message and "b1(1, 1)" in message
     message = _load_error(_write(tmp_path / "b.npz", {"b1": params["b1"]}, meta))
     assert "do not fit a logistic model" in message
+
+
+@pytest.mark.parametrize("hidden", [[10**12], [10**30]])
+def test_layer_sizes_in_metadata_are_compared_without_building_the_network(tmp_path, hidden):
+    # The loader checked the parameters' shapes against a network it built: a file saying hidden
+    # [10^12] made it allocate terabytes (MemoryError, or the process killed).
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((2, 40)), (np.arange(40) % 2).reshape(1, 40).astype(float)
+    streamtrain.fit(ArraySource(X, Y), model="mlp", hidden=[3], batch_size=10).save(tmp_path / "m.npz")
+    params, meta = load_model(tmp_path / "m.npz")
+    meta["model"]["hidden"] = meta["config"]["hidden"] = hidden
+    tracemalloc.start()
+    try:
+        message = _load_error(_write(tmp_path / "big.npz", params, meta))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"expected shapes W1({hidden[0]}, 2)" in message and peak < 2**22
 
 
 # -- 9. Parameters are finite real numbers, in files and in dicts ---------------------------------------

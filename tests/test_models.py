@@ -1,5 +1,7 @@
 """Model maths for every model: finite differences, the textbook formulas, numerical safety, learning."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,19 @@ def test_check_params_names_the_expected_shapes():
         check_params(get_model("logistic"), params, 4, 1)
     with pytest.raises(ConfigError):
         check_params(get_model("logistic"), {"W1": np.zeros(3), "b1": np.zeros((1, 1))}, 3, 1)
+
+
+@pytest.mark.parametrize("model", [get_model("mlp", hidden=[10**12]), get_model("softmax", classes=10**12)])
+def test_check_params_compares_shapes_without_building_the_network(model):
+    # It built the network to read its shapes: terabytes for sizes a damaged model file may say.
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError, match=r"expected shapes W1\(1000000000000, 3\)"):
+            check_params(model, {"W1": np.zeros((1, 3)), "b1": np.zeros((1, 1))}, 3, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
 
 
 def test_unknown_model_is_a_config_error():

@@ -262,6 +262,16 @@ def test_non_finite_data_stops_training_with_a_clear_error(make_logistic_xy):
             streamtrain.fit(ArraySource(X, Y, chunk_size=100), batch_size=32, epochs=1, shuffle=shuffle)
 
 
+@pytest.mark.parametrize("hidden", [[2**40], [2**63], [100_000, 100_000]])
+def test_a_network_too_large_for_memory_is_a_config_error_before_allocating(hidden, make_logistic_xy):
+    # These were a MemoryError, numpy's "Maximum allowed dimension exceeded", or the kernel killing the process.
+    X, Y = make_logistic_xy(m=60, n_x=5, intercept=0)
+    with pytest.raises(
+        ConfigError, match=r"a mlp model of layer sizes \[5, .*, 1\] has .* parameters: training it needs"
+    ):
+        streamtrain.fit(ArraySource(X, Y), model="mlp", hidden=hidden, batch_size=20, epochs=1)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
