@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._errors import ConfigError
+from ._errors import ConfigError, DataError
 from .config import FitConfig
 from .models import OUTPUTS, Model, Params, check_params, output_of
 from .result import Fitted, unpack
@@ -61,7 +61,23 @@ def for_data(model: Model, source: ChunkSource) -> Model:
     if output.one_row and k != 1:
         raise ConfigError(f"{source.y_where} has {k} rows; the {model.name} model needs Y shaped (1, m)")
     if output.class_ids and k == 1:
-        classes = model.classes or source.attrs.get("classes") or int(source.label_max()) + 1
-        if classes < 2:
-            raise ConfigError(f"{source.y_where}: softmax needs at least 2 classes; the labels are all 0")
+        classes = model.classes or _class_count(source)
     return dataclasses.replace(model, output=name, classes=classes)
+
+
+def _class_count(source: ChunkSource) -> int:
+    """The classes of class-id labels (1, m): the count make-data recorded, else the largest label + 1."""
+    stored = source.attrs.get("classes")
+    if stored is not None:
+        if type(stored) is not int or stored < 2:
+            raise DataError(f"{source.name}: its attribute classes={stored!r} is not a number of classes (>= 2)")
+        return stored
+    top = source.label_max()  # finite: NaN or inf is a DataError naming the sample
+    if top < 1:
+        raise ConfigError(f"{source.y_where}: softmax needs at least 2 classes; the largest label is {top:g}")
+    if top >= source.m:  # a label that is no class id (a sentinel such as 10^9) would make a huge model
+        raise DataError(
+            f"{source.y_where}: the largest label is {top:g}, but class ids run 0, 1, ..., classes - 1 with "
+            f"at most as many classes as samples (m={source.m:,})"
+        )
+    return int(top) + 1

@@ -337,6 +337,15 @@ def test_the_same_source_is_read_by_two_label_rules_at_once():
     assert source.label_max() == 2.0
 
 
+@pytest.mark.parametrize("bad, says", [(np.nan, "NaN"), (np.inf, "+inf")])
+def test_label_max_names_a_label_that_is_not_finite(bad, says):
+    # It returned nan or inf, which softmax turned into a class count: ValueError, OverflowError.
+    source = ArraySource(np.zeros((2, 5)), np.array([[0.0, 2.0, 1.0, bad, 0.0]]), chunk_size=2)
+    with pytest.raises(DataError) as e:
+        source.label_max()
+    assert str(e.value) == f"<arrays>/Y: sample 3 (chunk 1) holds {says} in row 0; clean or drop it"
+
+
 # -- NaN/inf in given chunks; a store that changes under a run ---------------------------------
 
 

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import zarr
 
 import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, DataError
@@ -270,6 +271,38 @@ def test_a_network_too_large_for_memory_is_a_config_error_before_allocating(hidd
         ConfigError, match=r"a mlp model of layer sizes \[5, .*, 1\] has .* parameters: training it needs"
     ):
         streamtrain.fit(ArraySource(X, Y), model="mlp", hidden=hidden, batch_size=20, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "labels, says",
+    [
+        ([0, 1, np.nan, 1, 0, 1], "sample 2 (chunk 1) holds NaN in row 0"),  # int(nan): ValueError
+        ([0, 1, np.inf, 1, 0, 1], "sample 2 (chunk 1) holds +inf in row 0"),  # int(inf): OverflowError
+        ([0, 1, 1e30, 1, 0, 1], "the largest label is 1e+30, but class ids run"),  # a 10^30-row W: ValueError
+        (
+            [0, 1, 1e6, 1, 0, 1],
+            "the largest label is 1e+06, but class ids run 0, 1, ..., classes - 1 with at "
+            "most as many classes as samples (m=6)",
+        ),
+    ],
+)
+def test_softmax_class_ids_that_cannot_count_classes_are_data_errors(labels, says):
+    X = np.random.default_rng(0).standard_normal((2, 6))
+    with pytest.raises(DataError) as e:
+        streamtrain.fit(ArraySource(X, np.array([labels]), chunk_size=2), model="softmax", batch_size=2, epochs=1)
+    assert str(e.value).startswith("<arrays>/Y: ") and says in str(e.value)
+
+
+@pytest.mark.parametrize("classes", ["3", 2.5, 1, True, [3]])
+def test_a_store_attribute_classes_that_is_no_class_count_is_a_data_error(tmp_path, classes):
+    # make-data records the class count; another value made a TypeError deep in the model.
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, task="softmax", m=60, n_x=2, chunk=20)
+    group = zarr.open_group(path, mode="r+")
+    group.attrs["streamtrain"] = {**group.attrs["streamtrain"], "classes": classes}
+    with pytest.raises(DataError) as e:
+        streamtrain.fit(path, model="softmax", batch_size=20, epochs=1)
+    assert str(e.value) == f"{path}: its attribute classes={classes!r} is not a number of classes (>= 2)"
 
 
 @pytest.mark.parametrize(

@@ -146,9 +146,17 @@ class ChunkSource:
         return self._X, self._Y
 
     def label_max(self) -> float:
-        """The largest label in the store, reading Y chunk by chunk (Y is small next to X)."""
+        """The largest label in the store, reading Y chunk by chunk (Y is small next to X); a
+        DataError names the first NaN or inf."""
         _, Y = self.arrays()
-        return max(float(np.max(read_columns(Y, a, b, self.y_where, self.chunk_starts))) for a, b in self.chunk_bounds)
+        top = -np.inf
+        for a, b in self.chunk_bounds:
+            labels = read_columns(Y, a, b, self.y_where, self.chunk_starts)
+            error = nonfinite_error(labels, a, self.y_where, self.chunk_starts)
+            if error is not None:
+                raise error
+            top = max(top, float(np.max(labels)))
+        return top
 
     @cached_property
     def chunk_starts(self) -> np.ndarray:
