@@ -307,7 +307,7 @@ class Run:
         self, stream: BatchStream, before: Cursor, after: Cursor, loss: float, state: TrainState
     ) -> Exception:
         """NaN/inf in the batch's chunks is a DataError naming the sample; else the step size diverged."""
-        error = self.source.find_nonfinite(stream.chunks_between(before, after))
+        error = self.source.find_nonfinite(stream.chunks_between(before, after), self.config.dtype)
         if error is not None:
             return error
         return DivergedError(

@@ -305,6 +305,20 @@ def test_a_store_attribute_classes_that_is_no_class_count_is_a_data_error(tmp_pa
     assert str(e.value) == f"{path}: its attribute classes={classes!r} is not a number of classes (>= 2)"
 
 
+@pytest.mark.parametrize("value, row", [(1e300, "Y"), (-1e39, "X")])
+def test_a_value_beyond_float32_is_named_as_data_not_blamed_on_the_learning_rate(value, row):
+    # It trains as inf: this was "the batch's data is finite: the learning rate is too large" (exit 3).
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((2, 6)), (np.arange(6) % 2).reshape(1, 6).astype(float)
+    (X if row == "X" else Y)[-1, 4] = value
+    with pytest.raises(DataError) as e:
+        streamtrain.fit(ArraySource(X, Y, chunk_size=2), model="linear", batch_size=2, epochs=1, shuffle="none")
+    assert str(e.value) == (
+        f"<arrays>/{row}: sample 4 (chunk 2) holds {value:g} in row {1 if row == 'X' else 0}, beyond float32's "
+        f"range; rescale it or train in float64"
+    )
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

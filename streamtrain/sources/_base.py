@@ -207,18 +207,19 @@ class ChunkSource:
                 f"stop, and restart or resume once it is complete"
             )
 
-    def find_nonfinite(self, chunks: Iterable[int]) -> DataError | None:
+    def find_nonfinite(self, chunks: Iterable[int], dtype: Any = None) -> DataError | None:
         """The first NaN or ±inf in the given chunks (by sample, X before Y) as a DataError
         naming the array, sample and chunk, or the error of a chunk that cannot be read; None
-        when all are finite. For a loss that came out non-finite: is the data at fault?"""
+        when all are finite. For a loss that came out non-finite: is the data at fault?
+        ``dtype``: the training precision, in which a value beyond its range is ±inf too."""
         for c in sorted(set(chunks)):
             a, b = self.chunk_bounds[c]
             try:
                 X, Y = self.read(a, b)
             except DataError as e:
                 return e
-            error = nonfinite_error(X, a, self.x_where, self.chunk_starts) or nonfinite_error(
-                Y, a, self.y_where, self.chunk_starts
+            error = nonfinite_error(X, a, self.x_where, self.chunk_starts, dtype) or nonfinite_error(
+                Y, a, self.y_where, self.chunk_starts, dtype
             )
             if error is not None:
                 return error

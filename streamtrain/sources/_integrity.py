@@ -75,22 +75,31 @@ def _cause(e: Exception) -> str:
     return f"{what} ({type(e).__name__}: {text})" if text else f"{what} ({type(e).__name__})"
 
 
-def nonfinite_error(A: np.ndarray, start: int, where: str, chunk_starts: np.ndarray) -> DataError | None:
+def nonfinite_error(
+    A: np.ndarray, start: int, where: str, chunk_starts: np.ndarray, dtype: Any = None
+) -> DataError | None:
     """The first NaN or ±inf in ``A`` (samples from ``start``) as a DataError naming the sample,
-    chunk and row; None when every value is finite."""
-    if A.dtype.kind not in "fc":  # integers and bools are always finite
+    chunk and row; None when every value is finite. With ``dtype`` (the training precision), a
+    value beyond its range is one too: it trains as ±inf."""
+    cast = A
+    if dtype is not None and A.dtype.kind in "fiu" and A.dtype != dtype:
+        with np.errstate(over="ignore"):
+            cast = A.astype(dtype)
+    if cast.dtype.kind not in "fc":  # integers and bools are always finite
         return None
-    bad = ~np.isfinite(A)
+    bad = ~np.isfinite(cast)
     if not bad.any():
         return None
     col = int(np.argmax(bad.any(axis=0)))
     row = int(np.argmax(bad[:, col]))
     value = A[row, col]
-    kind = "NaN" if np.isnan(value) else "+inf" if value > 0 else "-inf"
+    if np.isfinite(value):
+        kind, fix = f"{value:g}", f", beyond {np.dtype(dtype)}'s range; rescale it or train in float64"
+    else:
+        kind, fix = "NaN" if np.isnan(value) else "+inf" if value > 0 else "-inf", "; clean or drop it"
     sample = start + col
     return DataError(
-        f"{where}: sample {sample} (chunk {chunk_index(sample, chunk_starts)}) holds {kind} in row {row}; "
-        f"clean or drop it"
+        f"{where}: sample {sample} (chunk {chunk_index(sample, chunk_starts)}) holds {kind} in row {row}{fix}"
     )
 
 
