@@ -15,8 +15,10 @@ taken for checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,9 +132,57 @@ class Checkpoints:
         return self._stamps[path]
 
 
+def _whole(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and v >= minimum
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _record(v: Any) -> bool:
+    return isinstance(v, dict) and {"epoch", "loss", "seconds"} <= v.keys() <= _RECORD_FIELDS
+
+
+def _entries(checks: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """A check of a dict that has exactly the keys of ``checks``, each value passing its check."""
+    return lambda v: isinstance(v, dict) and v.keys() == checks.keys() and all(checks[k](v[k]) for k in v)
+
+
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(EpochRecord)}
+# What each metadata entry of a checkpoint must be: one that is not is damaged (or not ours).
+_META_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "run": lambda v: isinstance(v, dict) and all(isinstance(v.get(k, {}), dict) for k in ("model", "config", "data")),
+    "epoch": _whole(1),
+    "step": _whole(0),
+    "cursor": lambda v: v is None or _entries({f.name: _whole(0) for f in dataclasses.fields(Cursor)})(v),
+    "sums": _entries({"loss": _real, "correct": _whole(0), "samples": _whole(0), "steps": _whole(0), "seconds": _real}),
+    "monitor": _entries(
+        {"window": _whole(1), "steps": _whole(0), "average": _real, "start": lambda v: v is None or _real(v)}
+    ),
+    "history": lambda v: isinstance(v, list) and all(map(_record, v)),
+}
+
+
+def _damage(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's metadata, in words; None when nothing is."""
+    for key, ok in _META_CHECKS.items():
+        if key not in meta:
+            return f"no {key!r} entry"
+        if not ok(meta[key]):
+            return f"{key!r} is {meta[key]!r}"[:200]
+    cursor, seed = meta["cursor"], meta["run"].get("config", {}).get("seed")
+    if cursor is not None and (cursor["seed"] != seed or cursor["epoch"] != meta["epoch"] - 1):
+        return f"the cursor {cursor} is not of epoch {meta['epoch']} with seed {seed!r}"
+    return None
+
+
 def _read(path: str) -> tuple[dict[str, Any], TrainState]:
     """The run a checkpoint belongs to, and its state; DataError if it is damaged."""
     arrays, meta = load_model(path, format=FORMAT)
+    damage = _damage(meta)
+    if damage is not None:
+        raise DataError(f"{path}: damaged checkpoint ({damage})")
     try:
         cursor = meta["cursor"]
         return meta["run"], TrainState(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,8 @@ import pytest
 import streamtrain
 from streamtrain import ArraySource, ConfigError, DataError
 from streamtrain._signals import Interrupted, StopRequest
-from streamtrain.resume import Checkpoints
+from streamtrain.checkpoint import load_model
+from streamtrain.resume import FORMAT, Checkpoints
 
 TASK_OF = {"logistic": "logistic", "softmax": "softmax", "linear": "linear", "mlp": "logistic"}
 
@@ -174,6 +176,55 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(stores, tmp_pa
             f.truncate(100)
     with pytest.raises(DataError, match="no checkpoint can be read"):
         run(data, tmp_path, resume=True)
+
+
+def _rewrite(path, damage):
+    """The checkpoint at ``path`` written again with ``damage(arrays, meta)`` applied."""
+    arrays, meta = load_model(path, format=FORMAT)
+    damage(arrays, meta)
+    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta)))
+
+
+DAMAGED_CHECKPOINTS = {
+    # Each was a traceback: OverflowError, AttributeError, TypeError, ValueError, ZeroDivisionError.
+    "step inf": (lambda a, m: m.update(step=float("inf")), "'step' is inf"),
+    "run not a dict": (lambda a, m: m.update(run=None), "'run' is None"),
+    "config not a dict": (lambda a, m: m["run"].update(config=[]), "'run' is"),
+    "sums of text": (lambda a, m: m["sums"].update(loss="0"), "'sums' is"),
+    "cursor of another seed": (lambda a, m: m["cursor"].update(seed=-1), "'cursor' is"),
+    "cursor of another epoch": (lambda a, m: m["cursor"].update(epoch=7), "is not of epoch 2 with seed 0"),
+    "monitor window": (
+        lambda a, m: m["monitor"].update(window=10**30),
+        "averages 1000000000000000000000000000000 steps",
+    ),
+    # ...or trained on: moments of another shape broadcast into the step, NaN ones made a NaN model.
+    "params shape": (lambda a, m: a.update({"params.W1": np.zeros((1, 3), np.float32)}), "expected shapes W1(1, 4)"),
+    "moment gone": (lambda a, m: a.pop("v.W1"), "moments v should have shapes"),
+    "moment shape": (lambda a, m: a.update({"s.b1": np.zeros((1, 4), np.float32)}), "moments s should have shapes"),
+    "moment NaN": (lambda a, m: a["v.W1"].fill(np.nan), "the optimizer's moments v: parameter W1 holds nan"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_CHECKPOINTS))
+def test_a_checkpoint_that_says_anything_is_a_data_error(stores, tmp_path, case):
+    data = stores["logistic"]
+    run(data, tmp_path / "c", optimizer="adam", epochs=2, checkpoint_every=10)
+    mid_epoch = tmp_path / "c" / "ckpt-00002-0000000030.npz"  # with a cursor
+    damage, says = DAMAGED_CHECKPOINTS[case]
+    _rewrite(mid_epoch, damage)
+    resume_from = tmp_path / "alone"
+    resume_from.mkdir()
+    shutil.copy(mid_epoch, resume_from)
+    with pytest.raises(DataError) as e:
+        run(data, resume_from, optimizer="adam", epochs=2, resume=True)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_newest_checkpoint_with_damaged_metadata_falls_back_to_the_one_before(stores, tmp_path):
+    data = stores["logistic"]
+    whole = run(data, tmp_path, optimizer="adam", checkpoint_every=10)
+    _rewrite(Checkpoints(tmp_path, {}).paths()[-1], lambda a, m: m.update(step=float("inf")))  # OverflowError
+    assert digest(run(data, tmp_path, optimizer="adam", resume=True).params) == digest(whole.params)
 
 
 class SignalAfter(ArraySource):
