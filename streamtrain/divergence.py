@@ -4,9 +4,10 @@ A step size that is too large makes the loss grow geometrically: ``fit --lr 1e6`
 losses of 10^4 or 10^24 long before any NaN. Mini-batch losses are noisy, so the rule looks
 at their moving average over a window of about ``WINDOW_SAMPLES`` samples (at least
 ``WINDOW_STEPS`` steps, at most one epoch); exact full-batch steps have no noise and use each J
-as it is. The starting value is the loss at the initial parameters: over the first chunk read
-for mini-batch runs (a too-large step can wreck the model in its first step, so the first
-window's losses are no reference), the first J for exact steps. The run has diverged when the
+as it is. The starting value is the loss at the initial parameters: for mini-batch runs over
+the first chunks read, at least ``WINDOW_SAMPLES`` samples (a too-large step can wreck the model
+in its first step, so the first window's losses are no reference; one small chunk is no reference
+either: its labels may all be 0), the first J for exact steps. The run has diverged when the
 average is more than ``FACTOR`` times the start and still rising: SGD noise, momentum's
 overshoot and a warm start's first steps stay far below it (tested for every model and
 optimizer).
@@ -18,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FACTOR", "Monitor"]
+__all__ = ["FACTOR", "WINDOW_SAMPLES", "Monitor"]
 
 FACTOR = 10.0
 WINDOW_SAMPLES = 2048

@@ -25,7 +25,7 @@ from ._signals import Interrupted, StopRequest, stop_requests
 from .batches import BatchStream, Cursor, chunk_order
 from .binding import bind
 from .config import CheckpointConfig, FitConfig
-from .divergence import Monitor
+from .divergence import WINDOW_SAMPLES, Monitor
 from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, check_memory, check_params, check_values, get_model, norm
@@ -167,18 +167,24 @@ class Run:
     def start(self, params: Params) -> TrainState:
         """The state before the first step."""
         opt = self.opt.init(params) if self.opt is not None else OptimizerState(0, {}, {})  # L-BFGS keeps its own
-        start = None if self.batch_size == self.source.m else self._first_chunk_loss(params)
+        start = None if self.batch_size == self.source.m else self._starting_loss(params)
         return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m, start))
 
-    def _first_chunk_loss(self, params: Params) -> float:
-        """The loss at ``params`` over the first chunk the first epoch reads: divergence's reference."""
+    def _starting_loss(self, params: Params) -> float:
+        """The loss at ``params`` over the first chunks the first epoch reads, at least
+        WINDOW_SAMPLES samples (one small chunk may be far from typical): divergence's reference."""
         config, source = self.config, self.source
-        first = chunk_order(source.n_chunks, config.shuffle, config.seed, 0)[0]
-        start, stop = source.chunk_bounds[first]
-        X, Y = source.read(start, stop, labels=self.model.labels)
-        X, Y = np.asarray(X, config.dtype), np.asarray(Y, config.dtype)
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN data is found by the first step
-            return batch_objective(self.model, params, X, Y, l2=config.l2, m=source.m)[0]
+        total, samples = 0.0, 0
+        for chunk in chunk_order(source.n_chunks, config.shuffle, config.seed, 0):
+            start, stop = source.chunk_bounds[chunk]
+            X, Y = source.read(start, stop, labels=self.model.labels)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN data is found by the first step
+                X, Y = np.asarray(X, config.dtype), np.asarray(Y, config.dtype)
+                total += batch_objective(self.model, params, X, Y, l2=config.l2, m=source.m)[0] * (stop - start)
+            samples += stop - start
+            if samples >= WINDOW_SAMPLES:
+                break
+        return total / samples
 
     def resumed(self) -> TrainState | None:
         """The state of the newest checkpoint, or None when there is none yet."""

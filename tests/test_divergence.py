@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import streamtrain
@@ -39,6 +40,18 @@ def test_never_fires_on_normal_runs(stores, model, optimizer, batch_size):
         lr=lr,
         scheduler="sync" if batch_size == "full" else None,
     )
+
+
+@pytest.mark.parametrize("shuffle", ["none", "chunks"])
+def test_never_fires_when_the_first_chunk_is_far_from_typical(shuffle):
+    # Sparse targets: the first chunk's are all 0, so the loss at the start over it alone is 0, and any
+    # loss "more than 10 times" that. The reference spans the moving average's window instead.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 4096)).astype(np.float32)
+    Y = np.zeros((1, 4096), np.float32)
+    Y[0, 1024:] = 0.5 * X[0, 1024:] + 1
+    source = streamtrain.ArraySource(X, Y, chunk_size=1024)
+    streamtrain.fit(source, model="linear", lr=0.01, batch_size=32, epochs=2, shuffle=shuffle, seed=1)
 
 
 @pytest.mark.parametrize(
