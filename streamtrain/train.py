@@ -273,11 +273,12 @@ class Run:
         )
         bar = Progress(f"epoch {state.epoch}/{config.epochs}", source.m, enabled=self.show)
         for X, Y, after in stream:
-            with np.errstate(invalid="ignore", over="ignore"):  # non-finite losses are looked into below
+            # Overflows warn nothing: a non-finite loss is looked into below, a growing one by the monitor.
+            with np.errstate(invalid="ignore", over="ignore"):
                 loss, grads, n_correct = batch_objective(model, state.params, X, Y, l2=config.l2, m=source.m)
-            if not math.isfinite(loss):
-                raise self._non_finite(stream, cursor, after, loss, state)
-            state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
+                if not math.isfinite(loss):
+                    raise self._non_finite(stream, cursor, after, loss, state)
+                state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
             sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
             sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
             state.cursor = cursor = after
