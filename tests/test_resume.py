@@ -218,6 +218,23 @@ def test_a_signal_without_a_checkpoint_dir_still_stops_after_the_step(make_logis
         streamtrain.fit(SignalAfter(X, Y, signal.SIGTERM, after=3), batch_size=32, prefetch=0)
 
 
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temp_files_are_never_checkpoints_and_those_of_dead_writers_go(stores, tmp_path):
+    # The pid is the number after the checkpoint's name (not its epoch: 1 is always alive, 9 is not).
+    stale = tmp_path / f".ckpt-00001-0000000999.npz.{dead_pid()}.ab12.tmp"  # a run killed mid-write
+    live = tmp_path / f".ckpt-00009-0000000998.npz.{os.getpid()}.cd34.tmp"  # one still writing
+    for temp in (stale, live):
+        temp.write_bytes(b"PK\x03\x04 partial")
+    assert Checkpoints(tmp_path, {}).paths() == []
+    run(stores["logistic"], tmp_path, epochs=1)
+    assert not stale.exists() and live.exists()
+
+
 # -- the command line, killed for real ------------------------------------------------------------
 
 
