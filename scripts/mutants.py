@@ -24,6 +24,9 @@ MODELS, OPTIM, BATCHES = "streamtrain/models.py", "streamtrain/optim.py", "strea
 BASE, LABELS = "streamtrain/sources/_base.py", "streamtrain/labels.py"
 ZARR, HDF5 = "streamtrain/sources/_zarr.py", "streamtrain/sources/_hdf5.py"
 CHECKPOINT, COMPARE, TRAIN = "streamtrain/checkpoint.py", "streamtrain/compare.py", "streamtrain/train.py"
+INTEGRITY, STAMP = "streamtrain/sources/_integrity.py", "streamtrain/sources/_stamp.py"
+RESUME, SIGNALS, OUTPUTS = "streamtrain/resume.py", "streamtrain/_signals.py", "streamtrain/outputs.py"
+DIVERGENCE = "streamtrain/divergence.py"
 
 # Which test files cover a module: only these run for its mutants (the first ones fail fastest).
 TESTS = {
@@ -34,9 +37,16 @@ TESTS = {
     LABELS: ("test_sources.py", "test_batches.py", "test_full_batch.py"),
     ZARR: ("test_sources.py",),
     HDF5: ("test_sources.py",),
-    CHECKPOINT: ("test_checkpoint.py", "test_train.py", "test_config.py"),
+    CHECKPOINT: ("test_checkpoint.py", "test_model_files.py", "test_train.py", "test_config.py", "test_resume.py"),
     COMPARE: ("test_compare.py",),
-    TRAIN: ("test_train.py", "test_full_batch.py", "test_cli.py"),
+    TRAIN: ("test_train.py", "test_resume.py", "test_divergence.py", "test_full_batch.py", "test_cli.py"),
+    # issue 10's reliability code (its mutants: mutants_reliability.py)
+    INTEGRITY: ("test_sources.py", "test_integrity.py", "test_full_batch.py", "test_train.py"),
+    STAMP: ("test_sources.py", "test_resume.py"),
+    RESUME: ("test_resume.py",),
+    DIVERGENCE: ("test_divergence.py", "test_resume.py"),
+    SIGNALS: ("test_resume.py",),
+    OUTPUTS: ("test_outputs.py", "test_synthetic.py"),
 }
 
 M = Mutant
@@ -225,7 +235,6 @@ MUTANTS = [
     M("sources-transposed-hint", BASE, "if n_x == m_y:", "if n_x == m:", "swapped args"),
     M("sources-complex", BASE, 'kind not in "biuf"', 'kind not in "biufc"', "complex data accepted"),
     M("sources-bounds", BASE, "(s, min(s + chunk, m))", "(s, s + chunk)", "skipped clamp: last chunk past m"),
-    M("sources-chunk-of", BASE, 'sample, side="right"', 'sample, side="left"', "off-by-one at chunk starts"),
     M("sources-labels-unchecked", BASE, "if labels is not None:", "if False:", "skipped check"),
     M(
         "sources-fingerprint-chunk",
@@ -234,6 +243,7 @@ MUTANTS = [
         "self.chunk_bounds[-1][1] - self.chunk_bounds[-1][0]",
         "wrong chunk",
     ),
+    M("sources-chunk-of", INTEGRITY, 'sample, side="right"', 'sample, side="left"', "off-by-one at chunk starts"),
     M("sources-default-chunk", BASE, "max(1024, (TARGET", "max(1, (TARGET", "floor of 1024 samples dropped"),
     M("labels-class-id-max", LABELS, "(self.classes > Y)", "(self.classes >= Y)", "> vs >=: id = classes"),
     M("labels-class-id-whole", LABELS, " & (np.floor(Y) == Y)", "", "skipped check: 1.5 as a class id"),
@@ -252,17 +262,17 @@ MUTANTS = [
     M(
         "checkpoint-format-tag",
         CHECKPOINT,
-        'isinstance(meta, dict) or meta.get("format") != FORMAT:',
+        'isinstance(meta, dict) or meta.get("format") != format:',
         "isinstance(meta, dict):",
         "issue 10 #21: format tag not checked",
     ),
-    M("checkpoint-newer", CHECKPOINT, '"version", 0) > VERSION:', '"version", 0) > VERSION + 1:', "off-by-one"),
+    M("checkpoint-newer", CHECKPOINT, "if version > VERSION:", "if version > VERSION + 1:", "off-by-one"),
     M(
         "checkpoint-pickle",
         CHECKPOINT,
-        "path, allow_pickle=False)",
-        "path, allow_pickle=True)",
-        "issue 10 #15: pickles loaded",
+        "arrays = {_key(info): _read_member(z, info, size, dtypes) for info in z.infolist()}",
+        "arrays = dict(np.load(path, allow_pickle=True))",
+        "issue 10 #15: pickles loaded (numpy's loader, headers unchecked)",
     ),
     M("checkpoint-reserved-key", CHECKPOINT, "if _META in params:", "if False:", "skipped check"),
     M("checkpoint-temp-left", CHECKPOINT, "os.unlink(tmp)", "os.path.exists(tmp)", "temp file left behind"),
@@ -270,7 +280,7 @@ MUTANTS = [
     M("compare-fpc", COMPARE, "(m - B) / (m - 1) if", "(m - B) / m if", "issue 10 #19: (m − B)/m"),
     M("compare-fpc-one-sample", COMPARE, "if m > 1 else 0.0", "if m > 0 else 0.0", "> vs >=: m = 1 divides by 0"),
     M("compare-trace", COMPARE, "norm(grad_sum) ** 2 / m**2", "norm(grad_sum) ** 2 / m", "‖ḡ‖² over m, not m²"),
-    M("compare-noise-scale", COMPARE, "trace / g_norm**2", "trace / g_norm", "‖∇J‖ for ‖∇J‖²"),
+    M("compare-noise-scale", COMPARE, "_ratio(trace, g_norm**2)", "_ratio(trace, g_norm)", "‖∇J‖ for ‖∇J‖²"),
     M("compare-cosine", COMPARE, "norm(g) * g_norm", "norm(g)", "dropped term"),
     M("compare-error-sign", COMPARE, "g[k] - grad[k]", "g[k] + grad[k]", "sign"),
     M("compare-rms", COMPARE, "math.sqrt(float(np.mean(np.square(errors))))", "float(np.mean(errors))", "mean for rms"),
@@ -289,13 +299,31 @@ MUTANTS = [
     M("train-steps-per-epoch", TRAIN, "-(-m // B)", "m // B", "issue 10 #18: m // B steps per epoch"),
     M("train-lr-per", TRAIN, 'if config.lr_per == "step"', 'if config.lr_per != "step"', "swapped per-step/epoch"),
     M("train-batch-gt-m", TRAIN, "config.batch_size > source.m:", "config.batch_size >= source.m:", "> vs >="),
-    M("train-record-loss", TRAIN, "loss_sum + loss * X.shape[1]", "loss_sum + loss", "unweighted mean of batches"),
-    M("train-record-accuracy", TRAIN, "correct + n_correct,", "n_correct,", "dropped term"),
-    M("train-epoch-cursor", TRAIN, "Cursor(config.seed, epoch - 1)", "Cursor(config.seed, epoch)", "off-by-one"),
-    M("train-exact-at-end", TRAIN, "epoch % every == 0 or epoch == epochs", "epoch % every == 0", "dropped term"),
+    M("train-record-loss", TRAIN, "sums.loss + loss * X.shape[1]", "sums.loss + loss", "unweighted mean of batches"),
+    M("train-record-accuracy", TRAIN, "sums.correct + n_correct\n", "n_correct\n", "dropped term"),
+    M(
+        "train-epoch-cursor",
+        TRAIN,
+        "Cursor(config.seed, state.epoch - 1)",
+        "Cursor(config.seed, state.epoch)",
+        "off-by-one",
+    ),
+    M(
+        "train-exact-at-end",
+        TRAIN,
+        "(state.epoch % every == 0 or state.epoch == config.epochs)",
+        "(state.epoch % every == 0)",
+        "dropped term",
+    ),
     M("train-warm-start-model", TRAIN, "if warm.model.name != model.name:", "if False:", "skipped check"),
     M("train-init-seed", TRAIN, "source.k, dtype, config.seed)", "source.k, dtype, 0)", "init ignores the seed"),
-    M("train-l2", TRAIN, "bar, epoch, config.l2)", "bar, epoch, 0.0)", "L2 dropped from mini-batch steps"),
+    M(
+        "train-l2",
+        TRAIN,
+        "state.params, X, Y, l2=config.l2,",
+        "state.params, X, Y, l2=0.0,",
+        "L2 dropped from mini-batch steps",
+    ),
     M(
         "train-init-copy",
         TRAIN,

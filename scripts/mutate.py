@@ -1,11 +1,11 @@
 """Mutation testing with hand-made one-line mutants: which small bugs does the test suite miss?
 
-    nice -n 10 python scripts/mutate.py      # every mutant (about ten minutes)
+    nice -n 10 python scripts/mutate.py      # every mutant (about twenty minutes)
     python scripts/mutate.py --list          # the mutants, without running anything
     python scripts/mutate.py --check         # is every snippet still in the code? (seconds)
     python scripts/mutate.py --only NAME     # one mutant (repeatable)
 
-Each mutant (``mutants.py``) replaces one snippet of one module in a temporary copy of the
+Each mutant (``mutants.py``, ``mutants_reliability.py``) replaces one snippet of one module in a temporary copy of the
 repository (the real tree is never edited) and runs only the test files that cover that
 module, with ``pytest -x``. Killed: a test failed, or the run exceeded its timeout (a hang
 is noticed too). Survived: every test passed, so the suite misses that bug. Equivalent
@@ -28,7 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mutants import MUTANTS, TESTS, Mutant
+import mutants_reliability
+from mutants import MUTANTS as CORE_MUTANTS
+from mutants import TESTS, Mutant
+
+MUTANTS = CORE_MUTANTS + mutants_reliability.MUTANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = (sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider")
@@ -41,6 +45,9 @@ UNSCORED = (EQUIVALENT, NOT_FOUND, AMBIGUOUS, INVALID)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The tests send themselves SIGINT: a script started in the background (``cmd &``) would pass
+    # on SIGINT ignored, and they would fail without any mutant. A handler is reset at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     mutants = _select(args.only)
     if args.list:
         _print_list(mutants)
@@ -171,13 +178,13 @@ def _run_all(
 def _print_list(mutants: list[Mutant]) -> None:
     for m in mutants:
         note = f"  [equivalent: {m.equivalent}]" if m.equivalent else ""
-        print(f"{m.name:<30} {m.path:<30} {m.reason}{note}")
+        print(f"{m.name:<32} {m.path:<34} {m.reason}{note}")
 
 
 def _print_table(results: list[tuple[Mutant, str, float]]) -> None:
-    print(f"{'status':<11} {'mutant':<30} {'file':<30} {'s':>5}  bug")
+    print(f"{'status':<11} {'mutant':<32} {'file':<34} {'s':>5}  bug")
     for m, status, seconds in results:
-        print(f"{status:<11} {m.name:<30} {m.path:<30} {seconds:5.1f}  {m.reason}")
+        print(f"{status:<11} {m.name:<32} {m.path:<34} {seconds:5.1f}  {m.reason}")
     scored = [status for _, status, _ in results if status not in UNSCORED]
     killed = sum(status in (KILLED, TIMEOUT) for status in scored)
     share = f" ({100 * killed / len(scored):.0f}%)" if scored else ""

@@ -106,11 +106,12 @@ def remove_stale_temps(path: str | os.PathLike, name: str | None = None) -> None
     if name is None:
         directory, target = os.path.split(os.path.abspath(directory))
         name = re.escape(target)
-    own = re.compile(rf"\.(?:{name})\.(\d+)\.[^./]+{re.escape(TEMP_SUFFIX)}")
+    # The pid by name: ``name`` may hold groups of its own.
+    own = re.compile(rf"\.(?:{name})\.(?P<pid>\d+)\.[^./]+{re.escape(TEMP_SUFFIX)}")
     with contextlib.suppress(OSError):  # an unlistable directory: nothing to clean, the write may still work
         for entry in os.scandir(directory):
             match = own.fullmatch(entry.name)
-            if match and not pid_alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group("pid"))):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 

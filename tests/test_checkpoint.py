@@ -12,7 +12,7 @@ import pytest
 
 import streamtrain
 from streamtrain import DataError
-from streamtrain.checkpoint import VERSION, atomic_write, is_temp_name, load_model, save_model
+from streamtrain.checkpoint import VERSION, atomic_write, is_temp_name, load_model, pid_alive, save_model
 
 
 def _params():
@@ -101,6 +101,14 @@ def test_stale_temporaries_of_dead_writers_are_removed_at_the_next_write(tmp_pat
         path.write_bytes(b"partial model")
     save_model(tmp_path / "m.npz", _params(), {"model": "logistic"})
     assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", *(p.name for p in kept)])
+
+
+def test_a_process_of_another_user_counts_as_alive(monkeypatch):
+    def kill(pid, signum):  # what os.kill(pid, 0) raises for another user's process
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", kill)
+    assert pid_alive(1234)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077], ids=oct)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import DivergedError
+from streamtrain import ArraySource, DivergedError
 from streamtrain.divergence import FACTOR, Monitor
 from streamtrain.optim import OPTIMIZERS
 
@@ -81,6 +81,38 @@ def test_the_rule_smooths_noise_and_needs_a_rise():
     assert "rose to" in exact.update(FACTOR * 1.5)
     falling = Monitor.from_dict({**exact.to_dict(), "average": 1e9})
     assert falling.update(100.0) is None  # far above the start, but falling: not yet
+
+
+def test_the_window_is_about_2048_samples_at_least_10_steps_at_most_an_epoch():
+    sizes = [(32, 600), (1000, 10**6), (1, 10**6), (600, 600)]  # (batch size, m)
+    assert [Monitor.for_steps(B, m).window for B, m in sizes] == [19, 10, 2048, 1]
+
+
+def test_the_average_is_bias_corrected_like_adams_moments():
+    losses = [1.0, 2.0, 3.0, 5.0, 8.0, 4.0]
+    monitor, beta = Monitor(window=4), 0.75
+    for t in range(1, len(losses) + 1):
+        monitor.update(losses[t - 1])
+        weights = [(1 - beta) * beta ** (t - i) for i in range(1, t + 1)]
+        expected = sum(w * x for w, x in zip(weights, losses)) / (1 - beta**t)
+        assert monitor.average == pytest.approx(expected, rel=1e-12)
+
+
+def test_exactly_factor_times_the_start_or_a_flat_loss_is_not_divergence():
+    assert Monitor(window=1, start=1.0).update(FACTOR) is None
+    flat = Monitor(window=1, steps=5, average=20.0, start=1.0)  # far above the start, but not rising
+    assert flat.update(20.0) is None
+    assert flat.update(20.5) is not None
+
+
+def test_a_first_sample_with_zero_loss_is_no_reference():
+    """The reference is the loss over the first chunk, not the first batch's (with B = 1, one
+    sample: a linear model at zero weights has loss 0 on a sample whose target is 0)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 300))
+    Y = np.array([[1.0, -2.0, 0.5]]) @ X + 0.1 * rng.standard_normal((1, 300))
+    Y[0, 0] = 0.0
+    streamtrain.fit(ArraySource(X, Y, chunk_size=100), model="linear", batch_size=1, epochs=3, lr=0.01, shuffle="none")
 
 
 def test_a_diverged_command_exits_3_and_leaves_the_model_file_alone(stores, tmp_path, capsys):

@@ -127,6 +127,7 @@ def test_a_header_claiming_a_huge_array_is_refused_without_allocating_it(tmp_pat
     "header, data, fragment",
     [
         ({"descr": "<f8", "fortran_order": False, "shape": (1, 3)}, b"\0" * 8, "holds 8"),  # too short
+        ({"descr": "<f8", "fortran_order": False, "shape": (1, 1)}, b"\0" * 24, "holds 24"),  # too long
         ({"descr": "<f8", "fortran_order": False, "shape": (1, -3)}, b"", "negative"),
         ({"descr": "<f8", "fortran_order": False, "shape": (0, 10**30)}, b"", "dimension"),
         ({"descr": "<f8", "fortran_order": False, "shape": (1,) * 100}, b"\0" * 8, "dimension"),

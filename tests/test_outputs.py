@@ -216,6 +216,10 @@ def test_a_model_file_is_recognised_from_its_metadata_entry_alone(tmp_path):
     assert is_model_file(tmp_path / "ours.npz")
 
 
+def test_a_file_named_like_the_data_plus_a_suffix_is_not_inside_it(stores):
+    assert check_output(stores / "d.zarr.npz", "model", data=stores / "d.zarr") == str(stores / "d.zarr.npz")
+
+
 def test_checkpoint_dir_kind(stores, tmp_path):
     assert check_output(tmp_path / "ckpt", "checkpoint-dir", data=stores / "d.zarr") == str(tmp_path / "ckpt")
     (tmp_path / "ckpt").mkdir()

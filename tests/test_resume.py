@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +19,12 @@ import pytest
 import streamtrain
 from streamtrain import ArraySource, ConfigError, DataError
 from streamtrain._signals import Interrupted, StopRequest
-from streamtrain.checkpoint import load_model
-from streamtrain.resume import FORMAT, Checkpoints
+from streamtrain.batches import Cursor
+from streamtrain.checkpoint import load_model, save_model
+from streamtrain.divergence import Monitor
+from streamtrain.optim import OptimizerState
+from streamtrain.records import EpochRecord
+from streamtrain.resume import FORMAT, Checkpoints, EpochSums, TrainState
 
 TASK_OF = {"logistic": "logistic", "softmax": "softmax", "linear": "linear", "mlp": "logistic"}
 
@@ -49,6 +55,28 @@ def resume_from(path, tmp_path, data, **options):
     alone.mkdir()
     shutil.copy(path, alone)
     return run(data, alone, resume=True, **options)
+
+
+def test_a_checkpoint_holds_the_whole_state(tmp_path):
+    W = np.arange(6, dtype=np.float32).reshape(2, 3)
+    state = TrainState(
+        params={"W1": W, "b1": np.ones((2, 1), np.float32)},
+        opt=OptimizerState(7, {"W1": W + 1}, {"W1": W + 2}),
+        monitor=Monitor(window=5, steps=7, average=0.5, start=0.75),
+        epoch=2,
+        cursor=Cursor(seed=1, epoch=1, position=2, offset=3, chunks_per_unit=2),
+        sums=EpochSums(loss=1.5, correct=3, samples=40, steps=7),
+        history=[EpochRecord(1, 0.25, 1.0, samples=80, steps=14)],
+    )
+    checkpoints = Checkpoints(tmp_path, {"config": {"lr": 0.1, "seed": 1}})
+    path = checkpoints.save(state, seconds=2.0)
+    found, loaded = checkpoints.newest()
+    assert found == path and os.path.basename(path) == "ckpt-00002-0000000007.npz"
+    assert digest(loaded.params) == digest(state.params) and loaded.opt.step == 7
+    assert digest(loaded.opt.v) == digest(state.opt.v) and digest(loaded.opt.s) == digest(state.opt.s)
+    assert loaded.monitor == state.monitor and loaded.cursor == state.cursor and loaded.epoch == 2
+    assert loaded.sums == EpochSums(loss=1.5, correct=3, samples=40, steps=7, seconds=2.0)
+    assert loaded.history == state.history
 
 
 CASES = [
@@ -134,12 +162,25 @@ def test_checkpoint_options_are_checked(stores, tmp_path, options, message):
         run(stores["logistic"], tmp_path, **options)
 
 
-def test_only_the_newest_checkpoints_are_kept(stores, tmp_path):
+def test_only_the_newest_checkpoints_are_kept_and_the_newest_is_resumed(stores, tmp_path):
     run(stores["logistic"], tmp_path, checkpoint_every=4, keep_checkpoints=2)
-    assert [os.path.basename(p) for p in Checkpoints(tmp_path, {}).paths()] == [
-        "ckpt-00003-0000000056.npz",
-        "ckpt-00004-0000000057.npz",
-    ]
+    paths = Checkpoints(tmp_path, {}).paths()
+    assert [os.path.basename(p) for p in paths] == ["ckpt-00003-0000000056.npz", "ckpt-00004-0000000057.npz"]
+    resumed_from = []
+    run(stores["logistic"], tmp_path, resume=True, on_resume=lambda *where: resumed_from.append(where))
+    assert resumed_from == [(paths[-1], 4, 57)]
+
+
+def test_checkpoints_every_few_seconds(stores, tmp_path, monkeypatch):
+    """A clock that ticks once per reading: the checkpoints are spaced by ``checkpoint_seconds``."""
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(
+        streamtrain.train, "time", SimpleNamespace(monotonic=lambda: next(ticks), perf_counter=time.perf_counter)
+    )
+    run(stores["logistic"], tmp_path, epochs=1, checkpoint_seconds=5, keep_checkpoints=100)
+    steps = [int(p[-14:-4]) for p in Checkpoints(tmp_path, {}).paths()]
+    assert len(steps) > 2 and steps[-1] == 19  # some mid-epoch, and the epoch's end
+    assert min(np.diff(steps)) > 1  # a checkpoint restarts the clock
 
 
 def test_a_torn_write_leaves_the_previous_checkpoint_usable(stores, tmp_path, monkeypatch):
@@ -164,13 +205,26 @@ def test_a_torn_write_leaves_the_previous_checkpoint_usable(stores, tmp_path, mo
     assert digest(resumed.params) == digest(whole.params)
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(stores, tmp_path):
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(100)
+
+
+def drop_cursor(path):
+    arrays, meta = load_model(path, format=FORMAT)
+    del meta["cursor"]
+    save_model(path, arrays, meta, format=FORMAT)
+
+
+@pytest.mark.parametrize("damage", [truncate, drop_cursor])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(stores, tmp_path, damage):
     data = stores["logistic"]
     whole = run(data, tmp_path, checkpoint_every=10)
-    newest = Checkpoints(tmp_path, {}).paths()[-1]
-    with open(newest, "r+b") as f:
-        f.truncate(100)
-    assert digest(run(data, tmp_path, resume=True).params) == digest(whole.params)
+    *_, before, newest = Checkpoints(tmp_path, {}).paths()
+    damage(newest)
+    resumed_from = []
+    resumed = run(data, tmp_path, resume=True, on_resume=lambda path, *_: resumed_from.append(path))
+    assert digest(resumed.params) == digest(whole.params) and resumed_from == [before]
     for path in Checkpoints(tmp_path, {}).paths():
         with open(path, "r+b") as f:
             f.truncate(100)
@@ -271,6 +325,32 @@ def test_a_signal_without_a_checkpoint_dir_still_stops_after_the_step(make_logis
         streamtrain.fit(SignalAfter(X, Y, signal.SIGTERM, after=9), batch_size=32, prefetch=0)
 
 
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temp_files_are_never_checkpoints_and_those_of_dead_writers_go(stores, tmp_path):
+    # The pid is the number after the checkpoint's name (not its epoch: 1 is always alive, 9 is not).
+    stale = tmp_path / f".ckpt-00001-0000000999.npz.{dead_pid()}.ab12.tmp"  # a run killed mid-write
+    live = tmp_path / f".ckpt-00009-0000000998.npz.{os.getpid()}.cd34.tmp"  # one still writing
+    for temp in (stale, live):
+        temp.write_bytes(b"PK\x03\x04 partial")
+    assert Checkpoints(tmp_path, {}).paths() == []
+    run(stores["logistic"], tmp_path, epochs=1)
+    assert not stale.exists() and live.exists()
+
+
+def test_fit_runs_in_a_thread_where_signals_are_left_alone(make_logistic_xy):
+    X, Y = make_logistic_xy(m=200, n_x=4)
+    results, handler = [], signal.getsignal(signal.SIGINT)
+    worker = threading.Thread(target=lambda: results.append(streamtrain.fit(ArraySource(X, Y), batch_size=50)))
+    worker.start()
+    worker.join()
+    assert len(results) == 1 and signal.getsignal(signal.SIGINT) is handler
+
+
 # -- the command line, killed for real ------------------------------------------------------------
 
 
@@ -334,16 +414,30 @@ def test_sigterm_exits_143_with_a_checkpoint_and_resume_ends_identical(cli_run, 
 # -- the store under a run -------------------------------------------------------------------------
 
 
-def test_a_store_replaced_during_a_run_stops_it(tmp_path):
+@pytest.mark.parametrize("epoch", [1, 3])
+def test_a_store_replaced_during_a_run_stops_it_at_the_next_epoch_or_the_end(tmp_path, epoch):
     data = str(tmp_path / "d.zarr")
     streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=1)
+    seen = []
 
-    def replace_store(record):  # another shell's make-data --overwrite, between two epochs
-        if record.epoch == 1:
+    def replace_store(record):  # another shell's make-data --overwrite, after an epoch
+        seen.append(record.epoch)
+        if record.epoch == epoch:
             streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=2, overwrite=True)
 
     with pytest.raises(DataError, match=r"d\.zarr: the store changed since training began"):
         streamtrain.fit(data, batch_size=32, epochs=3, on_epoch=replace_store)
+    assert seen == list(range(1, epoch + 1))
+
+
+def test_a_moved_store_is_the_same_data(tmp_path):
+    data = tmp_path / "d.zarr"
+    streamtrain.make_data(data, m=600, n_x=4, chunk=100, seed=1)
+    whole = run(data, tmp_path / "whole", epochs=2)
+    run(data, tmp_path / "ck", epochs=1)
+    os.rename(data, tmp_path / "moved.zarr")  # same files: same inodes and times
+    resumed = run(tmp_path / "moved.zarr", tmp_path / "ck", epochs=2, resume=True)
+    assert digest(resumed.params) == digest(whole.params)
 
 
 def test_resume_on_a_store_rewritten_since_the_checkpoint_is_refused(tmp_path):

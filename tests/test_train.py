@@ -319,6 +319,14 @@ def test_a_value_beyond_float32_is_named_as_data_not_blamed_on_the_learning_rate
     )
 
 
+def test_non_finite_data_in_a_batch_across_two_units_is_found(make_logistic_xy):
+    # Units of one chunk (a tiny buffer): samples 192..224 come from chunks 1 and 2.
+    X, Y = make_logistic_xy(m=600, n_x=5, intercept=0)
+    X[0, 195] = np.inf
+    with pytest.raises(DataError, match=r"X: sample 195 \(chunk 1\) holds \+inf"):
+        streamtrain.fit(ArraySource(X, Y, chunk_size=100), batch_size=32, epochs=1, shuffle="none", buffer_mb=0.01)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
