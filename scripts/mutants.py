@@ -26,7 +26,7 @@ ZARR, HDF5 = "streamtrain/sources/_zarr.py", "streamtrain/sources/_hdf5.py"
 CHECKPOINT, COMPARE, TRAIN = "streamtrain/checkpoint.py", "streamtrain/compare.py", "streamtrain/train.py"
 INTEGRITY, STAMP = "streamtrain/sources/_integrity.py", "streamtrain/sources/_stamp.py"
 RESUME, SIGNALS, OUTPUTS = "streamtrain/resume.py", "streamtrain/_signals.py", "streamtrain/outputs.py"
-DIVERGENCE = "streamtrain/divergence.py"
+DIVERGENCE, PARAMETERS = "streamtrain/divergence.py", "streamtrain/parameters.py"
 
 # Which test files cover a module: only these run for its mutants (the first ones fail fastest).
 TESTS = {
@@ -47,6 +47,7 @@ TESTS = {
     DIVERGENCE: ("test_divergence.py", "test_resume.py"),
     SIGNALS: ("test_resume.py",),
     OUTPUTS: ("test_outputs.py", "test_synthetic.py"),
+    PARAMETERS: ("test_models.py", "test_model_files.py", "test_train.py"),
 }
 
 M = Mutant
@@ -120,7 +121,7 @@ MUTANTS = [
     M("models-norm-sqrt", MODELS, "return math.sqrt(sum(", "return (sum(", "norm² for norm"),
     M(
         "models-check-params-shapes",
-        MODELS,
+        PARAMETERS,
         "if got != expected:",
         "if got.keys() != expected.keys():",
         "skipped check",

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 from ._errors import ConfigError, DataError
 from .config import FitConfig
-from .models import OUTPUTS, Model, Params, check_params, output_of
+from .models import OUTPUTS, Model, Params, output_of
+from .parameters import check_params
 from .result import Fitted, unpack
 from .sources import ChunkSource, opened
 

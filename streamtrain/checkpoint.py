@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from ._errors import DataError
-from .models import PARAM_DTYPES
+from .parameters import PARAM_DTYPES
 
 __all__ = ["atomic_write", "is_temp_name", "load_model", "remove_stale_temps", "save_model"]
 

@@ -18,8 +18,9 @@ from ._errors import ConfigError, DataError, check_number
 from .checkpoint import load_model, save_model
 from .config import FitConfig
 from .full_batch import check_scheduler
-from .models import Model, Params, check_params, get_model
+from .models import Model, Params, get_model
 from .outputs import check_output
+from .parameters import check_params
 from .records import EpochRecord
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]

@@ -22,15 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import DataError
+import numpy as np
+
+from ._errors import ConfigError, DataError
 from .batches import Cursor
 from .checkpoint import load_model, remove_stale_temps, save_model
 from .divergence import Monitor
 from .models import Params
 from .optim import OptimizerState
+from .parameters import check_values
 from .records import EpochRecord
 
-__all__ = ["FORMAT", "Checkpoints", "EpochSums", "TrainState", "check_resumable"]
+__all__ = ["FORMAT", "Checkpoints", "EpochSums", "TrainState", "check_resumable", "check_state"]
 
 FORMAT = "streamtrain-checkpoint"
 _NAME = re.compile(r"ckpt-(\d{5})-(\d{10})\.npz")
@@ -212,6 +215,23 @@ def check_resumable(saved: dict[str, Any], now: dict[str, Any], path: str) -> No
         ]
     if differences:
         raise DataError(f"cannot resume from {path}: {'; '.join(differences)}")
+
+
+def check_state(state: TrainState, fresh: OptimizerState, window: int) -> None:
+    """ConfigError unless a checkpoint's state is what this run steps: the optimizer's moments of
+    the keys and shapes of ``fresh`` (this run's optimizer started at the checkpoint's parameters),
+    finite, and a divergence monitor of this run's ``window``. The parameters themselves are
+    checked against the model by ``parameters.check_params``."""
+    if state.monitor.window != window:
+        raise ConfigError(f"its divergence monitor averages {state.monitor.window} steps, this run {window}")
+    for name, saved, expected in (("v", state.opt.v, fresh.v), ("s", state.opt.s, fresh.s)):
+        shapes, expected_shapes = ({k: np.shape(a) for k, a in d.items()} for d in (saved, expected))
+        if shapes != expected_shapes:
+            raise ConfigError(f"the optimizer's moments {name} should have shapes {expected_shapes}, not {shapes}")
+        try:
+            check_values(saved)
+        except ConfigError as e:
+            raise ConfigError(f"the optimizer's moments {name}: {e}") from None
 
 
 def _prefixed(arrays: dict[str, Any], prefix: str) -> Params:

@@ -28,12 +28,13 @@ from .config import CheckpointConfig, FitConfig
 from .divergence import WINDOW_SAMPLES, Monitor
 from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
-from .models import Model, Params, batch_objective, check_memory, check_params, check_values, get_model, norm
+from .models import Model, Params, batch_objective, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
 from .outputs import check_output
+from .parameters import check_memory, check_params
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
-from .resume import Checkpoints, TrainState
+from .resume import Checkpoints, TrainState, check_state
 from .sources import ChunkSource
 
 __all__ = ["fit"]
@@ -197,31 +198,12 @@ class Run:
             self.checkpoints.stamp_of(self.last_checkpoint), since=f"{self.last_checkpoint} was written"
         )
         try:
-            self._check_state(state)
+            check_params(self.model, state.params, self.source.n_x, self.source.k)
+            fresh = self.opt.init(state.params) if self.opt is not None else OptimizerState(0, {}, {})
+            check_state(state, fresh, Monitor.for_steps(self.batch_size, self.source.m).window)
         except ConfigError as e:
             raise DataError(f"{self.last_checkpoint}: damaged checkpoint: {e}") from None
         return state
-
-    def _check_state(self, state: TrainState) -> None:
-        """ConfigError unless a checkpoint's state is what this run steps: parameters that fit the
-        model, the optimizer's moments of their keys and shapes, all finite, and the divergence
-        monitor's window."""
-        check_params(self.model, state.params, self.source.n_x, self.source.k)
-        window = Monitor.for_steps(self.batch_size, self.source.m).window
-        if state.monitor.window != window:
-            raise ConfigError(f"its divergence monitor averages {state.monitor.window} steps, this run {window}")
-        fresh = self.opt.init(state.params) if self.opt is not None else OptimizerState(0, {}, {})
-        for name, saved, expected in (("v", state.opt.v, fresh.v), ("s", state.opt.s, fresh.s)):
-            shapes, expected_shapes = ({k: np.shape(a) for k, a in d.items()} for d in (saved, expected))
-            if shapes != expected_shapes:
-                raise ConfigError(
-                    f"the {self.config.optimizer} optimizer's moments {name} should have shapes {expected_shapes}, "
-                    f"not {shapes}"
-                )
-            try:
-                check_values(saved)
-            except ConfigError as e:
-                raise ConfigError(f"the optimizer's moments {name}: {e}") from None
 
     def train(self, state: TrainState) -> Params:
         """Run from ``state`` to the last epoch; the final parameters."""

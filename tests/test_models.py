@@ -7,8 +7,9 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, ConfigError
-from streamtrain.models import check_params, get_model, loss_of, objective, sigmoid
+from streamtrain.models import get_model, loss_of, objective, sigmoid
 from streamtrain.optim import sgd
+from streamtrain.parameters import check_params
 
 LOGISTIC = get_model("logistic")
 

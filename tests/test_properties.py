@@ -39,7 +39,7 @@ from streamtrain import ArraySource, CheckpointConfig, ConfigError, DataError, D
 from streamtrain.checkpoint import load_model
 from streamtrain.cli import main
 from streamtrain.labels import BINARY
-from streamtrain.models import check_values
+from streamtrain.parameters import check_values
 
 
 def examples(n: int) -> settings:
