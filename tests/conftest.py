@@ -173,3 +173,25 @@ def make_logistic_params():
 def flatten():
     """``flatten(grads) -> vector`` in sorted key order."""
     return flat
+
+
+@pytest.fixture(scope="session")
+def task_stores(tmp_path_factory):
+    """``task_stores(m, n_x, chunk, seed)``: a generated zarr store for each model, by model name
+    (an mlp trains on the logistic store), made once per session for each size."""
+    import streamtrain
+
+    made: dict = {}
+
+    def make(m: int, n_x: int, chunk: int, seed: int) -> dict[str, str]:
+        key = (m, n_x, chunk, seed)
+        if key not in made:
+            root = tmp_path_factory.mktemp("tasks")
+            paths = {}
+            for task in ("logistic", "softmax", "linear"):
+                paths[task] = str(root / f"{task}.zarr")
+                streamtrain.make_data(paths[task], task=task, m=m, n_x=n_x, chunk=chunk, seed=seed)
+            made[key] = {**paths, "mlp": paths["logistic"]}
+        return made[key]
+
+    return make

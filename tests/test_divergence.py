@@ -10,20 +10,13 @@ from streamtrain import ArraySource, DivergedError
 from streamtrain.divergence import FACTOR, Monitor
 from streamtrain.optim import OPTIMIZERS
 
-TASK_OF = {"logistic": "logistic", "softmax": "softmax", "linear": "linear", "mlp": "logistic"}
-
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stores")
-    paths = {}
-    for task in ("logistic", "softmax", "linear"):
-        paths[task] = str(root / f"{task}.zarr")
-        streamtrain.make_data(paths[task], task=task, m=4000, n_x=8, chunk=500, seed=5)
-    return paths
+def stores(task_stores):
+    return task_stores(m=4000, n_x=8, chunk=500, seed=5)
 
 
-@pytest.mark.parametrize("model", list(TASK_OF))
+@pytest.mark.parametrize("model", ["logistic", "softmax", "linear", "mlp"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("batch_size", [1, 64, "full"])
 def test_never_fires_on_normal_runs(stores, model, optimizer, batch_size):
@@ -32,7 +25,7 @@ def test_never_fires_on_normal_runs(stores, model, optimizer, batch_size):
     if batch_size == 1:
         lr /= 10
     streamtrain.fit(
-        stores[TASK_OF[model]],
+        stores[model],
         model=model,
         optimizer=optimizer,
         batch_size=batch_size,
@@ -67,7 +60,7 @@ def test_never_fires_when_the_first_chunk_is_far_from_typical(shuffle):
 )
 def test_fires_on_a_step_size_far_too_large(stores, options):
     with pytest.raises(DivergedError, match=r"diverged at epoch|loss is"):
-        streamtrain.fit(stores[TASK_OF[options["model"]]], epochs=20, **options)
+        streamtrain.fit(stores[options["model"]], epochs=20, **options)
 
 
 def test_the_rule_smooths_noise_and_needs_a_rise():

@@ -335,19 +335,23 @@ def test_fit_on_any_labels_succeeds_or_raises_data_or_config_error(case, chunk, 
 # -- 2. Model files: random bytes, cuts, zips, .npy headers and metadata --------------------------------------
 
 
-@dataclass(repr=False)  # a failing example's report shows "<trained>", not the model file's bytes
-class Trained:
+class Short:
+    """A fixture's value that a failing example's report shows by its class name, not its bytes."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis prints
+        printer.text(repr(self))
+
+
+@dataclass(repr=False)
+class Trained(Short):
     store: Path  # X (2, 12), 0/1 labels, in an HDF5 file
     model: bytes  # a logistic model file trained on it
     params: dict
     meta: dict
     mlp: tuple[dict, dict]  # the parameters and metadata of an mlp of hidden [3]: W1 (3, 2) ... b2 (1, 1)
-
-    def __repr__(self) -> str:
-        return "<trained>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis prints
-        printer.text(repr(self))
 
 
 @pytest.fixture(scope="module")
@@ -559,17 +563,11 @@ def checkpointed_source() -> ArraySource:
 
 
 @dataclass(repr=False)
-class Checkpointed:
+class Checkpointed(Short):
     folder: Path
     newest: str  # the newest checkpoint's name
     arrays: dict  # and what it holds
     meta: dict
-
-    def __repr__(self) -> str:
-        return "<checkpoints>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis prints
-        printer.text(repr(self))
 
 
 @pytest.fixture(scope="module")

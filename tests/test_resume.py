@@ -26,18 +26,11 @@ from streamtrain.optim import OptimizerState
 from streamtrain.records import EpochRecord
 from streamtrain.resume import FORMAT, Checkpoints, EpochSums, TrainState
 
-TASK_OF = {"logistic": "logistic", "softmax": "softmax", "linear": "linear", "mlp": "logistic"}
-
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """One small zarr store per task, chunks of 100 samples (6 chunks)."""
-    root = tmp_path_factory.mktemp("stores")
-    paths = {}
-    for task in ("logistic", "softmax", "linear"):
-        paths[task] = str(root / f"{task}.zarr")
-        streamtrain.make_data(paths[task], task=task, m=600, n_x=4, chunk=100, seed=3)
-    return paths
+def stores(task_stores):
+    """One small zarr store per model, chunks of 100 samples (6 chunks)."""
+    return task_stores(m=600, n_x=4, chunk=100, seed=3)
 
 
 def digest(params: dict) -> str:
@@ -90,7 +83,7 @@ CASES = [
 
 @pytest.mark.parametrize("model, optimizer, shuffle", CASES)
 def test_resume_from_any_step_is_bit_identical(stores, tmp_path, model, optimizer, shuffle):
-    data = stores[TASK_OF[model]]
+    data = stores[model]
     # 600 / 32: 19 steps per epoch, the last one short; checkpoints every 7 steps fall mid-epoch,
     # at an epoch's last step, and after a unit boundary (buffer units of 1 chunk with 0.1 MB).
     options = dict(model=model, optimizer=optimizer, shuffle=shuffle, buffer_mb=0.01, lr_schedule="step", lr_per="step")
