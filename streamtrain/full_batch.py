@@ -280,7 +280,8 @@ def _chunk_totals(
         )
         for s in range(0, X.shape[1], width)
     )
-    total = functools.reduce(add_totals, parts)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite total is looked into below, once
+        total = functools.reduce(add_totals, parts)
     if math.isfinite(total.loss):
         return total
     # NaN/inf in the chunk, named; else the params are at fault, which is the caller's to judge.

@@ -97,8 +97,9 @@ def as_float64(params: Params) -> Params:
 
 
 def norm(params: Params) -> float:
-    """Euclidean norm of all the arrays in a dict taken as one vector, in float64."""
-    return math.sqrt(sum(float(np.square(v, dtype=np.float64).sum()) for v in params.values()))
+    """Euclidean norm of all the arrays in a dict taken as one vector, in float64 (inf past its range)."""
+    with np.errstate(over="ignore"):
+        return math.sqrt(sum(float(np.square(v, dtype=np.float64).sum()) for v in params.values()))
 
 
 # -- activations ---------------------------------------------------------------------------------
