@@ -28,7 +28,7 @@ from .parameters import PARAM_DTYPES
 __all__ = ["atomic_write", "is_temp_name", "load_model", "remove_stale_temps", "save_model"]
 
 FORMAT = "streamtrain-model"
-VERSION = 2  # 2: the model as a dict and the whole resolved configuration (result.py reads 1 too)
+VERSION = 3  # 2: the model as a dict and the whole configuration; 3: missing_chunks in it (result.py reads 1 too)
 _META = "__meta__"
 TEMP_SUFFIX = ".tmp"
 
