@@ -297,8 +297,8 @@ MUTANTS = [
     M(
         "outputs-checkpoint-is-a-model",
         OUTPUTS,
-        'return isinstance(meta, dict) and meta.get("format") == FORMAT',
-        "return isinstance(meta, dict)",
+        "return file_format(path) == FORMAT",
+        "return file_format(path) is not None",
         "skipped check: --out overwrites any tagged npz (a checkpoint)",
     ),
     # -- damaged data and stamps ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from numpy.lib import format as npformat
 from ._errors import DataError
 from .parameters import PARAM_DTYPES
 
-__all__ = ["atomic_write", "is_temp_name", "load_model", "remove_stale_temps", "save_model"]
+__all__ = ["atomic_write", "file_format", "is_temp_name", "load_model", "remove_stale_temps", "save_model"]
 
 FORMAT = "streamtrain-model"
 VERSION = 3  # 2: the model as a dict and the whole configuration; 3: missing_chunks in it (result.py reads 1 too)
@@ -164,6 +164,18 @@ def load_model(
     except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a streamtrain model file ({_reason(e)})") from None
     return arrays, _metadata(path, arrays, format)
+
+
+def file_format(path: str | os.PathLike) -> str | None:
+    """The format tag of a file ``save_model`` wrote (``FORMAT`` for a model file), from its
+    metadata entry alone, header checked before it is read; None for any other file."""
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as z:
+            meta = json.loads(str(_read_member(z, z.getinfo(_META + ".npy"), size, ())))
+    except (_Damaged, OSError, EOFError, KeyError, ValueError, RuntimeError, zlib.error, zipfile.BadZipFile):
+        return None  # JSONDecodeError is a ValueError
+    return meta.get("format") if isinstance(meta, dict) else None
 
 
 class _Damaged(Exception):

@@ -22,14 +22,12 @@ import re
 import shutil
 import signal
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
-
-import numpy as np
+from typing import Any, NamedTuple
 
 from ._errors import ConfigError, DataError, lookup
-from .checkpoint import _META, FORMAT, pid_alive
+from .checkpoint import FORMAT, file_format, pid_alive
+from .sources import is_hdf5
 
 __all__ = [
     "KINDS",
@@ -44,9 +42,7 @@ __all__ = [
     "swap_in",
 ]
 
-_META_MAX_BYTES = 64 * 2**20  # a model's metadata entry is JSON text: far smaller
 _FIRST_LINE_MAX_BYTES = 2**20
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class OutputKind(NamedTuple):
@@ -131,28 +127,7 @@ def _model_problem(path: str) -> str | None:
 
 def is_model_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a model file written by ``save_model``, read from its metadata entry only."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            info = z.getinfo(_META + ".npy")
-            if info.file_size > _META_MAX_BYTES:
-                return False
-            with z.open(info) as f:
-                meta = json.loads(_read_text_array(f))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, RuntimeError):
-        return False  # JSONDecodeError is a ValueError
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
-
-
-def _read_text_array(f: IO[bytes]) -> str:
-    """The one string of a 0-d unicode ``.npy`` array, from its header before anything is allocated."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    shape, _, dtype = readers[np.lib.format.read_magic(f)](f)
-    if shape != () or dtype.kind != "U" or dtype.itemsize > _META_MAX_BYTES:
-        raise ValueError("not a text entry")
-    raw = f.read(dtype.itemsize)
-    if len(raw) != dtype.itemsize:
-        raise ValueError("truncated")
-    return str(np.frombuffer(raw, dtype)[0])
+    return file_format(path) == FORMAT
 
 
 def _metrics_problem(path: str) -> str | None:
@@ -174,7 +149,7 @@ def _metrics_problem(path: str) -> str | None:
 def _store_problem(path: str) -> str | None:
     if os.path.isdir(path) and _is_zarr_group(path):
         return None
-    if os.path.isfile(path) and _is_hdf5(path):
+    if os.path.isfile(path) and is_hdf5(path):
         return None
     return "is neither a Zarr group nor an HDF5 file; not replacing it: remove it yourself or choose another path"
 
@@ -188,14 +163,6 @@ def _is_zarr_group(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("node_type") == "group"
-
-
-def _is_hdf5(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
-    except OSError:
-        return False
 
 
 def _checkpoint_dir_problem(path: str) -> str | None:

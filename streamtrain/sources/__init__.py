@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "default_chunk_size",
     "format_of",
+    "is_hdf5",
     "nonfinite_error",
     "open_source",
     "opened",
@@ -26,6 +27,7 @@ __all__ = [
 
 FORMATS = ("zarr", "hdf5")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def format_of(path: str | os.PathLike) -> str:
@@ -52,7 +54,7 @@ def open_source(
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or directory")
     # Backends import lazily: zarr and h5py cost ~0.3 s to import, and only one is needed.
-    if os.path.isfile(path) and (format_of(path) == "hdf5" or _is_hdf5(path)):
+    if os.path.isfile(path) and (format_of(path) == "hdf5" or is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
         return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks)
@@ -73,6 +75,10 @@ def opened(data: ChunkSource | str | os.PathLike, *, missing_chunks: str | None 
         yield source
 
 
-def _is_hdf5(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` starts with HDF5's signature."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    except OSError:
+        return False
