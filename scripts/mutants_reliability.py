@@ -43,9 +43,9 @@ MUTANTS = [
     M(
         "resume-damaged-metadata",
         RESUME,
-        "except (KeyError, TypeError, ValueError, AttributeError) as e:",
-        "except (TypeError, ValueError, AttributeError) as e:",
-        "a checkpoint missing a field is a traceback, not a fallback",
+        '        if key not in meta:\n            return f"no {key!r} entry"',
+        '        if False:\n            return f"no {key!r} entry"',
+        "a checkpoint missing a field is a traceback, not a fallback (its entries are checked before use)",
     ),
     M(
         "resume-epochs-fixed",
