@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EpochRecord", "append_jsonl", "to_json"]
+__all__ = ["EpochRecord", "append_jsonl", "is_record", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,15 @@ class EpochRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EpochRecord:
         return cls(**d)
+
+
+def is_record(d: Any) -> bool:
+    """Whether ``d`` (read from a file) can be an ``EpochRecord``: its fields only, with at least
+    the epoch, loss and time."""
+    return isinstance(d, dict) and {"epoch", "loss", "seconds"} <= d.keys() <= _FIELDS
+
+
+_FIELDS = {f.name for f in dataclasses.fields(EpochRecord)}
 
 
 def append_jsonl(path: str | os.PathLike, record: EpochRecord) -> None:

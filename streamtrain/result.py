@@ -7,7 +7,6 @@ Model files (``FitResult.save`` / ``load``) hold the parameters as arrays and th
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from .full_batch import check_scheduler
 from .models import Model, Params, get_model
 from .outputs import check_output
 from .parameters import check_params
-from .records import EpochRecord
+from .records import EpochRecord, is_record
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]
 
@@ -120,8 +119,7 @@ def _entry(meta: dict[str, Any], key: str, kind: type, default: Any = _MISSING) 
 
 def _record(d: Any) -> dict[str, Any]:
     """One history entry: the fields of an ``EpochRecord``, with its epoch, loss and time."""
-    fields = {f.name for f in dataclasses.fields(EpochRecord)}
-    if not isinstance(d, dict) or not {"epoch", "loss", "seconds"} <= d.keys() <= fields:
+    if not is_record(d):
         raise ConfigError(f"history entry {d!r} is not an epoch record")
     return d
 

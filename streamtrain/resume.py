@@ -31,7 +31,7 @@ from .divergence import Monitor
 from .models import Params
 from .optim import OptimizerState
 from .parameters import check_values
-from .records import EpochRecord
+from .records import EpochRecord, is_record
 
 __all__ = ["FORMAT", "Checkpoints", "EpochSums", "TrainState", "check_resumable", "check_state"]
 
@@ -143,16 +143,11 @@ def _real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _record(v: Any) -> bool:
-    return isinstance(v, dict) and {"epoch", "loss", "seconds"} <= v.keys() <= _RECORD_FIELDS
-
-
 def _entries(checks: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
     """A check of a dict that has exactly the keys of ``checks``, each value passing its check."""
     return lambda v: isinstance(v, dict) and v.keys() == checks.keys() and all(checks[k](v[k]) for k in v)
 
 
-_RECORD_FIELDS = {f.name for f in dataclasses.fields(EpochRecord)}
 # What each metadata entry of a checkpoint must be: one that is not is damaged (or not ours).
 _META_CHECKS: dict[str, Callable[[Any], bool]] = {
     "run": lambda v: isinstance(v, dict) and all(isinstance(v.get(k, {}), dict) for k in ("model", "config", "data")),
@@ -163,7 +158,7 @@ _META_CHECKS: dict[str, Callable[[Any], bool]] = {
     "monitor": _entries(
         {"window": _whole(1), "steps": _whole(0), "average": _real, "start": lambda v: v is None or _real(v)}
     ),
-    "history": lambda v: isinstance(v, list) and all(map(_record, v)),
+    "history": lambda v: isinstance(v, list) and all(map(is_record, v)),
 }
 
 

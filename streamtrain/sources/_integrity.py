@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MISSING",
     "MISSING_CHUNKS",
     "Missing",
+    "brief",
     "chunk_index",
     "chunk_span",
     "nonfinite_error",
@@ -69,10 +70,15 @@ def read_columns(arr: Any, start: int, stop: int, where: str, chunk_starts: np.n
 
 def _cause(e: Exception) -> str:
     what = "permission denied" if isinstance(e, PermissionError) else "truncated or corrupt"
-    text = " ".join(str(e).split())  # one line
-    if len(text) > _MAX_CAUSE:
-        text = text[: _MAX_CAUSE - 1] + "…"
-    return f"{what} ({type(e).__name__}: {text})" if text else f"{what} ({type(e).__name__})"
+    return f"{what} ({brief(e, _MAX_CAUSE)})"
+
+
+def brief(e: Exception, limit: int | None = None) -> str:
+    """``Type: message`` of an exception on one line, cut to ``limit`` characters of message."""
+    text = " ".join(str(e).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def nonfinite_error(

@@ -12,7 +12,7 @@ from zarr.abc.store import Store
 from zarr.core.sync import sync  # to list a store's keys, only when chunks are missing
 
 from ._base import ChunkSource, DataError, bounds_from_chunk_size
-from ._integrity import Missing
+from ._integrity import Missing, brief
 from ._stamp import ROOT, dir_part, file_part
 
 __all__ = ["ZarrSource"]
@@ -34,7 +34,7 @@ class ZarrSource(ChunkSource):
         try:
             group = _quietly(zarr.open_group, self.name, mode="r")
         except Exception as e:  # zarr raises several types for "not a group"
-            raise DataError(f"{self._metadata_file('') or self.name}: not a Zarr group ({_brief(e)})") from None
+            raise DataError(f"{self._metadata_file('') or self.name}: not a Zarr group ({brief(e)})") from None
         self._X, self._Y = (self._array(group, a) for a in (x, y))
         self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
         self.chunk_bounds = bounds_from_chunk_size(self.m, self._X.chunks[1])
@@ -49,7 +49,7 @@ class ZarrSource(ChunkSource):
         except Exception as e:  # KeyError, or what damaged metadata makes zarr raise
             metadata = self._metadata_file(key)
             if metadata is not None:  # there is an array, but zarr cannot read its metadata
-                raise DataError(f"{metadata}: invalid array metadata ({_brief(e)})") from None
+                raise DataError(f"{metadata}: invalid array metadata ({brief(e)})") from None
             found = ", ".join(sorted(group.keys())) or "nothing"
             raise DataError(f"{self.name}: no array {key!r} (found: {found})") from None
         if not isinstance(arr, zarr.Array):
@@ -57,7 +57,7 @@ class ZarrSource(ChunkSource):
         try:
             chunks = arr.chunks
         except Exception as e:  # a chunk grid this reader does not know
-            raise DataError(f"{self._metadata_file(key)}: invalid array metadata ({_brief(e)})") from None
+            raise DataError(f"{self._metadata_file(key)}: invalid array metadata ({brief(e)})") from None
         if not all(n >= 1 for n in chunks):  # zarr reads a chunk shape of 0 from the metadata
             raise DataError(f"{self._metadata_file(key)}: invalid array metadata (chunk shape {list(chunks)})")
         return arr
@@ -99,10 +99,6 @@ def _quietly(open_: Callable[..., T], *args: Any, **kw: Any) -> T:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return open_(*args, **kw)
-
-
-def _brief(e: Exception) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 async def _list_keys(store: Store, prefix: str) -> set[str]:
