@@ -224,7 +224,7 @@ MUTANTS = [
     M(
         "signals-not-restored",
         SIGNALS,
-        "signal.signal(s, handler)",
+        "signal.signal(s, signal.SIG_DFL if old is None else old)",
         "signal.getsignal(s)",
         "handlers never put back",
     ),

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["Interrupted", "StopRequest", "stop_requests"]
+__all__ = ["Interrupted", "StopRequest", "signals_deferred", "stop_requests"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -48,12 +48,35 @@ class StopRequest:
 def stop_requests() -> Iterator[StopRequest]:
     """A ``StopRequest`` that SIGINT and SIGTERM set while the block runs (main thread only)."""
     request = StopRequest()
+    with _handled_by(request._handle):
+        yield request
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then take effect (in the main thread;
+    elsewhere a no-op: only the main thread is interrupted by them).
+
+    The handlers are swapped rather than the signals masked: ``pthread_sigmask`` masks one thread,
+    and a signal delivered to another (zarr runs its own) still interrupts the main thread.
+    """
+    caught: list[int] = []
+    with _handled_by(lambda signum, frame: caught.append(signum)):
+        yield
+    for signum in dict.fromkeys(caught):
+        signal.raise_signal(signum)
+
+
+@contextmanager
+def _handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` while the block runs, in the main thread (Python runs
+    handlers there only; elsewhere nothing changes); the previous handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
-        yield request
+        yield
         return
-    previous = {s: signal.signal(s, request._handle) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
-        yield request
+        yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, old in previous.items():
+            signal.signal(s, signal.SIG_DFL if old is None else old)

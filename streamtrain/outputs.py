@@ -20,12 +20,11 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._errors import ConfigError, DataError, lookup
+from ._signals import signals_deferred
 from .checkpoint import FORMAT, file_format, pid_alive
 from .sources import is_hdf5
 
@@ -38,7 +37,6 @@ __all__ = [
     "partial_name",
     "remove_leftovers",
     "remove_stale_partials",
-    "signals_deferred",
     "swap_in",
 ]
 
@@ -264,26 +262,3 @@ def _renameat2() -> Any:
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     renameat2.restype = ctypes.c_int
     return renameat2
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then take effect (in the main thread;
-    elsewhere a no-op: only the main thread is interrupted by them).
-
-    The handlers are swapped rather than the signals masked: ``pthread_sigmask`` masks one thread,
-    and a signal delivered to another (zarr runs its own) still interrupts the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # handlers run in the main thread: this one is never interrupted by them
-        return
-    caught: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        for signum in dict.fromkeys(caught):
-            signal.raise_signal(signum)

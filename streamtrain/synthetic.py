@@ -26,9 +26,10 @@ import numpy as np
 
 from ._errors import ConfigError, check_int
 from ._progress import Progress
+from ._signals import signals_deferred
 from .batches import Prefetcher
 from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
-from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, signals_deferred, swap_in
+from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
 
 __all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]

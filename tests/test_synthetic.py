@@ -15,6 +15,7 @@ import pytest
 
 import streamtrain
 from streamtrain import ConfigError, DataError, outputs
+from streamtrain._signals import signals_deferred
 from streamtrain.models import OUTPUTS, output_of
 from streamtrain.synthetic import BLOCK, TASKS
 
@@ -359,7 +360,7 @@ def test_ctrl_c_during_a_zarr_write_takes_effect_once_the_slab_is_written(tmp_pa
 
 def test_signals_deferred_delivers_them_after_the_block():
     steps = []
-    with pytest.raises(KeyboardInterrupt), outputs.signals_deferred():
+    with pytest.raises(KeyboardInterrupt), signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)
         steps.append("after the signal")
     assert steps == ["after the signal"]
