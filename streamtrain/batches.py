@@ -15,10 +15,12 @@ rest of an epoch exactly.
 
 from __future__ import annotations
 
-import queue
-import threading
+import functools
+import os
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
@@ -42,6 +44,10 @@ SHUFFLES = {"none": Shuffle(False, False), "chunks": Shuffle(True, False), "buff
 # Memory for all units in flight in ``buffer`` mode: the queue, the one being consumed, and
 # the one being read and shuffled (twice its size at the peak: the chunks and the permuted copy).
 DEFAULT_BUFFER_BYTES = 192 * 2**20
+# Threads reading units ahead of the step: the direct read path releases the interpreter lock
+# while it reads and decodes, so up to one per core decode compressed chunks in parallel (and
+# keep more requests in flight for a cold disk); never more than the prefetch depth.
+READERS = max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -135,28 +141,37 @@ class BatchStream:
         stop = after.position + (self.chunks_per_unit if after.offset else 0)
         return self.order[before.position : min(stop, self.source.n_chunks)]
 
-    def units(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(position, X, Y) of each unit from the cursor on, in the epoch's order."""
-        source, n = self.source, self.chunks_per_unit
-        for pos in range(self.cursor.position, source.n_chunks, n):
-            bounds = (source.chunk_bounds[c] for c in self.order[pos : pos + n])
-            parts = [source.read(a, b, labels=self.labels) for a, b in bounds]
-            X, Y = (np.concatenate(p, axis=1) if len(p) > 1 else p[0] for p in zip(*parts))
-            del parts  # the chunks' memory goes before the permuted copy is made
-            if SHUFFLES[self.shuffle].columns:
-                cols = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
-                perm = cols.permutation(X.shape[1])
-                # take() is ~3x faster than X[:, perm] for a gather along the second axis.
-                X, Y = np.take(X, perm, axis=1), np.take(Y, perm, axis=1)
-            with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
-                X, Y = np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
-            yield pos, X, Y
+    def units(self) -> Iterator[Callable[[], tuple[int, np.ndarray, np.ndarray]]]:
+        """A task per unit from the cursor on, in the epoch's order, each returning (position, X, Y);
+        also asks the source to start reading the units ``prefetch`` places further ahead."""
+        n, ahead = self.chunks_per_unit, self.chunks_per_unit * max(self.prefetch, 1)
+        for pos in range(self.cursor.position, self.source.n_chunks, n):
+            for c in self.order[pos + ahead : pos + ahead + n]:
+                self.source.will_read(int(c))
+            yield functools.partial(self._read_unit, pos)
+
+    def _read_unit(self, pos: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The unit at ``pos`` of the epoch's chunk order: its chunks side by side, columns
+        permuted when the shuffle asks for it, in the training dtype."""
+        source = self.source
+        bounds = (source.chunk_bounds[c] for c in self.order[pos : pos + self.chunks_per_unit])
+        parts = [source.read(a, b, labels=self.labels) for a, b in bounds]
+        X, Y = (np.concatenate(p, axis=1) if len(p) > 1 else p[0] for p in zip(*parts))
+        del parts  # the chunks' memory goes before the permuted copy is made
+        if SHUFFLES[self.shuffle].columns:
+            cols = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
+            perm = cols.permutation(X.shape[1])
+            # take() is ~3x faster than X[:, perm] for a gather along the second axis.
+            X, Y = np.take(X, perm, axis=1), np.take(Y, perm, axis=1)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
+            X, Y = np.asarray(X, dtype=self.dtype), np.asarray(Y, dtype=self.dtype)
+        return pos, X, Y
 
     def __iter__(self) -> Generator[Batch, None, None]:
         B, c = self.batch_size, self.cursor
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         have = 0
-        units = Prefetcher(self.units(), self.prefetch)
+        units = Prefetcher(self.units(), self.prefetch, workers=READERS)
         try:
             for pos, X, Y in units:
                 n = X.shape[1]
@@ -186,67 +201,51 @@ def _join(pieces: list[tuple[np.ndarray, np.ndarray]], cursor: Cursor) -> Batch:
     return Batch(np.concatenate([p[0] for p in pieces], axis=1), np.concatenate([p[1] for p in pieces], axis=1), cursor)
 
 
-_END = object()
-
-
 class Prefetcher:
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead.
+    """Run ``tasks`` (callables) in up to ``workers`` background threads, at most ``depth`` ahead
+    of the consumer, and yield their results in order (depth 0: each in the caller's thread).
 
-    Errors raised while producing an item are re-raised in the consumer. ``close()`` (also
-    called when the consumer stops early) stops the thread and waits for it.
+    A task's error is re-raised in the consumer when its turn comes, so the error seen is the
+    first in order, whichever thread met it first. ``close()`` (also called when the consumer
+    stops early) cancels the tasks not started and waits for the running ones. ``wait_s``: the
+    time the consumer spent waiting for results.
     """
 
-    def __init__(self, items: Iterable, depth: int) -> None:
+    def __init__(self, tasks: Iterable[Callable[[], Any]], depth: int, workers: int = 1) -> None:
         self.wait_s = 0.0
-        self._items, self._depth = iter(items), depth
-        if depth > 0:
-            self._queue: queue.Queue = queue.Queue(maxsize=depth)
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._work, name="streamtrain-prefetch", daemon=True)
-            self._thread.start()
-
-    def _work(self) -> None:
-        try:
-            for item in self._items:
-                if not self._put(("item", item)):
-                    return
-            self._put(("done", None))
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            self._put(("error", e))
-
-    def _put(self, msg: tuple) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(msg, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
+        self._tasks, self._depth = iter(tasks), max(depth, 0)
+        self._pending: deque[Future] = deque()
+        self._pool = None
+        if self._depth:
+            n = max(1, min(workers, self._depth))
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="streamtrain-prefetch")
 
     def __iter__(self) -> Iterator:
-        if self._depth <= 0:
-            yield from self._read_inline()
+        if self._pool is None:
+            for task in self._tasks:
+                t0 = time.perf_counter()
+                item = task()
+                self.wait_s += time.perf_counter() - t0
+                yield item
             return
-        while True:
+        self._submit()
+        while self._pending:
+            future = self._pending.popleft()
             t0 = time.perf_counter()
-            kind, item = self._queue.get()
+            item = future.result()
             self.wait_s += time.perf_counter() - t0
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
+            self._submit()
             yield item
 
-    def _read_inline(self) -> Iterator:
-        while True:
-            t0 = time.perf_counter()
-            item = next(self._items, _END)
-            self.wait_s += time.perf_counter() - t0
-            if item is _END:
+    def _submit(self) -> None:
+        assert self._pool is not None
+        while len(self._pending) < self._depth:
+            task = next(self._tasks, None)
+            if task is None:
                 return
-            yield item
+            self._pending.append(self._pool.submit(task))
 
     def close(self) -> None:
-        if self._depth > 0:
-            self._stop.set()
-            self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending.clear()

@@ -14,6 +14,7 @@ approach (log-loss, cross-entropy, or 0.5 * ||y - W x - b||^2 per sample).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -227,7 +228,7 @@ def _slabs(
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
     """(start, X, Y, loss_sum) for consecutive slabs of whole chunks covering [0, m)."""
     slab = chunk * max(1, SLAB_BYTES // (4 * n_x * chunk))
-    blocks = Prefetcher((block(j, n_x, seed, truth) for j in range(-(-m // BLOCK))), depth=2)
+    blocks = Prefetcher((functools.partial(block, j, n_x, seed, truth) for j in range(-(-m // BLOCK))), depth=2)
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     have, start = 0, 0
     try:

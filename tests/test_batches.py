@@ -5,6 +5,7 @@ Samples are identified by X's first row, which holds the sample index (float64, 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import threading
@@ -288,70 +289,81 @@ def test_unknown_shuffle_mode(source):
 # -- Prefetcher ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3])
-def test_prefetcher_yields_all_in_order(depth):
-    assert list(Prefetcher(range(50), depth)) == list(range(50))
+def tasks(items, seen=None):
+    """A task per item, returning it (and noting it in ``seen`` when it runs)."""
+
+    def task(i):
+        if seen is not None:
+            seen.append((i, threading.current_thread()))
+        return i
+
+    return (functools.partial(task, i) for i in items)
 
 
-@pytest.mark.parametrize("depth", [0, 2])
-def test_prefetcher_reraises_producer_error(depth):
-    def produce():
-        yield from range(3)
-        raise RuntimeError("disk on fire")
+@pytest.mark.parametrize("depth, workers", [(0, 1), (1, 1), (3, 1), (3, 2), (4, 4)])
+def test_prefetcher_yields_all_in_order(depth, workers):
+    assert list(Prefetcher(tasks(range(50)), depth, workers)) == list(range(50))
+
+
+def test_prefetcher_keeps_the_order_when_later_tasks_finish_first():
+    def slow_first(i):
+        if i == 0:
+            time.sleep(0.2)
+        return i
+
+    assert list(Prefetcher((functools.partial(slow_first, i) for i in range(6)), 3, 3)) == list(range(6))
+
+
+@pytest.mark.parametrize("depth, workers", [(0, 1), (2, 1), (3, 3)])
+def test_prefetcher_reraises_the_first_error_in_order(depth, workers):
+    def task(i):
+        if i >= 3:
+            time.sleep(0.05 * (5 - i))  # the later error is met first
+            raise RuntimeError(f"disk on fire at {i}")
+        return i
 
     got = []
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        for item in Prefetcher(produce(), depth):
+    with pytest.raises(RuntimeError, match="disk on fire at 3"):
+        for item in Prefetcher((functools.partial(task, i) for i in range(5)), depth, workers):
             got.append(item)
     assert got == [0, 1, 2]
 
 
 def test_prefetcher_depth_zero_runs_in_the_caller():
-    threads = []
-
-    def produce():
-        for i in range(3):
-            threads.append(threading.current_thread())
-            yield i
-
-    assert list(Prefetcher(produce(), 0)) == [0, 1, 2]
-    assert threads == [threading.current_thread()] * 3
+    seen = []
+    assert list(Prefetcher(tasks(range(3), seen), 0)) == [0, 1, 2]
+    assert [t for _, t in seen] == [threading.current_thread()] * 3
 
 
 def test_prefetcher_stops_promptly_when_closed_early():
-    p = Prefetcher(itertools.count(), 2)
+    before = set(threading.enumerate())
+    p = Prefetcher(tasks(itertools.count()), 2, 2)
     for item in p:
         if item == 3:
             break
     t0 = time.perf_counter()
     p.close()
     assert time.perf_counter() - t0 < 1.0
-    assert not p._thread.is_alive()
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
 
 
-def test_stream_stopped_early_ends_its_thread(source):
+def test_stream_stopped_early_ends_its_threads(source):
     before = set(threading.enumerate())
     batches = iter(stream(source, 1, "buffer", prefetch=2))
     next(batches)
     batches.close()
-    assert not [t for t in set(threading.enumerate()) - before if t.name == "streamtrain-prefetch"]
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("streamtrain-prefetch")]
 
 
-@pytest.mark.parametrize("depth", [1, 3])
-def test_prefetcher_runs_at_most_depth_ahead(depth):
-    produced = []
-
-    def produce():
-        for i in range(100):
-            produced.append(i)
-            yield i
-
-    p = Prefetcher(produce(), depth)
+@pytest.mark.parametrize("depth, workers", [(1, 1), (3, 1), (3, 2)])
+def test_prefetcher_runs_at_most_depth_ahead(depth, workers):
+    seen = []
+    p = Prefetcher(tasks(range(100), seen), depth, workers)
     items = iter(p)
     assert next(items) == 0
     deadline = time.monotonic() + 5
-    while len(produced) < 1 + depth and time.monotonic() < deadline:
+    while len(seen) < 1 + depth and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(0.1)  # give an unbounded producer time to run further ahead
-    assert 1 + depth <= len(produced) <= 1 + depth + 1  # consumed + queued + one waiting to be put
+    assert len(seen) == 1 + depth  # the one consumed and the ones in flight
     p.close()

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._errors import DataError, DataWarning, check_choice, check_int
 from ..labels import LabelRule, check_labels
+from ._direct import DirectArray
 from ._integrity import DEFAULT_MISSING, MISSING_CHUNKS, Missing, chunk_index, nonfinite_error, read_columns
 from ._stamp import ROOT, changed_parts, join_parts
 
@@ -60,6 +61,9 @@ class ChunkSource:
     chunk_bounds: tuple[tuple[int, int], ...]
     _X: Any  # the stored arrays: zarr, h5py or numpy
     _Y: Any
+    # X's and Y's chunks read from the files themselves (see ``_direct``), when the backend found
+    # nothing in their metadata that needs the library; None: every read goes through it.
+    direct: tuple[DirectArray, DirectArray] | None = None
 
     def __init__(self, name: str, x_name: str = "X", y_name: str = "Y", *, must_exist: bool = False) -> None:
         self.name, self.x_name, self.y_name = name, x_name, y_name
@@ -90,6 +94,16 @@ class ChunkSource:
             raise DataError(f"{self.name}: X has {n_x} rows and Y has {k} rows; both need at least 1")
         self.n_x, self.m, self.k = int(n_x), int(m), int(k)
         self.dtype = np.dtype(x_dtype)
+
+    def _use_direct(self, x: DirectArray | None, y: DirectArray | None) -> None:
+        """Read chunks from the files (``direct``) when both arrays can be, on the source's chunk grid."""
+        chunk = self.chunk_bounds[0][1]
+        if x is not None and y is not None and x.chunk == y.chunk == chunk:
+            self.direct = (x, y)
+
+    def _fills(self, policy: str | None) -> dict[str, bool]:
+        """Whether a chunk never written reads as the fill value, per role ("x", "y"), by ``policy``."""
+        return {role: (policy or default) == "fill" for role, default in DEFAULT_MISSING.items()}
 
     def _apply_missing_chunks(self, found: dict[str, Missing | None], policy: str | None) -> None:
         """Raise or note the chunks never written, per array role ("x", "y"), by ``policy`` (see
@@ -132,11 +146,26 @@ class ChunkSource:
         return f"{self.name}/{self.y_name}"
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.direct is not None:
+            c = self.chunk_of(start)
+            if self.chunk_bounds[c] == (start, stop):
+                return self.direct[0].read(c), self.direct[1].read(c)
         X, Y = self.arrays()
         return (
             read_columns(X, start, stop, self.x_where, self.chunk_starts),
             read_columns(Y, start, stop, self.y_where, self.chunk_starts),
         )
+
+    def will_read(self, c: int) -> None:
+        """A hint: chunk ``c`` is read soon, so the kernel may start reading its files from disk."""
+        if self.direct is not None:
+            for array in self.direct:
+                array.will_read(c)
+
+    @property
+    def read_path(self) -> str:
+        """How chunks are read: ``direct`` (the files' bytes, see ``_direct``) or through the storage library."""
+        return "direct" if self.direct is not None else f"{self.format} library"
 
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import h5py
 
 from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size
+from ._direct import ChunkBytes, DirectArray, Inflate
 from ._integrity import Missing
 from ._stamp import ROOT, file_part
 
@@ -19,7 +21,13 @@ class HDF5Source(ChunkSource):
     format = "hdf5"
 
     def __init__(
-        self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", missing_chunks: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        x: str = "X",
+        y: str = "Y",
+        missing_chunks: str | None = None,
+        direct: bool = True,
     ) -> None:
         super().__init__(os.fspath(path), x, y, must_exist=True)
         try:
@@ -34,6 +42,12 @@ class HDF5Source(ChunkSource):
             self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
             found = {"x": self._missing(self._X, x), "y": self._missing(self._Y, y)}
             self._apply_missing_chunks(found, missing_chunks)
+            if direct and self._file.driver == "sec2" and sys.byteorder == "little":
+                fills = self._fills(missing_chunks)
+                self._use_direct(
+                    self._direct_array(self._X, self.x_where, fills["x"]),
+                    self._direct_array(self._Y, self.y_where, fills["y"]),
+                )
         except BaseException:
             self._file.close()
             raise
@@ -69,11 +83,60 @@ class HDF5Source(ChunkSource):
                     return Missing(where, (c0, min(c0 + cc, cols)), n_expected - n_written, ds.fillvalue)
         return None
 
+    def _direct_array(self, ds: h5py.Dataset, where: str, fill: bool) -> DirectArray | None:
+        """``ds`` read from the byte ranges of the file that hold its chunks (or its rows, for a
+        contiguous dataset), when they are little-endian and raw or deflated and nothing else
+        (see ``_layout``); else None."""
+        layout = _layout(ds, self.chunk_bounds[0][1])
+        if layout is None:
+            return None
+        located, codec, chunk, row_stride = layout
+        return DirectArray(
+            where=where,
+            rows=ds.shape[0],
+            m=self.m,
+            chunk=chunk,
+            dtype=ds.dtype,
+            chunks=located,
+            chunk_starts=self.chunk_starts,
+            codec=codec,
+            fill=ds.fillvalue if fill else None,
+            row_stride=row_stride,
+        )
+
     def _stamp_parts(self) -> dict[str, str]:
         return {ROOT: file_part(self.name)}
 
     def close(self) -> None:
         self._file.close()
+
+
+def _layout(ds: h5py.Dataset, slab: int) -> tuple[tuple[ChunkBytes, ...], Inflate | None, int, int | None] | None:
+    """Where ``ds``'s chunks lie, the codec they need (None: raw), their width and, for a
+    contiguous dataset (read in slabs of ``slab`` samples, all located at its offset), the bytes
+    between rows; None when HDF5 must
+    read it: another byte order, external or virtual storage, a chunk across part of the rows,
+    or a filter other than deflate."""
+    if ds.dtype.byteorder == ">" or ds.external or ds.is_virtual:
+        return None
+    rows, m = ds.shape
+    path = ds.file.filename
+    if ds.chunks is None:
+        offset = ds.id.get_offset()  # None: never written
+        return (ChunkBytes(path, offset),) * -(-m // slab), None, slab, m * ds.dtype.itemsize
+    plist = ds.id.get_create_plist()
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if ds.chunks[0] != rows or not filters <= {h5py.h5z.FILTER_DEFLATE}:
+        return None
+    width = ds.chunks[1]
+    found = {}
+    for i in range(ds.id.get_num_chunks()):
+        info = ds.id.get_chunk_info(i)
+        if info.filter_mask:  # a chunk stored without its filter: HDF5 knows how to read it
+            return None
+        found[info.chunk_offset[1] // width] = ChunkBytes(path, info.byte_offset, info.size)
+    located = tuple(found.get(j, ChunkBytes(path, None)) for j in range(-(-m // width)))
+    return located, Inflate() if filters else None, width, None
 
 
 def _json_attr(value: Any) -> dict[str, Any]:

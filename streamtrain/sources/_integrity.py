@@ -21,6 +21,7 @@ __all__ = [
     "MISSING_CHUNKS",
     "Missing",
     "brief",
+    "cause",
     "chunk_index",
     "chunk_span",
     "nonfinite_error",
@@ -59,7 +60,7 @@ def read_columns(arr: Any, start: int, stop: int, where: str, chunk_starts: np.n
     except MemoryError:
         raise
     except Exception as e:  # zarr, numcodecs and h5py raise many types for a damaged chunk
-        raise DataError(f"{where}: {chunk_span(start, stop, chunk_starts)} cannot be read: {_cause(e)}") from e
+        raise DataError(f"{where}: {chunk_span(start, stop, chunk_starts)} cannot be read: {cause(e)}") from e
     expected = (arr.shape[0], stop - start)
     if block.shape != expected:
         raise DataError(
@@ -68,7 +69,8 @@ def read_columns(arr: Any, start: int, stop: int, where: str, chunk_starts: np.n
     return block
 
 
-def _cause(e: Exception) -> str:
+def cause(e: Exception) -> str:
+    """Why a chunk cannot be read, for a message: permission, or damage, and the error itself."""
     what = "permission denied" if isinstance(e, PermissionError) else "truncated or corrupt"
     return f"{what} ({brief(e, _MAX_CAUSE)})"
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numcodecs
+import numpy as np
 import zarr
 from zarr.abc.store import Store
+from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 from zarr.core.sync import sync  # to list a store's keys, only when chunks are missing
+from zarr.storage import LocalStore
 
 from ._base import ChunkSource, DataError, bounds_from_chunk_size
+from ._direct import ChunkBytes, DirectArray
 from ._integrity import Missing, brief
 from ._stamp import ROOT, dir_part, file_part
 
@@ -22,13 +28,24 @@ _SKIPPED_HINT = (
     "write such arrays with config={'write_empty_chunks': True})"
 )
 _METADATA_FILES = ("zarr.json", ".zarray", ".zgroup")  # v3, then v2
+# The compressors whose chunks are decoded here (by numcodecs, which releases the interpreter
+# lock): Zarr v3's codecs by their numcodecs twin; v2 arrays name numcodecs codecs themselves.
+_V3_CODECS = {ZstdCodec: numcodecs.Zstd, BloscCodec: numcodecs.Blosc, GzipCodec: numcodecs.GZip}
+_V2_CODECS = (numcodecs.Zstd, numcodecs.Blosc, numcodecs.GZip, numcodecs.Zlib)
+_UNSUPPORTED = object()
 
 
 class ZarrSource(ChunkSource):
     format = "zarr"
 
     def __init__(
-        self, path: str | os.PathLike, *, x: str = "X", y: str = "Y", missing_chunks: str | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        x: str = "X",
+        y: str = "Y",
+        missing_chunks: str | None = None,
+        direct: bool = True,
     ) -> None:
         super().__init__(os.fspath(path), x, y, must_exist=True)
         try:
@@ -39,6 +56,11 @@ class ZarrSource(ChunkSource):
         self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
         self.chunk_bounds = bounds_from_chunk_size(self.m, self._X.chunks[1])
         self._apply_missing_chunks({"x": self._missing(self._X, x), "y": self._missing(self._Y, y)}, missing_chunks)
+        if direct:
+            fills = self._fills(missing_chunks)
+            self._use_direct(
+                _direct_array(self._X, self.x_where, fills["x"]), _direct_array(self._Y, self.y_where, fills["y"])
+            )
         self.codec = ",".join(type(c).__name__ for c in self._X.compressors) or "none"
         attrs = group.attrs.get("streamtrain", {})
         self.attrs = dict(attrs) if isinstance(attrs, dict) else {}
@@ -89,6 +111,54 @@ class ZarrSource(ChunkSource):
             self.x_name: dir_part(os.path.join(self.name, self.x_name)),
             self.y_name: dir_part(os.path.join(self.name, self.y_name)),
         }
+
+
+def _direct_array(arr: zarr.Array, where: str, fill: bool) -> DirectArray | None:
+    """``arr`` read from its chunk files, when it is local, unsharded, one chunk across its rows,
+    little-endian, and raw or compressed by one codec numcodecs decodes; else None."""
+    store = arr.store_path.store
+    if not isinstance(store, LocalStore) or arr.shards is not None or sys.byteorder != "little":
+        return None
+    rows, chunk = arr.chunks
+    codec = _codec(arr)
+    if rows != arr.shape[0] or codec is _UNSUPPORTED:
+        return None
+    base = os.path.join(str(store.root), arr.store_path.path)
+    n_chunks = -(-arr.shape[1] // chunk)
+    return DirectArray(
+        where=where,
+        rows=rows,
+        m=arr.shape[1],
+        chunk=chunk,
+        dtype=np.dtype(arr.dtype),
+        chunks=tuple(ChunkBytes(os.path.join(base, arr.metadata.encode_chunk_key((0, j)))) for j in range(n_chunks)),
+        chunk_starts=np.arange(0, arr.shape[1], chunk, dtype=np.int64),
+        codec=codec,
+        fill=arr.fill_value if fill else None,
+    )
+
+
+def _codec(arr: zarr.Array) -> Any:
+    """The numcodecs codec that decodes ``arr``'s stored chunks to its C-order bytes (None: they are
+    those bytes), or _UNSUPPORTED: filters, another byte order or layout, several or other codecs."""
+    metadata = arr.metadata
+    if arr.filters or len(arr.compressors) > 1:
+        return _UNSUPPORTED
+    compressor = arr.compressors[0] if arr.compressors else None
+    if metadata.zarr_format == 2:
+        little = getattr(metadata.dtype, "endianness", "little") in ("little", None)
+        plain = little and metadata.order == "C"
+        if not plain or (compressor is not None and not isinstance(compressor, _V2_CODECS)):
+            return _UNSUPPORTED
+        return compressor
+    if not isinstance(arr.serializer, BytesCodec):
+        return _UNSUPPORTED
+    if getattr(arr.serializer.endian, "value", None) not in (None, "little"):
+        return _UNSUPPORTED
+    if compressor is None:
+        return None
+    twin = _V3_CODECS.get(type(compressor))
+    return _UNSUPPORTED if twin is None else twin()
 
 
 T = TypeVar("T")

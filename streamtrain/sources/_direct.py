@@ -1,0 +1,160 @@
+"""Chunks read straight from the store's files: the fast path of ``ChunkSource.read``.
+
+The Zarr and HDF5 specifications say where a chunk's bytes lie and what they are: a local Zarr
+chunk is one file, an HDF5 chunk a byte range of the file, each holding the (rows, chunk) block
+row-major, raw or compressed by one codec. Reading those bytes with ``readinto`` into a fresh
+array, and decoding with the codec itself, skips the storage libraries' Python layers and
+releases the interpreter lock for the whole read and decode, so reader threads run beside the
+gradient step instead of taking turns with it. The backends build a ``DirectArray`` only when
+the array's metadata says it holds nothing else (no filters, shards, other byte orders or
+codecs); every other array is read through its library, the slow twin (the contract tests run
+both and compare).
+
+A DirectArray is plain data (paths, offsets, a numcodecs codec): it pickles to Dask workers.
+Conventions: an array is (rows, m); chunk ``c`` holds samples ``[c*chunk, min((c+1)*chunk, m))``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._errors import DataError
+from ._integrity import MISSING_FLAG, cause, chunk_span
+
+__all__ = ["ChunkBytes", "DirectArray", "Inflate"]
+
+
+class ChunkBytes(NamedTuple):
+    """Where one chunk's bytes lie: ``size`` bytes of ``path`` from ``offset`` (size -1: to the
+    end of the file; offset None: the chunk was never written)."""
+
+    path: str
+    offset: int | None = 0
+    size: int = -1
+
+
+class Inflate:
+    """HDF5's deflate filter: zlib streams (zlib releases the interpreter lock while it inflates)."""
+
+    def decode(self, data: bytes) -> bytes:
+        return zlib.decompress(data)
+
+
+@dataclass(frozen=True, eq=False)
+class DirectArray:
+    """One stored (rows, m) array, read chunk by chunk from the bytes ``chunks`` locate.
+
+    ``chunk``: samples per stored chunk; every chunk is stored whole, (rows, chunk) row-major,
+    the last one padded (both formats do so). ``row_stride``: for an HDF5 contiguous dataset, the
+    bytes from one row to the next; its "chunks" are slabs cut from rows, one range per row.
+    ``codec``: decodes a stored chunk's bytes (None: raw). ``fill``: what a chunk never written
+    reads as (None: it is an error).
+    """
+
+    where: str
+    rows: int
+    m: int
+    chunk: int
+    dtype: np.dtype
+    chunks: tuple[ChunkBytes, ...]
+    chunk_starts: np.ndarray
+    codec: Any = None
+    fill: Any = None
+    row_stride: int | None = None
+
+    def read(self, c: int) -> np.ndarray:
+        """Chunk ``c`` as a (rows, width) array (a view of the padded chunk for the last one);
+        DataError naming the file, array and chunk when its bytes are missing or damaged."""
+        start = c * self.chunk
+        width = min(self.chunk, self.m - start)
+        located = self.chunks[c]
+        if located.offset is None:
+            return self._missing(start, width)
+        try:
+            if self.row_stride is not None:
+                return self._read_rows(located, start, width)
+            stored = self._read_raw(located) if self.codec is None else self._decode(located)
+        except FileNotFoundError:
+            return self._missing(start, width)
+        except (OSError, ValueError, RuntimeError, zlib.error) as e:
+            raise self._damaged(start, width, e) from None
+        if stored.size != self.rows * self.chunk:
+            what = f"{stored.nbytes} bytes, not the {self.rows * self.chunk * self.dtype.itemsize} of its shape"
+            raise DataError(f"{self._span(start, width)} cannot be read: truncated or corrupt ({what})")
+        return stored.reshape(self.rows, self.chunk)[:, :width]
+
+    def will_read(self, c: int) -> None:
+        """Ask the kernel to start reading chunk ``c`` from disk (no-op where unsupported)."""
+        located = self.chunks[c]
+        if located.offset is None or not hasattr(os, "posix_fadvise"):
+            return
+        size = max(located.size, 0) if self.row_stride is None else self.rows * self.row_stride
+        try:
+            fd = os.open(located.path, os.O_RDONLY)
+        except OSError:
+            return  # reading it names the problem
+        try:
+            os.posix_fadvise(fd, located.offset, size, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+    def _read_raw(self, located: ChunkBytes) -> np.ndarray:
+        out = np.empty(self.rows * self.chunk, self.dtype)
+        with open(located.path, "rb", buffering=0) as f:
+            f.seek(located.offset or 0)
+            n = _read_full(f, out.data.cast("B"))
+            extra = located.size < 0 and f.read(1)  # a whole-file chunk must end here
+        if extra:
+            raise ValueError(f"more than the {out.nbytes} bytes of its shape")
+        return out[: n // self.dtype.itemsize]
+
+    def _decode(self, located: ChunkBytes) -> np.ndarray:
+        with open(located.path, "rb", buffering=0) as f:
+            f.seek(located.offset or 0)
+            data = f.read() if located.size < 0 else f.read(located.size)
+        # Decoding to a new buffer gives its true size, which is checked; decoding into a
+        # preallocated one would hide a chunk that decodes short. The array is read-only.
+        return np.frombuffer(self.codec.decode(data), dtype=self.dtype)
+
+    def _read_rows(self, located: ChunkBytes, start: int, width: int) -> np.ndarray:
+        out = np.empty((self.rows, width), self.dtype)
+        first = (located.offset or 0) + start * self.dtype.itemsize
+        fd = os.open(located.path, os.O_RDONLY)
+        try:
+            for r in range(self.rows):
+                row = out[r].data.cast("B")
+                if os.preadv(fd, [row], first + r * (self.row_stride or 0)) != row.nbytes:
+                    raise ValueError(f"row {r} ends early: the file is truncated")
+        finally:
+            os.close(fd)
+        return out
+
+    def _missing(self, start: int, width: int) -> np.ndarray:
+        if self.fill is None:
+            raise DataError(
+                f"{self._span(start, width)} is missing; it would read as fill values, not data; "
+                f"{MISSING_FLAG} reads such chunks as the fill value"
+            )
+        return np.full((self.rows, width), self.fill, dtype=self.dtype)
+
+    def _damaged(self, start: int, width: int, e: Exception) -> DataError:
+        return DataError(f"{self._span(start, width)} cannot be read: {cause(e)}")
+
+    def _span(self, start: int, width: int) -> str:
+        return f"{self.where}: {chunk_span(start, start + width, self.chunk_starts)}"
+
+
+def _read_full(f: Any, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``f`` (one read unless a signal or a short read splits it); bytes read."""
+    n = 0
+    while n < len(buffer):
+        got = f.readinto(buffer[n:])
+        if not got:
+            break
+        n += got
+    return n
