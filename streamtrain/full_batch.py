@@ -111,7 +111,6 @@ class FullBatch:
         self.passes = 0  # full passes over the store so far
         self._client: Any = None
         self._cluster: Any = None
-        self._arrays: tuple[Any, Any] | None = None
         if self.scheduler not in ("threads", "sync"):
             self._client, self._cluster = _connect(self.scheduler)
 
@@ -150,42 +149,24 @@ class FullBatch:
         return loss, grads, totals
 
     def _dask_map(self, task: Callable[..., Totals | DataError]) -> list[Totals | DataError]:
-        import dask.array as da
+        import dask
 
-        X, Y = self._dask_arrays()
-        # One task per chunk: Dask fuses the read of X's and Y's block into it, so a chunk is
-        # read and reduced by the same thread (tested faster than separate read tasks).
-        sums = da.map_blocks(
-            _chunk_totals_block,
-            X,
-            Y,
-            task=task,
-            dtype=object,
-            chunks=((1,), (1,) * self.source.n_chunks),
-            meta=np.empty((0, 0), dtype=object),
+        source = self.source
+        # One task per chunk reads it and reduces it in the same thread (tested faster than
+        # separate read tasks). The reader is plain data, picklable for dask.distributed: the
+        # direct arrays when the source has them (see sources._direct), else the library's.
+        read = functools.partial(
+            _read_chunk,
+            source.direct or source.arrays(),
+            source.direct is not None,
+            source.x_where,
+            source.y_where,
+            source.chunk_starts,
         )
-        return sums.compute(scheduler=self._client or "threads").ravel().tolist()
-
-    def _dask_arrays(self) -> tuple[Any, Any]:
-        """X and Y as Dask arrays whose blocks are the store's chunks, built on first use."""
-        if self._arrays is None:
-            import dask.array as da
-
-            source = self.source
-            sizes = tuple(b - a for a, b in source.chunk_bounds)
-            X, Y = source.arrays()
-            # name=False: a random name, so dask does not hash the whole store to name it.
-            # getitem: a block that cannot be read becomes its DataError, returned, not raised.
-            self._arrays = tuple(
-                da.from_array(
-                    A,
-                    chunks=((A.shape[0],), sizes),
-                    name=False,
-                    getitem=functools.partial(_read_block, where=where, chunk_starts=source.chunk_starts),
-                )
-                for A, where in ((X, source.x_where), (Y, source.y_where))
-            )
-        return self._arrays
+        parts = [
+            dask.delayed(_chunk_task, pure=False)(read, task, c, a, b) for c, (a, b) in enumerate(source.chunk_bounds)
+        ]
+        return list(dask.compute(*parts, scheduler=self._client or "threads"))
 
     def close(self) -> None:
         if self._client is not None:
@@ -212,34 +193,25 @@ class _Where:
     labels: LabelRule | None
 
 
-def _read_block(
-    arr: Any,
-    index: tuple[slice, slice],
-    asarray: bool = True,
-    lock: Any = None,
-    *,
-    where: str,
-    chunk_starts: np.ndarray,
-) -> np.ndarray | DataError:
-    """Dask's ``getitem`` for a store array: the block, or the DataError naming its chunk."""
-    cols = index[1]
+def _read_chunk(
+    arrays: tuple[Any, Any], direct: bool, x_where: str, y_where: str, chunk_starts: np.ndarray, c: int, a: int, b: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk ``c`` (samples ``[a, b)``) of X and Y: from direct arrays (``sources._direct``) or
+    through the storage library; a DataError names a chunk that cannot be read."""
+    if direct:
+        return arrays[0].read(c), arrays[1].read(c)
+    return read_columns(arrays[0], a, b, x_where, chunk_starts), read_columns(arrays[1], a, b, y_where, chunk_starts)
+
+
+def _chunk_task(
+    read: Callable[..., tuple[np.ndarray, np.ndarray]], task: Callable[..., Totals | DataError], c: int, a: int, b: int
+) -> Totals | DataError:
+    """``task`` on chunk ``c``, or the DataError that reading it raised (returned: see _raise_errors)."""
     try:
-        return read_columns(arr, cols.start, cols.stop, where, chunk_starts)
+        X, Y = read(c, a, b)
     except DataError as e:
         return e
-
-
-def _chunk_totals_block(
-    X: np.ndarray | DataError, Y: np.ndarray | DataError, *, task: Callable[..., Totals | DataError], block_info: dict
-) -> np.ndarray:
-    """``task`` on one block of the Dask arrays, as the (1, 1) object array map_blocks needs;
-    a block that could not be read gives its error instead."""
-    out = np.empty((1, 1), dtype=object)
-    if isinstance(X, DataError) or isinstance(Y, DataError):
-        out[0, 0] = X if isinstance(X, DataError) else Y
-    else:
-        out[0, 0] = task(X, Y, block_info[0]["array-location"][1][0])  # the block's first sample
-    return out
+    return task(X, Y, a)
 
 
 def _raise_errors(part: Totals | DataError) -> Totals:

@@ -466,7 +466,7 @@ def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch, make_logis
     loss, grad = loss_and_grad(path, params, model=LOGISTIC, l2=0.4, scheduler="local")
     assert _rel(loss, expected[0]) <= 1e-12
     assert _rel(grad, expected[1]) <= 1e-12
-    assert len(made) == 1 and "chunk_totals_block" in made[0].scheduler.task_prefixes  # the cluster did the work
+    assert len(made) == 1 and "chunk_task" in made[0].scheduler.task_prefixes  # the cluster did the work
     assert made[0].status.name == "closed"  # and was shut down afterwards
 
 
@@ -483,7 +483,7 @@ def test_running_scheduler_address_on_hdf5_and_zarr(
         assert _rel(grad, expected[1]) <= 1e-12, path
         ev = evaluate(path, params, model=LOGISTIC, scheduler=cluster.scheduler_address)
         assert ev == pytest.approx(evaluate(path, params, model=LOGISTIC, scheduler="sync"), rel=1e-12)
-    assert "chunk_totals_block" in cluster.scheduler.task_prefixes  # the cluster did the work
+    assert "chunk_task" in cluster.scheduler.task_prefixes  # the cluster did the work
     assert set(cluster.scheduler.clients) == clients_before  # every connection was closed
 
 
