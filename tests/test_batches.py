@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from streamtrain import ConfigError, DataError
-from streamtrain.batches import SHUFFLES, BatchStream, Cursor, Prefetcher, check_batching, chunks_per_unit
+from streamtrain.batches import (
+    SHUFFLES,
+    BatchStream,
+    Cursor,
+    Prefetcher,
+    Recycled,
+    check_batching,
+    chunks_per_unit,
+    permute_runs,
+    run_length,
+)
 from streamtrain.labels import BINARY
 from streamtrain.sources import ArraySource, open_source
 
@@ -367,3 +377,35 @@ def test_prefetcher_runs_at_most_depth_ahead(depth, workers):
     time.sleep(0.1)  # give an unbounded producer time to run further ahead
     assert len(seen) == 1 + depth  # the one consumed and the ones in flight
     p.close()
+
+
+# -- buffer mode's pieces ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("B, run", [(1, 1), (127, 1), (128, 2), (1000, 8), (1024, 16), (10**6, 16)])
+def test_buffer_runs_are_powers_of_two_with_enough_runs_per_batch(B, run):
+    assert run_length(B) == run
+
+
+def test_permute_runs_moves_whole_runs_and_keeps_the_tail_last():
+    A = np.arange(3 * 37).reshape(3, 37)
+    perm = np.random.default_rng(0).permutation(37 // 4)
+    out = permute_runs(A, perm, 4, np.empty_like(A))
+    expected = np.concatenate([A[:, 4 * p : 4 * p + 4] for p in perm] + [A[:, 36:]], axis=1)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_recycled_arrays_are_never_handed_out_while_a_view_is_alive():
+    arrays = Recycled(limit=2)
+    a = arrays.empty((2, 3), np.float32)
+    view = a[:, 1:]
+    del a
+    b = arrays.empty((2, 3), np.float32)
+    assert not np.shares_memory(b, view)  # the first one is still seen through ``view``
+    del b
+    c = arrays.empty((2, 3), np.float32)
+    assert not np.shares_memory(c, view)
+    del view
+    d = arrays.empty((2, 3), np.float32)  # both kept ones are free now: one is reused
+    assert any(d is kept for kept in arrays._arrays)
+    assert arrays.empty((2, 4), np.float32).shape == (2, 4)  # another shape: a new array
