@@ -142,9 +142,15 @@ class BatchStream:
         at_end = cursor.position == source.n_chunks
         if not 0 <= cursor.position <= source.n_chunks or (cursor.position % self.chunks_per_unit and not at_end):
             raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
-        self.io_wait_s = 0.0
+        self._waited = 0.0  # seconds waited on reads by the finished passes over this stream
+        self._units: Prefetcher | None = None
         self._arrays = Recycled(limit=max(prefetch, 0) + 3)
         self.run = run_length(self.batch_size)
+
+    @property
+    def io_wait_s(self) -> float:
+        """Seconds the consumer has waited for reads so far (also while it iterates)."""
+        return self._waited + (self._units.wait_s if self._units is not None else 0.0)
 
     def chunks_between(self, before: Cursor, after: Cursor) -> np.ndarray:
         """The chunks that a batch starting at ``before`` and ending where ``after`` starts was read from."""
@@ -183,7 +189,7 @@ class BatchStream:
         B, c = self.batch_size, self.cursor
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         have = 0
-        units = Prefetcher(self.units(), self.prefetch, workers=READERS)
+        units = self._units = Prefetcher(self.units(), self.prefetch, workers=READERS)
         try:
             for pos, X, Y in units:
                 n = X.shape[1]
@@ -204,7 +210,7 @@ class BatchStream:
                 yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
         finally:
             units.close()
-            self.io_wait_s += units.wait_s
+            self._waited, self._units = self.io_wait_s, None
 
 
 def run_length(batch_size: int) -> int:

@@ -250,6 +250,8 @@ def _checked_outputs(args: argparse.Namespace) -> str:
 
 def _print_epoch(r: EpochRecord) -> None:
     """One line per epoch: what was measured, for every kind of step."""
+    from ._progress import read_share
+
     parts = [f"epoch {r.epoch}: loss {r.loss:.6f}"]
     if r.exact:  # exact full-batch steps (batch GD, L-BFGS)
         parts.append(f"(exact) |grad| {r.grad_norm:.3e}")
@@ -261,7 +263,7 @@ def _print_epoch(r: EpochRecord) -> None:
         parts.append(f"{r.passes} passes")
     parts.append(f"{r.seconds:.2f} s")
     if r.io_wait_s is not None:
-        parts[-1] += f" (waiting on reads {r.io_wait_s:.2f} s)"
+        parts[-1] += f" ({read_share(r.io_wait_s, r.seconds, verdict=True)})"
     if r.exact_loss is not None:
         parts.append(f"| exact loss {r.exact_loss:.6f} |grad| {r.exact_grad_norm:.3e}")
     if r.stop is not None:

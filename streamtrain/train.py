@@ -264,7 +264,7 @@ class Run:
             sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
             sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
             state.cursor = cursor = after
-            bar.update(sums.samples, sums.loss / sums.samples)
+            bar.update(sums.samples, sums.loss / sums.samples, stream.io_wait_s)
             self._after_step(state, loss)
         bar.close()
         seconds = self._seconds()

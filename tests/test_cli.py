@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -598,3 +599,16 @@ def test_json_output_holds_no_nan_or_infinity(tmp_path):
         "seconds": 0.0,
         "samples_per_s": None,
     }
+
+
+def test_the_epoch_line_says_what_share_of_the_time_went_to_waiting_on_reads(capsys, tmp_path):
+    from streamtrain._progress import read_share
+
+    assert read_share(0.3, 1.2) == "waiting on reads 25%"
+    assert read_share(0.9, 1.2, verdict=True) == "waiting on reads 75%: reading is the limit"
+    assert read_share(0.0, 0.0, verdict=True) == "waiting on reads 0%: computing is the limit"
+    data = tmp_path / "d.zarr"
+    assert main(["make-data", str(data), "--m", "3000", "--n-x", "4", "--no-progress"]) == 0
+    assert main(["fit", str(data), "--epochs", "1", "--out", str(tmp_path / "m.npz"), "--no-progress"]) == 0
+    epoch = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1:"))
+    assert re.search(r"\(waiting on reads \d+%: (reading|computing) is the limit\)", epoch), epoch
