@@ -120,7 +120,7 @@ def _layout(ds: h5py.Dataset, slab: int) -> tuple[tuple[ChunkBytes, ...], Inflat
     if ds.dtype.byteorder == ">" or ds.external or ds.is_virtual:
         return None
     rows, m = ds.shape
-    path = ds.file.filename
+    path = os.path.abspath(ds.file.filename)  # a pickled copy may read in another directory
     plist = ds.id.get_create_plist()
     if ds.chunks is None:
         if plist.get_layout() != h5py.h5d.CONTIGUOUS:  # compact: the bytes lie in the header, at no offset

@@ -123,7 +123,8 @@ def _direct_array(arr: zarr.Array, where: str, fill: bool) -> DirectArray | None
     codec = _codec(arr)
     if rows != arr.shape[0] or codec is _UNSUPPORTED:
         return None
-    base = os.path.join(str(store.root), arr.store_path.path)
+    # Absolute: a pickled copy may read from a Dask worker that runs in another directory.
+    base = os.path.abspath(os.path.join(str(store.root), arr.store_path.path))
     n_chunks = -(-arr.shape[1] // chunk)
     return DirectArray(
         where=where,
