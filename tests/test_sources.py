@@ -16,6 +16,8 @@ import streamtrain
 from streamtrain import ConfigError, DataError, DataWarning
 from streamtrain.labels import BINARY, ONE_HOT, ClassIds
 from streamtrain.sources import ArraySource, default_chunk_size, open_source
+from streamtrain.sources._hdf5 import HDF5Source
+from streamtrain.sources._zarr import ZarrSource
 
 FINGERPRINT_FIELDS = {"format", "path", "x", "y", "n_x", "k", "m", "dtype", "chunk", "codec"}
 # (m, chunk): chunk not dividing m (short last chunk), dividing m, one sample per chunk.
@@ -98,23 +100,34 @@ class TestArraySource(SourceContract):
         return lambda X, Y, chunk, **kw: ArraySource(X, Y, chunk_size=chunk, **kw)
 
 
+# Each store backend passes the contract on both read paths: the chunk files read directly (the
+# fixtures' stores qualify) and its slow twin, the storage library (see tests/test_direct.py).
+READ_PATHS = {"direct": True, "library": False}
+
+
 class TestZarrSource(SourceContract):
     format = "zarr"
 
-    @pytest.fixture
-    def make_source(self, zarr_store):
-        return lambda X, Y, chunk, **kw: open_source(zarr_store(X, Y, chunk), **kw)
+    @pytest.fixture(params=READ_PATHS)
+    def make_source(self, request, zarr_store):
+        def make(X, Y, chunk, **kw):
+            source = ZarrSource(zarr_store(X, Y, chunk), direct=READ_PATHS[request.param], **kw)
+            assert source.read_path == {"direct": "direct", "library": "zarr library"}[request.param]
+            return source
+
+        return make
 
 
 class TestHDF5Source(SourceContract):
     format = "hdf5"
 
-    @pytest.fixture
-    def make_source(self, hdf5_store):
+    @pytest.fixture(params=READ_PATHS)
+    def make_source(self, request, hdf5_store):
         opened = []
 
         def make(X, Y, chunk, **kw):
-            opened.append(open_source(hdf5_store(X, Y, chunk), **kw))
+            opened.append(HDF5Source(hdf5_store(X, Y, chunk), direct=READ_PATHS[request.param], **kw))
+            assert opened[-1].read_path == {"direct": "direct", "library": "hdf5 library"}[request.param]
             return opened[-1]
 
         yield make

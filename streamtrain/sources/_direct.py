@@ -79,8 +79,10 @@ class DirectArray:
             if self.row_stride is not None:
                 return self._read_rows(located, start, width)
             stored = self._read_raw(located) if self.codec is None else self._decode(located)
-        except FileNotFoundError:
-            return self._missing(start, width)
+        except FileNotFoundError as e:
+            if located.size < 0 and self.row_stride is None:  # a chunk file (Zarr): that chunk is missing
+                return self._missing(start, width)
+            raise self._damaged(start, width, e) from None  # the file that held the chunk is gone
         except (OSError, ValueError, RuntimeError, zlib.error) as e:
             raise self._damaged(start, width, e) from None
         if stored.size != self.rows * self.chunk:

@@ -115,16 +115,18 @@ def _layout(ds: h5py.Dataset, slab: int) -> tuple[tuple[ChunkBytes, ...], Inflat
     """Where ``ds``'s chunks lie, the codec they need (None: raw), their width and, for a
     contiguous dataset (read in slabs of ``slab`` samples, all located at its offset), the bytes
     between rows; None when HDF5 must
-    read it: another byte order, external or virtual storage, a chunk across part of the rows,
-    or a filter other than deflate."""
+    read it: another byte order, external, virtual or compact storage, a chunk across part of
+    the rows, or a filter other than deflate."""
     if ds.dtype.byteorder == ">" or ds.external or ds.is_virtual:
         return None
     rows, m = ds.shape
-    path = ds.file.filename
+    path = os.path.abspath(ds.file.filename)  # a pickled copy may read in another directory
+    plist = ds.id.get_create_plist()
     if ds.chunks is None:
+        if plist.get_layout() != h5py.h5d.CONTIGUOUS:  # compact: the bytes lie in the header, at no offset
+            return None
         offset = ds.id.get_offset()  # None: never written
         return (ChunkBytes(path, offset),) * -(-m // slab), None, slab, m * ds.dtype.itemsize
-    plist = ds.id.get_create_plist()
     filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
     if ds.chunks[0] != rows or not filters <= {h5py.h5z.FILTER_DEFLATE}:
         return None

@@ -38,6 +38,7 @@ MISSING_CHUNKS = {
 DEFAULT_MISSING = {"x": "error", "y": "fill"}
 MISSING_FLAG = "--missing-chunks fill"
 _MAX_CAUSE = 200  # characters of the underlying error kept in a message
+_CAUSES = ((PermissionError, "permission denied"), (FileNotFoundError, "the file is gone"))  # else: damage
 
 
 def chunk_index(sample: int, chunk_starts: np.ndarray) -> int:
@@ -70,8 +71,8 @@ def read_columns(arr: Any, start: int, stop: int, where: str, chunk_starts: np.n
 
 
 def cause(e: Exception) -> str:
-    """Why a chunk cannot be read, for a message: permission, or damage, and the error itself."""
-    what = "permission denied" if isinstance(e, PermissionError) else "truncated or corrupt"
+    """Why a chunk cannot be read, for a message: permission, a file gone, or damage, and the error itself."""
+    what = next((text for kind, text in _CAUSES if isinstance(e, kind)), "truncated or corrupt")
     return f"{what} ({brief(e, _MAX_CAUSE)})"
 
 

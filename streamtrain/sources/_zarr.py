@@ -123,7 +123,8 @@ def _direct_array(arr: zarr.Array, where: str, fill: bool) -> DirectArray | None
     codec = _codec(arr)
     if rows != arr.shape[0] or codec is _UNSUPPORTED:
         return None
-    base = os.path.join(str(store.root), arr.store_path.path)
+    # Absolute: a pickled copy may read from a Dask worker that runs in another directory.
+    base = os.path.abspath(os.path.join(str(store.root), arr.store_path.path))
     n_chunks = -(-arr.shape[1] // chunk)
     return DirectArray(
         where=where,
@@ -134,8 +135,14 @@ def _direct_array(arr: zarr.Array, where: str, fill: bool) -> DirectArray | None
         chunks=tuple(ChunkBytes(os.path.join(base, arr.metadata.encode_chunk_key((0, j)))) for j in range(n_chunks)),
         chunk_starts=np.arange(0, arr.shape[1], chunk, dtype=np.int64),
         codec=codec,
-        fill=arr.fill_value if fill else None,
+        fill=_fill_value(arr) if fill else None,
     )
+
+
+def _fill_value(arr: zarr.Array) -> Any:
+    """What zarr reads an unwritten chunk of ``arr`` as: its fill value, or for a v2 array whose
+    fill value is null, its dtype's default (zero)."""
+    return arr.metadata.dtype.default_scalar() if arr.fill_value is None else arr.fill_value
 
 
 def _codec(arr: zarr.Array) -> Any:
