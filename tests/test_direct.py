@@ -25,7 +25,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 
 import streamtrain
 from streamtrain import BatchStream, Cursor, DataError, FullBatch, get_model
-from streamtrain.sources import _hdf5
+from streamtrain.sources import _hdf5, open_source
 from streamtrain.sources._hdf5 import HDF5Source
 from streamtrain.sources._zarr import ZarrSource
 
@@ -431,3 +431,10 @@ def test_a_direct_array_pickles_and_reads_the_same_elsewhere(tmp_path, open_twin
         for copy, original, A in zip(copies, fast.direct, (X, Y), strict=True):
             assert_identical(copy.read(c), A[:, a:b])
             assert_identical(original.read(c), A[:, a:b])
+
+
+def test_open_source_can_be_told_to_read_through_the_library(tmp_path):
+    path = streamtrain.make_data(tmp_path / "d.zarr", m=100, n_x=3, chunk=32, seed=0)
+    assert open_source(path).read_path == "direct"
+    assert open_source(path, direct=False).read_path == "zarr library"
+    assert streamtrain.ArraySource(np.ones((2, 5)), np.ones((1, 5))).read_path == "in memory"

@@ -36,7 +36,12 @@ def format_of(path: str | os.PathLike) -> str:
 
 
 def open_source(
-    path: str | os.PathLike, *, x: str = "X", y: str = "Y", missing_chunks: str | None = None
+    path: str | os.PathLike,
+    *,
+    x: str = "X",
+    y: str = "Y",
+    missing_chunks: str | None = None,
+    direct: bool = True,
 ) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
@@ -48,6 +53,9 @@ def open_source(
     value; None (the default) refuses missing X chunks and fills missing Y chunks (zarr skips
     writing a chunk of fill values, so imbalanced or label-sorted labels have them). Chunks
     filled are reported once: in ``source.warnings`` and by a ``DataWarning``.
+
+    ``direct=False`` reads every chunk through zarr/h5py, never from the files' bytes (see
+    ``source.read_path``): the slower reference path, for a store the direct path refuses.
     """
     missing_chunks = check_missing_chunks(missing_chunks)
     path = os.fspath(path)
@@ -57,11 +65,11 @@ def open_source(
     if os.path.isfile(path) and (format_of(path) == "hdf5" or is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
-        return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks)
+        return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct)
     if os.path.isdir(path):
         from ._zarr import ZarrSource
 
-        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks)
+        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct)
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
 
 

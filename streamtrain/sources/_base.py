@@ -165,7 +165,9 @@ class ChunkSource:
     @property
     def read_path(self) -> str:
         """How chunks are read: ``direct`` (the files' bytes, see ``_direct``) or through the storage library."""
-        return "direct" if self.direct is not None else f"{self.format} library"
+        if self.direct is not None:
+            return "direct"
+        return "in memory" if self.format == "memory" else f"{self.format} library"
 
     def arrays(self) -> tuple[Any, Any]:
         """The stored X and Y as sliceable array objects (zarr, h5py or numpy), for Dask.
