@@ -434,7 +434,8 @@ def test_a_direct_array_pickles_and_reads_the_same_elsewhere(tmp_path, open_twin
 
 
 def test_open_source_can_be_told_to_read_through_the_library(tmp_path):
-    path = streamtrain.make_data(tmp_path / "d.zarr", m=100, n_x=3, chunk=32, seed=0)
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, m=100, n_x=3, chunk=32, seed=0)
     assert open_source(path).read_path == "direct"
     assert open_source(path, direct=False).read_path == "zarr library"
     assert streamtrain.ArraySource(np.ones((2, 5)), np.ones((1, 5))).read_path == "in memory"
