@@ -26,9 +26,19 @@ def _needs(module: str) -> Any:
         raise Skipped(f"{module} is not installed (pip install '.[bench]')") from None
 
 
-def torch_epoch(X: np.ndarray, Y: np.ndarray, batch_size: int, lr: float) -> float:
-    """Seconds of one epoch of nn.Linear + BCEWithLogitsLoss + optim.SGD over batches of ``batch_size``."""
+def torch_epoch(X: np.ndarray, Y: np.ndarray, batch_size: int, lr: float, threads: int | None = None) -> float:
+    """Seconds of one epoch of nn.Linear + BCEWithLogitsLoss + optim.SGD over batches of ``batch_size``,
+    on ``threads`` threads (None: torch's default, one per core)."""
     torch = _needs("torch")
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
+    try:
+        return _torch_epoch(torch, X, Y, batch_size, lr)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def _torch_epoch(torch: Any, X: np.ndarray, Y: np.ndarray, batch_size: int, lr: float) -> float:
     torch.manual_seed(0)
     model = torch.nn.Linear(X.shape[0], 1)
     loss_fn = torch.nn.BCEWithLogitsLoss()

@@ -96,9 +96,12 @@ def _value(results: Results, row: Row) -> str:
     got = results.got(row.name)
     if not got:
         return "–"
-    unit = "/s" if row.unit == "samples/s" else f" {row.unit}"
     spread = f" [{_number(min(got), row.unit)}–{_number(max(got), row.unit)}]" if len(got) > 1 else ""
-    return f"{_number(statistics.median(got), row.unit)}{spread}{unit}"
+    return f"{_number(statistics.median(got), row.unit)}{spread}{_suffix(row.unit)}"
+
+
+def _suffix(unit: str) -> str:
+    return "/s" if unit == "samples/s" else f" {unit}"
 
 
 def _ratio(x: float | None, vs: str | None = None) -> str:
@@ -111,8 +114,7 @@ def _target(results: Results, row: Row, target: Target) -> str:
     if target.vs:
         goal, shown = f"{sign} {target.bound:g}× {target.vs}", _ratio(got)
     else:
-        unit = "/s" if row.unit == "samples/s" else f" {row.unit}"
-        goal, shown = f"{sign} {_number(target.bound, row.unit)}{unit}", ""
+        goal, shown = f"{sign} {_number(target.bound, row.unit)}{_suffix(row.unit)}", ""
     verdict = "not run" if ok is None else "pass" if ok else "**fail**"
     note = f" ({target.note})" if target.note else ""
     return f"{goal}{note}: {shown + ' ' if shown else ''}{verdict}"
@@ -136,8 +138,7 @@ def table(results: Results) -> str:
             f"`{row.name}`",
             row.what,
             _value(results, row),
-            _ratio(results.ratio(row.name, row.floor))
-            + (f" {row.floor}" if results.ratio(row.name, row.floor) else ""),
+            _ratio(results.ratio(row.name, row.floor), row.floor),
             _ratio(results.ratio(row.name, row.ref)),
             "<br>".join(_target(results, row, t) for t in row.targets),
             _notes(results, row),
