@@ -19,17 +19,17 @@ class Skipped(Exception):
     """A row that cannot run here; the message says why."""
 
 
-def _needs(module: str) -> Any:
+def _needs(module: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise Skipped(f"{module} is not installed (pip install '.[bench]')") from None
+        raise Skipped(f"{package} is not installed (pip install '.[bench]')") from None
 
 
 def torch_epoch(X: np.ndarray, Y: np.ndarray, batch_size: int, lr: float, threads: int | None = None) -> float:
     """Seconds of one epoch of nn.Linear + BCEWithLogitsLoss + optim.SGD over batches of ``batch_size``,
     on ``threads`` threads (None: torch's default, one per core)."""
-    torch = _needs("torch")
+    torch = _needs("torch", "torch")
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads or default_threads)
     try:
@@ -54,7 +54,7 @@ def _torch_epoch(torch: Any, X: np.ndarray, Y: np.ndarray, batch_size: int, lr: 
 
 
 def _sgd_classifier(lr: float) -> Any:
-    linear_model = _needs("sklearn.linear_model")
+    linear_model = _needs("sklearn.linear_model", "scikit-learn")
     # Plain SGD on the log-loss at a constant rate, no penalty, samples in the order given: the
     # same algorithm as streamtrain's logistic model with --optimizer sgd.
     return linear_model.SGDClassifier(
