@@ -1,0 +1,32 @@
+"""scripts/bench.py still runs against the package: a few rows at a tiny m, one round.
+
+It asserts that the table and the JSON come out, never a timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_bench_runs_a_few_rows_and_writes_its_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    argv = ["--m", "20000", "--rounds", "1", "--only", "read.raw,step,fit.raw.none,exact.sync"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the package next to the script, as the test sees it
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), *argv, "--data-dir", str(tmp_path), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| row | what | median [min–max] |" in done.stdout
+    assert "`fit.raw.none`" in done.stdout and "≤ 0.6× read.raw.api" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"read.raw.api", "read.raw.files", "step", "fit.raw.none", "exact.sync"}
+    assert all(row["values"][0] > 0 for row in rows.values())
