@@ -43,8 +43,9 @@ class Shuffle(NamedTuple):
 
 
 SHUFFLES = {"none": Shuffle(False, False), "chunks": Shuffle(True, False), "buffer": Shuffle(True, True)}
-# Memory for all units in flight in ``buffer`` mode: the queue, the one being consumed, and
-# the one being read and shuffled (twice its size at the peak: the chunks and the permuted copy).
+# Memory for all units in flight in ``buffer`` mode: the ones read ahead, the one being consumed,
+# and one more for each reader thread shuffling (twice its size at the peak: the chunks and the
+# permuted copy).
 DEFAULT_BUFFER_BYTES = 192 * 2**20
 # ``buffer`` permutes runs of consecutive columns, not single columns: a column gather touches
 # one cache line per value (12 ms for a (100, 65,536) float32 chunk, over 1 s of CPU per 5M
@@ -108,7 +109,7 @@ def chunks_per_unit(source: ChunkSource, shuffle: str, buffer_bytes: int, prefet
     if not SHUFFLES[shuffle].columns:
         return 1
     chunk = max(b - a for a, b in source.chunk_bounds)
-    unit_bytes = buffer_bytes // (max(prefetch, 0) + 3)
+    unit_bytes = buffer_bytes // (max(prefetch, 0) + 2 + READERS)
     return max(1, unit_bytes // ((source.n_x + source.k) * chunk * itemsize))
 
 
@@ -144,7 +145,7 @@ class BatchStream:
             raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
         self._waited = 0.0  # seconds waited on reads by the finished passes over this stream
         self._units: Prefetcher | None = None
-        self._arrays = Recycled(limit=max(prefetch, 0) + 3)
+        self._arrays = Recycled(limit=max(prefetch, 0) + 2)
         self.run = run_length(self.batch_size)
 
     @property

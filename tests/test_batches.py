@@ -16,6 +16,7 @@ import pytest
 
 from streamtrain import ConfigError, DataError
 from streamtrain.batches import (
+    READERS,
     SHUFFLES,
     BatchStream,
     Cursor,
@@ -55,7 +56,7 @@ def source(data):
 
 def unit_budget(prefetch: int, chunks_per_unit: int = UNIT, itemsize: int = 8) -> int:
     """buffer_bytes that make a unit hold exactly ``chunks_per_unit`` chunks (see chunks_per_unit)."""
-    return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 3)
+    return chunks_per_unit * (N_X + 1) * C * itemsize * (prefetch + 2 + READERS)
 
 
 def stream(source, B, mode="none", *, seed=0, epoch=0, cursor=None, prefetch=0, dtype="float64"):
