@@ -18,6 +18,7 @@ import pytest
 
 import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, DataError, FullBatch, full_batch, get_model
+from streamtrain.batches import READERS
 from streamtrain.binding import bind
 from streamtrain.evaluation import evaluate, loss_and_grad
 from streamtrain.full_batch import check_scheduler
@@ -71,7 +72,7 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(
             Cursor(seed=4, epoch=0),
             shuffle=shuffle,
             dtype=np.float64,
-            buffer_bytes=5 * 3 * (5 + 1) * 128 * 8,
+            buffer_bytes=(2 + 2 + READERS) * 3 * (5 + 1) * 128 * 8,  # units of 3 chunks (prefetch 2)
         )
         loss, grad, seen, n_batches = 0.0, {k: np.zeros_like(v) for k, v in params.items()}, 0, 0
         for Xb, Yb, _ in stream:
