@@ -116,7 +116,7 @@ def chunks_per_unit(source: ChunkSource, shuffle: str, buffer_bytes: int, prefet
 class BatchStream:
     """One epoch (or the rest of one, from ``cursor``) of mini-batches.
 
-    Reads run ``prefetch`` units ahead in a background thread (0: read in the caller's
+    Reads run ``prefetch`` units ahead in up to READERS threads (0: read in the caller's
     thread); ``io_wait_s`` is the time the consumer spent waiting for them. ``labels``: the
     rule every chunk's labels are checked by as it is read (see ``streamtrain.labels``).
     """
