@@ -106,12 +106,13 @@ def _output(output, Z, Y, c, class_ids, dZ, col):
             label = i if _target(Y, c, i, class_ids) > _target(Y, c, label, class_ids) else label
         shift, total = Z[top], 0.0
         for i in range(n):
-            total += math.exp(Z[i] - shift)
+            dZ[i, col] = math.exp(Z[i] - shift)  # e^S, until it is divided below
+            total += dZ[i, col]
         loss = math.log(total)
         for i in range(n):
             y = _target(Y, c, i, class_ids)
             loss -= y * (Z[i] - shift)
-            dZ[i, col] = math.exp(Z[i] - shift) / total - y
+            dZ[i, col] = dZ[i, col] / total - y
         return loss, top == label
     loss, right = 0.0, output == SIGMOID
     for i in range(n):
