@@ -15,6 +15,7 @@ rest of an epoch exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -32,7 +33,7 @@ from ._errors import ConfigError, check_choice, check_int
 from .labels import LabelRule
 from .sources import ChunkSource
 
-__all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "check_batching"]
+__all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "Span", "check_batching"]
 
 
 class Shuffle(NamedTuple):
@@ -89,6 +90,25 @@ class Batch(NamedTuple):
     X: np.ndarray  # (n_x, B)
     Y: np.ndarray  # (k, B)
     cursor: Cursor  # where the batch after this one starts
+
+
+class Span(NamedTuple):
+    """``steps`` batches of ``width`` samples in a row: columns [start, start + steps·width) of X and Y,
+    which are the unit the batches lie in (or one batch joined from two units)."""
+
+    X: np.ndarray  # (n_x, ·)
+    Y: np.ndarray  # (k, ·)
+    start: int
+    steps: int
+    width: int
+    before: Cursor  # where its first batch starts
+    after: Cursor  # where the batch after its last starts
+
+    def cursor(self, j: int) -> Cursor:
+        """Where batch j of the span starts (``j = steps``: where the span ends)."""
+        if j == 0 or j == self.steps:
+            return self.before if j == 0 else self.after
+        return dataclasses.replace(self.before, offset=self.before.offset + j * self.width)  # inside one unit
 
 
 def check_batching(batch_size: int, shuffle: str) -> None:
@@ -212,6 +232,51 @@ class BatchStream:
         finally:
             units.close()
             self._waited, self._units = self.io_wait_s, None
+
+    def spans(self, max_samples: int) -> Generator[Span, None, None]:
+        """The stream's batches (the same as iterating it, with the same cursors) in spans: runs of whole
+        batches inside one unit, at most ``max_samples`` samples (at least one batch) each; a batch that
+        straddles two units, or the epoch's short last batch, is a span of its own."""
+        B, c = self.batch_size, self.cursor
+        most = max(1, max_samples // B)
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        have, begun = 0, c  # samples of the batch begun in an earlier unit, and where it began
+        units = self._units = Prefetcher(self.units(), self.prefetch, workers=READERS)
+        try:
+            for pos, X, Y in units:
+                n = X.shape[1]
+                i = c.offset if pos == c.position else 0
+                if i >= n and n:
+                    raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
+                at = functools.partial(self._cursor_in, pos, n)
+                if have:
+                    take = min(B - have, n - i)
+                    pending.append((X[:, i : i + take], Y[:, i : i + take]))
+                    have, i = have + take, i + take
+                    if have < B:
+                        continue
+                    joined = _join(pending, at(i))
+                    yield Span(joined.X, joined.Y, 0, 1, B, begun, joined.cursor)
+                    pending, have = [], 0
+                while n - i >= B:
+                    steps = min(most, (n - i) // B)
+                    yield Span(X, Y, i, steps, B, at(i), at(i + steps * B))
+                    i += steps * B
+                if i < n:
+                    pending, have, begun = [(X[:, i:], Y[:, i:])], n - i, at(i)
+            if pending:  # the last, short batch of the epoch
+                last = _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
+                yield Span(last.X, last.Y, 0, 1, have, begun, last.cursor)
+        finally:
+            units.close()
+            self._waited, self._units = self.io_wait_s, None
+
+    def _cursor_in(self, position: int, n: int, offset: int) -> Cursor:
+        """The cursor ``offset`` samples into the unit at ``position`` of n samples (its end: the next unit)."""
+        c, per_unit = self.cursor, self.chunks_per_unit
+        if offset < n:
+            return Cursor(c.seed, c.epoch, position, offset, per_unit)
+        return Cursor(c.seed, c.epoch, min(position + per_unit, self.source.n_chunks), 0, per_unit)
 
 
 def run_length(batch_size: int) -> int:

@@ -16,14 +16,42 @@ optimizer).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FACTOR", "WINDOW_SAMPLES", "Monitor"]
+import numpy as np
+
+__all__ = ["FACTOR", "WINDOW_SAMPLES", "Fold", "Monitor", "fold_losses"]
 
 FACTOR = 10.0
 WINDOW_SAMPLES = 2048
 WINDOW_STEPS = 10
+# (window, steps, average, start, losses) -> (steps, average, start, index of the diverged step or -1)
+Fold = Callable[[int, int, float, float, Any], tuple[int, float, float, int]]
+
+
+def fold_losses(window: int, steps: int, average: float, start: float, losses: Any) -> tuple[int, float, float, int]:
+    """The monitor's rule over ``losses`` one at a time: its new (steps, average, start) and the index of
+    the first loss at which the run diverged (-1: none; the state is then the one after that loss).
+
+    ``start`` NaN stands for "not yet known" (the first loss). Plain floats and a loop, so that numba
+    compiles this same function for the small-batch path (``beta ** float(n)``: C's pow, as Python's
+    ``beta ** n`` computes it, where numba would multiply for an integer power).
+    """
+    beta = 1.0 - 1.0 / window
+    for i in range(len(losses)):
+        loss = losses[i]
+        steps += 1
+        previous = average
+        # The uncorrected average is average * (1 - beta**(t-1)); fold the new loss in, re-correct.
+        kept = beta * previous * (1.0 - beta ** float(steps - 1))
+        average = (kept + (1.0 - beta) * loss) / (1.0 - beta ** float(steps)) if beta > 0.0 else loss
+        if math.isnan(start):
+            start = loss
+        if steps >= window and average > previous and average > FACTOR * start:
+            return steps, average, start, i
+    return steps, average, start, -1
 
 
 @dataclass
@@ -43,20 +71,20 @@ class Monitor:
 
     def update(self, loss: float) -> str | None:
         """Take one step's loss; a sentence saying why the run diverged, or None."""
-        self.steps += 1
-        beta = 1.0 - 1.0 / self.window
-        previous = self.average
-        # The uncorrected average is average * (1 - beta**(t-1)); fold the new loss in, re-correct.
-        kept = beta * previous * (1.0 - beta ** (self.steps - 1))
-        self.average = (kept + (1.0 - beta) * loss) / (1.0 - beta**self.steps) if beta else loss
-        if self.start is None:
-            self.start = loss
-        if self.steps < self.window or self.average <= previous:
+        diverged = self.update_many((loss,))
+        return None if diverged is None else diverged[1]
+
+    def update_many(self, losses: Sequence[float] | np.ndarray, fold: Fold = fold_losses) -> tuple[int, str] | None:
+        """Take the losses of several steps in a row (a sequence or an array), exactly as ``update`` one at a
+        time, stopping at the first that diverged: (its index, the sentence saying why), or None. ``fold`` is
+        ``fold_losses`` or the same function compiled (the small-batch path's twin)."""
+        start = math.nan if self.start is None else float(self.start)
+        steps, average, start, at = fold(int(self.window), int(self.steps), float(self.average), start, losses)
+        self.steps, self.average, self.start = int(steps), float(average), None if math.isnan(start) else float(start)
+        if at < 0:
             return None
-        if self.average > FACTOR * self.start:
-            what = "the loss" if self.window == 1 else f"the loss (averaged over the last {self.window} steps)"
-            return f"{what} rose to {self.average:.4g}, more than {FACTOR:g} times its starting {self.start:.4g}"
-        return None
+        what = "the loss" if self.window == 1 else f"the loss (averaged over the last {self.window} steps)"
+        return at, f"{what} rose to {self.average:.4g}, more than {FACTOR:g} times its starting {self.start:.4g}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

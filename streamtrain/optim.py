@@ -21,7 +21,7 @@ per-epoch schedule is the same function with ``every = steps per epoch``, so α 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,6 +39,7 @@ __all__ = [
     "check_decay",
     "get_optimizer",
     "lr_at",
+    "lr_steps",
     "momentum",
     "rmsprop",
     "schedule",
@@ -94,6 +95,16 @@ def _check_lr(lr: LearningRate) -> LearningRate:
 def lr_at(lr: LearningRate, step: int) -> float:
     """The learning rate for the update taken when ``step`` updates are already done."""
     return float(lr(step)) if callable(lr) else lr
+
+
+def lr_steps(lr: LearningRate, start: int, count: int) -> np.ndarray:
+    """The learning rates of the ``count`` updates from ``start`` on, float64: ``lr_at`` of each step,
+    without a Python call per step. ``lr`` is a number or a ``schedule`` (which also takes an array of steps)."""
+    if not callable(lr):
+        return np.full(count, lr, dtype=np.float64)
+    by_step: Callable[[np.ndarray], Any] = lr  # type: ignore[assignment]  # a schedule's operators take arrays too
+    rates = by_step(np.arange(start, start + count, dtype=np.int64))
+    return np.array(np.broadcast_to(np.asarray(rates, dtype=np.float64), (count,)))  # constant: one number
 
 
 def _moving_average(average: np.ndarray, x: np.ndarray, beta: float) -> np.ndarray:
@@ -192,11 +203,21 @@ class Schedule(NamedTuple):
     decay_range: str
 
 
+def _power(d: float, t: Any) -> Any:
+    """d ** t for a whole t, or an array of them: each distinct t by Python's pow, as ``lr_at`` computes
+    it (numpy's vectorised power may round the last bit otherwise)."""
+    if np.ndim(t) == 0:
+        return d**t
+    exponents, where = np.unique(t, return_inverse=True)
+    return np.array([d ** int(e) for e in exponents])[where]
+
+
+# Each rate is written in operators that also take an array of t (``lr_steps``).
 SCHEDULES = {
     "constant": Schedule(lambda lr, d, t, n: lr, None, lambda d: True, ""),
     "inverse-time": Schedule(lambda lr, d, t, n: lr / (1 + d * t), 1.0, lambda d: d >= 0, ">= 0"),
-    "exponential": Schedule(lambda lr, d, t, n: lr * d**t, 0.95, lambda d: 0 < d <= 1, "in (0, 1]"),
-    "step": Schedule(lambda lr, d, t, n: lr * d ** (t // n), 0.5, lambda d: 0 < d <= 1, "in (0, 1]"),
+    "exponential": Schedule(lambda lr, d, t, n: lr * _power(d, t), 0.95, lambda d: 0 < d <= 1, "in (0, 1]"),
+    "step": Schedule(lambda lr, d, t, n: lr * _power(d, t // n), 0.5, lambda d: 0 < d <= 1, "in (0, 1]"),
 }
 
 

@@ -35,6 +35,7 @@ from .parameters import check_memory, check_params
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
 from .resume import Checkpoints, TrainState, check_state
+from .small_batches import SPAN_SAMPLES, SmallBatches, small_batches
 from .sources import ChunkSource
 
 __all__ = ["fit"]
@@ -122,11 +123,14 @@ def _emitter(metrics: str | os.PathLike | None, on_epoch: Emit | None) -> Emit:
     return emit
 
 
-def _optimizer(config: FitConfig, m: int) -> Optimizer:
-    """The optimizer of ``config``, its learning rate following the schedule."""
+def _rate(config: FitConfig, m: int) -> Callable[[int], float]:
+    """The learning rate of ``config`` at each step, following the schedule."""
     B = m if config.batch_size == "full" else int(config.batch_size)
     every = 1 if config.lr_per == "step" else -(-m // B)  # steps per epoch
-    rate = schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=every)
+    return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=every)
+
+
+def _optimizer(config: FitConfig, rate: Callable[[int], float]) -> Optimizer:
     return get_optimizer(config.optimizer, rate, beta1=config.beta1, beta2=config.beta2, eps=config.eps)
 
 
@@ -151,7 +155,9 @@ class Run:
                 "L-BFGS runs cannot be checkpointed: scipy keeps its curvature pairs to itself, so a resumed run "
                 "would differ; leave checkpoint_dir unset (each iteration is one exact pass)"
             )
-        self.opt = None if self.lbfgs else _optimizer(config, source.m)
+        rate = _rate(config, source.m)
+        self.opt = None if self.lbfgs else _optimizer(config, rate)
+        self.small = small_batches(model, config, rate, source.m)  # None: the per-batch path
         self.stamp = source.stamp()
         self.checkpoints = None
         if saving.checkpoint_dir is not None:
@@ -242,11 +248,10 @@ class Run:
     def _run_epoch(self, state: TrainState) -> EpochRecord:
         """The rest of the epoch's gradient steps, from its cursor; the epoch's record."""
         model, config, source, sums = self.model, self.config, self.source, state.sums
-        cursor = state.cursor or Cursor(config.seed, state.epoch - 1)
         stream = BatchStream(
             source,
             self.batch_size,
-            cursor,
+            state.cursor or Cursor(config.seed, state.epoch - 1),
             shuffle=config.shuffle,
             dtype=config.dtype,
             prefetch=config.prefetch,
@@ -254,18 +259,10 @@ class Run:
             labels=model.labels,
         )
         bar = Progress(f"epoch {state.epoch}/{config.epochs}", source.m, enabled=self.show)
-        for X, Y, after in stream:
-            # Overflows warn nothing: a non-finite loss is looked into below, a growing one by the monitor.
-            with np.errstate(invalid="ignore", over="ignore"):
-                loss, grads, n_correct = batch_objective(model, state.params, X, Y, l2=config.l2, m=source.m)
-                if not math.isfinite(loss):
-                    raise self._non_finite(stream, cursor, after, loss, state)
-                state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
-            sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
-            sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
-            state.cursor = cursor = after
-            bar.update(sums.samples, sums.loss / sums.samples, stream.io_wait_s)
-            self._after_step(state, loss)
+        if self.small is not None:
+            self._span_steps(stream, state, bar, self.small)
+        else:
+            self._batch_steps(stream, state, bar)
         bar.close()
         seconds = self._seconds()
         return EpochRecord(
@@ -278,6 +275,49 @@ class Run:
             io_wait_s=stream.io_wait_s,
             accuracy=sums.correct / sums.samples if model.has_accuracy else None,
         )
+
+    def _batch_steps(self, stream: BatchStream, state: TrainState, bar: Progress) -> None:
+        """One step per batch, in numpy (``models``, ``optim``): any model, any batch size."""
+        model, config, sums, cursor = self.model, self.config, state.sums, stream.cursor
+        for X, Y, after in stream:
+            # Overflows warn nothing: a non-finite loss is looked into below, a growing one by the monitor.
+            with np.errstate(invalid="ignore", over="ignore"):
+                loss, grads, n_correct = batch_objective(model, state.params, X, Y, l2=config.l2, m=self.source.m)
+                if not math.isfinite(loss):
+                    raise self._non_finite(stream, cursor, after, loss, state)
+                state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
+            sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
+            sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
+            state.cursor = cursor = after
+            bar.update(sums.samples, sums.loss / sums.samples, stream.io_wait_s)
+            self._check_divergence(state, loss)
+            self._after_steps(state)
+
+    def _span_steps(self, stream: BatchStream, state: TrainState, bar: Progress, small: SmallBatches) -> None:
+        """The same steps, a span of batches per compiled call (``small_batches``); a span ends early at a
+        step where a checkpoint is due, so checkpoints land where the per-batch path writes them."""
+        sums = state.sums
+        state.params, state.opt = small.own(state.params, state.opt)  # then stepped in place
+        for span in stream.spans(SPAN_SAMPLES):
+            first = 0
+            while first < span.steps:
+                count = span.steps - first
+                if self.checkpoints is not None and self.every_steps is not None:
+                    count = min(count, self.every_steps - state.opt.step % self.every_steps)
+                result = small.take(state.params, state.opt, span, first, count, sums.loss)
+                diverged = state.monitor.update_many(result.losses[: result.done], small.fold)
+                if diverged is not None:
+                    raise self._diverged(state.epoch, state.opt.step + diverged[0] + 1, diverged[1])
+                state.opt = state.opt._replace(step=state.opt.step + result.done)
+                sums.loss, sums.correct = result.total, sums.correct + result.correct
+                sums.samples, sums.steps = sums.samples + result.done * span.width, sums.steps + result.done
+                first += result.done
+                state.cursor = span.cursor(first)
+                if result.done < count:
+                    loss = float(result.losses[result.done])
+                    raise self._non_finite(stream, state.cursor, span.cursor(first + 1), loss, state)
+                bar.update(sums.samples, sums.loss / sums.samples, stream.io_wait_s)
+                self._after_steps(state)
 
     def _full_step(self, exact: FullBatch, state: TrainState) -> EpochRecord:
         """One batch gradient descent step on the exact J; the record holds J and ‖∇J‖ before it."""
@@ -299,9 +339,8 @@ class Run:
             grad_norm=norm(grads),
         )
 
-    def _after_step(self, state: TrainState, loss: float) -> None:
-        """Divergence check, a checkpoint when one is due, and a stop when a signal asked for one."""
-        self._check_divergence(state, loss)
+    def _after_steps(self, state: TrainState) -> None:
+        """A checkpoint when one is due, and a stop when a signal asked for one."""
         if self.checkpoints is not None:
             due = self.every_steps is not None and state.opt.step % self.every_steps == 0
             if due or self.stop.signum is not None or time.monotonic() - self._saved_at >= self.every_seconds:
@@ -311,7 +350,10 @@ class Run:
     def _check_divergence(self, state: TrainState, loss: float) -> None:
         reason = state.monitor.update(loss)
         if reason is not None:
-            raise DivergedError(f"diverged at epoch {state.epoch}, step {state.opt.step}: {reason}; {self._too_large}")
+            raise self._diverged(state.epoch, state.opt.step, reason)
+
+    def _diverged(self, epoch: int, step: int, reason: str) -> DivergedError:
+        return DivergedError(f"diverged at epoch {epoch}, step {step}: {reason}; {self._too_large}")
 
     @property
     def _too_large(self) -> str:

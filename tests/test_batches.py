@@ -245,6 +245,37 @@ def test_a_cursor_position_that_is_not_the_start_of_a_unit_is_refused(source, po
     stream(source, 5, "buffer", cursor=Cursor(0, 0, position=UNIT, chunks_per_unit=UNIT))
 
 
+def batches_of(spans) -> list:
+    """The batches a run of spans holds: (X, Y, cursor after each), as iterating the stream gives them."""
+    out = []
+    for span in spans:
+        for j in range(span.steps):
+            cols = slice(span.start + j * span.width, span.start + (j + 1) * span.width)
+            out.append((span.X[:, cols], span.Y[:, cols], span.cursor(j + 1)))
+            assert span.cursor(j) == (out[-2][2] if len(out) > 1 else span.before)
+    return out
+
+
+@pytest.mark.parametrize("B, most", [(1, 5), (1, 1000), (3, 7), (7, 100), (24, 24), (M, 1)])
+@pytest.mark.parametrize("mode", list(SHUFFLES))
+def test_spans_hold_the_streams_batches_and_cursors(source, mode, B, most):
+    full = list(stream(source, B, mode, seed=5, epoch=1, prefetch=1))
+    for t in (-1, *range(1, len(full) // 2, 3)):  # from the start, and resumed after batch t
+        start, rest = (None, full) if t < 0 else (full[t].cursor, full[t + 1 :])
+        spans = list(stream(source, B, mode, seed=5, epoch=1, cursor=start, prefetch=1).spans(most))
+        assert all(s.steps * s.width <= max(most, s.width) for s in spans)
+        got = batches_of(spans)
+        assert len(got) == len(rest)
+        for (X, Y, after), want in zip(got, rest):
+            assert np.array_equal(X, want.X) and np.array_equal(Y, want.Y) and after == want.cursor
+
+
+def test_a_span_is_its_unit_and_a_batch_across_two_units_is_a_span_of_its_own(source):
+    spans = list(stream(source, 3, "none").spans(100))  # units of one chunk of 8: 3 + 3, then 2 + 1
+    assert [(s.start, s.steps, s.X.shape[1]) for s in spans[:3]] == [(0, 2, 8), (0, 1, 3), (1, 2, 8)]
+    assert spans[1].before == spans[0].after == Cursor(0, 0, 0, 6, 1) and spans[1].after == spans[2].before
+
+
 @pytest.mark.parametrize("mode", list(SHUFFLES))
 def test_cursor_at_end_yields_nothing(source, mode):
     assert list(stream(source, 10, mode, cursor=Cursor(0, 0, position=N_CHUNKS))) == []

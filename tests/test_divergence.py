@@ -121,3 +121,27 @@ def test_a_diverged_command_exits_3_and_leaves_the_model_file_alone(stores, tmp_
     linear = ["fit", stores["linear"], "--model", "linear", "--lr", "1e6", "--batch-size", "full", "--out", str(out)]
     assert main([*linear, "--scheduler", "sync"]) == 3
     assert out.read_bytes() == before
+
+
+def monitor_losses(seed: int = 0) -> list[float]:
+    """Noisy losses that fall, then grow geometrically: divergence after a few hundred steps."""
+    rng = np.random.default_rng(seed)
+    losses = 0.7 * np.exp(-np.arange(300) / 100) * rng.uniform(0.5, 1.5, 300)
+    return [*losses, *(0.3 * 1.05 ** np.arange(200))]
+
+
+@pytest.mark.parametrize("start", [0.7, None])
+def test_update_many_is_update_one_loss_at_a_time(start):
+    losses = monitor_losses()
+    one = Monitor(window=20, start=start)
+    reasons = [one.update(x) for x in losses]
+    at = next(i for i, r in enumerate(reasons) if r is not None)
+    one = Monitor(window=20, start=start)
+    for x in losses[: at + 1]:
+        one.update(x)
+    many = Monitor(window=20, start=start)
+    assert many.update_many(losses[:100]) is None and many.update_many(np.array(losses[100:])) == (
+        at - 100,
+        reasons[at],
+    )
+    assert many == one

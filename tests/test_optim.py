@@ -14,6 +14,7 @@ from streamtrain.optim import (
     adam,
     get_optimizer,
     lr_at,
+    lr_steps,
     momentum,
     rmsprop,
     schedule,
@@ -255,6 +256,18 @@ def test_adam_under_a_schedule_is_adam_with_that_rate_at_each_step():
     (p1, _), (p2, _) = run(BUILD["adam"](sched), params, gs)[:2]
     expected, _ = BUILD["adam"](sched(1)).update(gs[1], s1, p1)  # the same state, a constant rate of schedule(1)
     assert_params_close(p2, expected)
+
+
+@pytest.mark.parametrize(
+    "name, decay", [("constant", None), ("inverse-time", 0.01), ("exponential", 0.999), ("step", 0.9)]
+)
+@pytest.mark.parametrize("every", [1, 7])
+def test_lr_steps_are_lr_at_of_each_step_to_the_bit(name, decay, every):
+    # numpy's vectorised power rounds the last bit otherwise at ~5% of these steps (d ** t, d = 0.999).
+    rate = schedule(name, 0.37, decay=decay, step_size=3, every=every)
+    expected = np.array([lr_at(rate, s) for s in range(5, 3005)])
+    assert lr_steps(rate, 5, 3000).tobytes() == expected.tobytes()
+    assert lr_steps(0.25, 5, 3).tolist() == [0.25] * 3
 
 
 def test_lr_at_resolves_numbers_and_schedules():
