@@ -191,20 +191,39 @@ class BatchStream:
         """The unit at ``pos`` of the epoch's chunk order: its chunks side by side, columns
         permuted when the shuffle asks for it, in the training dtype."""
         source, arrays = self.source, self._arrays
-        bounds = (source.chunk_bounds[c] for c in self.order[pos : pos + self.chunks_per_unit])
-        parts = [source.read(a, b, labels=self.labels) for a, b in bounds]
-        X, Y = (_concatenate(p, arrays) for p in zip(*parts))
-        del parts  # the chunks' memory goes before the permuted copy is made
-        if SHUFFLES[self.shuffle].columns:
-            rng = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
-            perm = rng.permutation(X.shape[1] // self.run)
-            X = permute_runs(X, perm, self.run, arrays.empty(X.shape, X.dtype))
-            Y = permute_runs(Y, perm, self.run, np.empty_like(Y))
+        chunks = self.order[pos : pos + self.chunks_per_unit]
+        bounds = [source.chunk_bounds[c] for c in chunks]
+        width = sum(b - a for a, b in bounds)
+        permute = self._permutation(pos, width)
+        if permute is None:
+            X, Y = self._read_side_by_side(bounds)
+        else:
+            X = arrays.empty((source.n_x, width), source.dtype)
+            # Raw chunk files are read and permuted a row at a time (one pass over memory).
+            if source.read_x_rows(chunks, X, permute):
+                Y = _concatenate(tuple(source.read_labels(a, b, labels=self.labels) for a, b in bounds), arrays)
+            else:
+                read, Y = self._read_side_by_side(bounds)
+                permute(read, X)
+            Y = permute(Y, np.empty_like(Y))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
             if X.dtype != self.dtype:
                 X = _cast(X, arrays.empty(X.shape, self.dtype))
             Y = np.asarray(Y, dtype=self.dtype)
         return pos, X, Y
+
+    def _read_side_by_side(self, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [self.source.read(a, b, labels=self.labels) for a, b in bounds]
+        X, Y = (_concatenate(p, self._arrays) for p in zip(*parts))
+        return X, Y
+
+    def _permutation(self, pos: int, width: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        """``buffer``'s permutation of the unit at ``pos`` (of ``width`` samples) as ``arrange(A, out)``;
+        None when columns are not shuffled."""
+        if not SHUFFLES[self.shuffle].columns:
+            return None
+        rng = np.random.default_rng([self.cursor.seed, self.cursor.epoch, 1, pos])
+        return functools.partial(permute_runs, perm=rng.permutation(width // self.run), run=self.run)
 
     def __iter__(self) -> Generator[Batch, None, None]:
         B, c = self.batch_size, self.cursor
@@ -287,8 +306,8 @@ def run_length(batch_size: int) -> int:
     return 1 << (most.bit_length() - 1)
 
 
-def permute_runs(A: np.ndarray, perm: np.ndarray, run: int, out: np.ndarray) -> np.ndarray:
-    """``A``'s columns in runs of ``run``, the runs in the order ``perm`` gives; the columns past
+def permute_runs(A: np.ndarray, out: np.ndarray, perm: np.ndarray, run: int) -> np.ndarray:
+    """``out`` = ``A``'s columns in runs of ``run``, the runs in the order ``perm`` gives; the columns past
     the last whole run (fewer than ``run``, only in a unit with a short last chunk) stay last."""
     rows, full = A.shape[0], len(perm) * run
     # take() gathers whole runs as items of run·itemsize bytes; mode="clip" (the indices are

@@ -422,7 +422,7 @@ def test_buffer_runs_are_powers_of_two_with_enough_runs_per_batch(B, run):
 def test_permute_runs_moves_whole_runs_and_keeps_the_tail_last():
     A = np.arange(3 * 37).reshape(3, 37)
     perm = np.random.default_rng(0).permutation(37 // 4)
-    out = permute_runs(A, perm, 4, np.empty_like(A))
+    out = permute_runs(A, np.empty_like(A), perm, 4)
     expected = np.concatenate([A[:, 4 * p : 4 * p + 4] for p in perm] + [A[:, 36:]], axis=1)
     np.testing.assert_array_equal(out, expected)
 

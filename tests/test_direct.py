@@ -225,12 +225,17 @@ def chunk_file(path, array: str, c: int, fmt: int = 3) -> str:
 
 
 def cannot_be_read(source, c: int, *why: str) -> None:
-    """Reading chunk ``c`` of ``source`` raises a DataError naming X, the chunk, its samples and ``why``."""
+    """Reading chunk ``c`` of ``source`` raises a DataError naming X, the chunk, its samples and ``why``;
+    so does reading its rows (buffer shuffle's path for raw chunks), with the same message."""
     a, b = source.chunk_bounds[c]
     with pytest.raises(DataError) as e:
         source.read(a, b)
     for part in (f"{source.name}/X: chunk {c} (samples {a}..{b}) cannot be read", *why):
         assert part in str(e.value)
+    if source.direct is not None and source.direct[0].raw:
+        with pytest.raises(DataError) as by_rows:
+            source.read_x_rows([c], np.empty((source.n_x, b - a), source.dtype), lambda row, out: np.copyto(out, row))
+        assert str(by_rows.value) == str(e.value)
 
 
 def rewrite(path: str, data: bytes, *, append: bool = False, at: int | None = None) -> None:
@@ -343,6 +348,32 @@ def test_a_chunk_file_deleted_after_opening(tmp_path, open_twins, fmt):
     assert_identical(fast.direct[1].read(2), np.zeros((1, b - a), Y.dtype))
     with pytest.raises(DataError, match=re.escape(f"{path}/Y: chunk 2 (samples {a}..{b}) is missing")):
         strict.direct[1].read(2)
+
+
+@pytest.mark.parametrize("policy", ["fill", "error"])
+def test_the_rows_path_reads_a_unit_as_read_does_and_a_missing_chunk_by_the_policy(tmp_path, open_twins, policy):
+    """Buffer shuffle reads a unit of raw chunks row by row: the same values as ``read`` side by side,
+    the fill value for a chunk gone when the policy says so, and read's error when it does not."""
+    X, Y = make_xy()
+    path, _ = write(tmp_path, "zarr", "v3 raw", X, Y)
+    fast, _ = open_twins("zarr", path, missing_chunks=policy)
+    os.remove(chunk_file(path, "X", 1))
+    unit = [3, 1, 4]  # the last chunk is short
+    width = sum(b - a for a, b in (fast.chunk_bounds[c] for c in unit))
+    out, rows_seen = np.empty((N_X, width), X.dtype), []
+
+    def arrange(stage, row):
+        rows_seen.append(stage.copy())
+        np.copyto(row, stage[:, ::-1])  # any rearrangement the caller asks for
+
+    if policy == "error":
+        with pytest.raises(DataError, match=re.escape(f"{path}/X: chunk 1 (samples 8..16) is missing")):
+            fast.read_x_rows(unit, out, arrange)
+        return
+    assert fast.read_x_rows(unit, out, arrange)
+    side_by_side = np.hstack([X[:, 24:32], np.zeros((N_X, 8), X.dtype), X[:, 32:]])
+    assert_identical(np.vstack(rows_seen), side_by_side)
+    assert_identical(out, side_by_side[:, ::-1])
 
 
 @pytest.mark.parametrize("layout", ["chunked raw", "contiguous"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
@@ -146,15 +146,46 @@ class ChunkSource:
         return f"{self.name}/{self.y_name}"
 
     def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.direct is not None:
-            c = self.chunk_of(start)
-            if self.chunk_bounds[c] == (start, stop):
-                return self.direct[0].read(c), self.direct[1].read(c)
+        found = self._direct_chunk(start, stop)
+        if found is not None:
+            (x, y), c = found
+            return x.read(c), y.read(c)
         X, Y = self.arrays()
         return (
             read_columns(X, start, stop, self.x_where, self.chunk_starts),
             read_columns(Y, start, stop, self.y_where, self.chunk_starts),
         )
+
+    def _direct_chunk(self, start: int, stop: int) -> tuple[tuple[DirectArray, DirectArray], int] | None:
+        """The direct arrays and the chunk that ``[start, stop)`` is, when it is read from the files
+        (the direct path reads whole chunks); None: through the library."""
+        if self.direct is None:
+            return None
+        c = self.chunk_of(start)
+        return (self.direct, c) if self.chunk_bounds[c] == (start, stop) else None
+
+    def read_labels(self, start: int, stop: int, labels: LabelRule | None = None) -> np.ndarray:
+        """Y alone of ``read`` (columns ``[start, stop)``, checked by ``labels``)."""
+        found = self._direct_chunk(start, stop)
+        if found is not None:
+            (_, y), c = found
+            Y = y.read(c)
+        else:
+            Y = read_columns(self.arrays()[1], start, stop, self.y_where, self.chunk_starts)
+        if labels is not None:
+            check_labels(Y, start, labels, self.y_where, self.chunk_starts)
+        return Y
+
+    def read_x_rows(
+        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any]
+    ) -> bool:
+        """X of whole ``chunks`` side by side into ``out``, row by row through ``arrange`` (see
+        ``DirectArray.read_rows``), when X's chunks are raw files; False (nothing read): the caller
+        reads them with ``read``."""
+        if self.direct is None or not self.direct[0].raw:
+            return False
+        self.direct[0].read_rows(chunks, out, arrange)
+        return True
 
     def will_read(self, c: int) -> None:
         """A hint: chunk ``c`` is read soon, so the kernel may start reading its files from disk."""

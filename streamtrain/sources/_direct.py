@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -36,6 +37,17 @@ class ChunkBytes(NamedTuple):
     path: str
     offset: int | None = 0
     size: int = -1
+
+
+class _RowsAt(NamedTuple):
+    """Where the rows of one raw chunk lie: row r's samples are ``nbytes`` at ``first + r * step``
+    of the open file ``fd`` (None: a chunk never written, read as ``fill``)."""
+
+    fd: int | None
+    first: int
+    step: int
+    nbytes: int
+    fill: Any = None
 
 
 class Inflate:
@@ -86,9 +98,75 @@ class DirectArray:
         except (OSError, ValueError, RuntimeError, zlib.error) as e:
             raise self._damaged(start, width, e) from None
         if stored.size != self.rows * self.chunk:
-            what = f"{stored.nbytes} bytes, not the {self.rows * self.chunk * self.dtype.itemsize} of its shape"
-            raise DataError(f"{self._span(start, width)} cannot be read: truncated or corrupt ({what})")
+            raise self._short(start, width, stored.nbytes)
         return stored.reshape(self.rows, self.chunk)[:, :width]
+
+    @property
+    def raw(self) -> bool:
+        """Whether chunks are stored raw: their rows can be read straight where they are wanted."""
+        return self.codec is None
+
+    def read_rows(
+        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any]
+    ) -> None:
+        """The raw ``chunks`` side by side into ``out`` (rows, their total width), one row at a time:
+        the row of every chunk is read into a staging row, which ``arrange(stage, out[r : r + 1])``
+        moves into place (both (1, width)). The staging row stays in the CPU's cache, so reading
+        and rearranging (buffer shuffle's permutation) cost one pass over the unit, not two."""
+        stage = np.empty((1, out.shape[1]), self.dtype)
+        opened: list[tuple[_RowsAt, np.ndarray, int]] = []  # where each chunk's rows lie, their stage part
+        try:
+            at = 0
+            for c in chunks:
+                start = int(c) * self.chunk
+                width = min(self.chunk, self.m - start)
+                opened.append((self._rows_at(int(c), start, width), stage[0, at : at + width], start))
+                at += width
+            for r in range(self.rows):
+                for rows_at, part, start in opened:
+                    self._read_row(rows_at, r, part, start)
+                arrange(stage, out[r : r + 1])
+        finally:
+            for rows_at, _, _ in opened:
+                if rows_at.fd is not None:
+                    os.close(rows_at.fd)
+
+    def _rows_at(self, c: int, start: int, width: int) -> _RowsAt:
+        """Chunk c's rows (an open file the caller closes), its size checked; DataError as ``read``."""
+        located, itemsize = self.chunks[c], self.dtype.itemsize
+        if located.offset is None:
+            return _RowsAt(None, 0, 0, 0, self._fill_of(start, width))
+        if self.row_stride is not None:  # a contiguous dataset: rows of all m samples
+            first, step = located.offset + start * itemsize, self.row_stride
+        else:
+            first, step = located.offset, self.chunk * itemsize
+        try:
+            fd = os.open(located.path, os.O_RDONLY)
+        except FileNotFoundError as e:
+            if located.size < 0 and self.row_stride is None:  # a chunk file (Zarr): that chunk is missing
+                return _RowsAt(None, 0, 0, 0, self._fill_of(start, width))
+            raise self._damaged(start, width, e) from None
+        except OSError as e:
+            raise self._damaged(start, width, e) from None
+        if self.row_stride is None:  # a chunk's size is known: check it as ``read`` does
+            expected, size = self.rows * self.chunk * itemsize, os.fstat(fd).st_size - first
+            if size < expected or (located.size < 0 and size > expected):
+                os.close(fd)
+                if size > expected:
+                    raise self._damaged(start, width, ValueError(f"more than the {expected} bytes of its shape"))
+                raise self._short(start, width, max(size, 0))
+        return _RowsAt(fd, first, step, width * itemsize)
+
+    def _read_row(self, rows_at: _RowsAt, r: int, part: np.ndarray, start: int) -> None:
+        if rows_at.fd is None:
+            part[...] = rows_at.fill
+            return
+        try:
+            got = os.preadv(rows_at.fd, [part.data.cast("B")], rows_at.first + r * rows_at.step)
+        except OSError as e:
+            raise self._damaged(start, part.shape[0], e) from None
+        if got != rows_at.nbytes:
+            raise self._damaged(start, part.shape[0], ValueError(f"row {r} ends early: the file is truncated"))
 
     def will_read(self, c: int) -> None:
         """Ask the kernel to start reading chunk ``c`` from disk (no-op where unsupported)."""
@@ -137,12 +215,20 @@ class DirectArray:
         return out
 
     def _missing(self, start: int, width: int) -> np.ndarray:
+        return np.full((self.rows, width), self._fill_of(start, width), dtype=self.dtype)
+
+    def _fill_of(self, start: int, width: int) -> Any:
+        """What the chunk never written at ``start`` reads as; DataError when it must not be read."""
         if self.fill is None:
             raise DataError(
                 f"{self._span(start, width)} is missing; it would read as fill values, not data; "
                 f"{MISSING_FLAG} reads such chunks as the fill value"
             )
-        return np.full((self.rows, width), self.fill, dtype=self.dtype)
+        return self.fill
+
+    def _short(self, start: int, width: int, nbytes: int) -> DataError:
+        what = f"{nbytes} bytes, not the {self.rows * self.chunk * self.dtype.itemsize} of its shape"
+        return DataError(f"{self._span(start, width)} cannot be read: truncated or corrupt ({what})")
 
     def _damaged(self, start: int, width: int, e: Exception) -> DataError:
         return DataError(f"{self._span(start, width)} cannot be read: {cause(e)}")
