@@ -29,6 +29,10 @@ from ._integrity import MISSING_FLAG, cause, chunk_span
 
 __all__ = ["ChunkBytes", "DirectArray", "Inflate"]
 
+# Bytes of a unit's rows read at once by ``read_rows`` before they are rearranged: a few rows, small
+# enough to stay in the CPU's cache, large enough that reader threads seldom need the interpreter lock.
+STAGE_BYTES = 2**20
+
 
 class ChunkBytes(NamedTuple):
     """Where one chunk's bytes lie: ``size`` bytes of ``path`` from ``offset`` (size -1: to the
@@ -109,23 +113,25 @@ class DirectArray:
     def read_rows(
         self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any]
     ) -> None:
-        """The raw ``chunks`` side by side into ``out`` (rows, their total width), one row at a time:
-        the row of every chunk is read into a staging row, which ``arrange(stage, out[r : r + 1])``
-        moves into place (both (1, width)). The staging row stays in the CPU's cache, so reading
-        and rearranging (buffer shuffle's permutation) cost one pass over the unit, not two."""
-        stage = np.empty((1, out.shape[1]), self.dtype)
-        opened: list[tuple[_RowsAt, np.ndarray, int]] = []  # where each chunk's rows lie, their stage part
+        """The raw ``chunks`` side by side into ``out`` (rows, their total width), a few rows at a
+        time: those rows of every chunk are read into a staging block, which ``arrange(stage,
+        out[r : r + k])`` moves into place. The block stays in the CPU's cache, so reading and
+        rearranging (buffer shuffle's permutation) cost one pass over the unit, not two."""
+        k = max(1, min(self.rows, STAGE_BYTES // (out.shape[1] * self.dtype.itemsize)))
+        stage = np.empty((k, out.shape[1]), self.dtype)
+        opened: list[tuple[_RowsAt, slice, int]] = []  # where each chunk's rows lie, its columns, first sample
         try:
             at = 0
             for c in chunks:
                 start = int(c) * self.chunk
                 width = min(self.chunk, self.m - start)
-                opened.append((self._rows_at(int(c), start, width), stage[0, at : at + width], start))
+                opened.append((self._rows_at(int(c), start, width), slice(at, at + width), start))
                 at += width
-            for r in range(self.rows):
-                for rows_at, part, start in opened:
-                    self._read_row(rows_at, r, part, start)
-                arrange(stage, out[r : r + 1])
+            for r in range(0, self.rows, k):
+                block = stage[: min(k, self.rows - r)]
+                for rows_at, columns, start in opened:
+                    self._read_block(rows_at, r, block[:, columns], start)
+                arrange(block, out[r : r + block.shape[0]])
         finally:
             for rows_at, _, _ in opened:
                 if rows_at.fd is not None:
@@ -157,16 +163,26 @@ class DirectArray:
                 raise self._short(start, width, max(size, 0))
         return _RowsAt(fd, first, step, width * itemsize)
 
-    def _read_row(self, rows_at: _RowsAt, r: int, part: np.ndarray, start: int) -> None:
+    def _read_block(self, rows_at: _RowsAt, r: int, block: np.ndarray, start: int) -> None:
+        """Rows r, r+1, ... of a chunk into the rows of ``block``: one read, as rows follow each other
+        in the file for a chunk (one range per row for a contiguous dataset)."""
         if rows_at.fd is None:
-            part[...] = rows_at.fill
+            block[...] = rows_at.fill
             return
+        rows = [block[i].data.cast("B") for i in range(block.shape[0])]
         try:
-            got = os.preadv(rows_at.fd, [part.data.cast("B")], rows_at.first + r * rows_at.step)
+            if rows_at.step == rows_at.nbytes:  # a chunk's rows, back to back
+                got = os.preadv(rows_at.fd, rows, rows_at.first + r * rows_at.step)
+            else:
+                got = sum(
+                    os.preadv(rows_at.fd, [row], rows_at.first + (r + i) * rows_at.step) for i, row in enumerate(rows)
+                )
         except OSError as e:
-            raise self._damaged(start, part.shape[0], e) from None
-        if got != rows_at.nbytes:
-            raise self._damaged(start, part.shape[0], ValueError(f"row {r} ends early: the file is truncated"))
+            raise self._damaged(start, block.shape[1], e) from None
+        if got != rows_at.nbytes * len(rows):
+            raise self._damaged(
+                start, block.shape[1], ValueError(f"row {r + got // rows_at.nbytes} ends early: the file is truncated")
+            )
 
     def will_read(self, c: int) -> None:
         """Ask the kernel to start reading chunk ``c`` from disk (no-op where unsupported)."""
