@@ -45,8 +45,8 @@ class Shuffle(NamedTuple):
 
 SHUFFLES = {"none": Shuffle(False, False), "chunks": Shuffle(True, False), "buffer": Shuffle(True, True)}
 # Memory for all units in flight in ``buffer`` mode: the ones read ahead, the one being consumed,
-# and one more for each reader thread shuffling (twice its size at the peak: the chunks and the
-# permuted copy).
+# and one more for each reader thread shuffling (twice its size at the peak for compressed chunks:
+# the decoded chunks and the permuted copy; raw chunks are permuted as they are read).
 DEFAULT_BUFFER_BYTES = 192 * 2**20
 # ``buffer`` permutes runs of consecutive columns, not single columns: a column gather touches
 # one cache line per value (12 ms for a (100, 65,536) float32 chunk, over 1 s of CPU per 5M

@@ -297,9 +297,9 @@ class FitConfig(Declared):
         0.0, "L2 penalty: J = mean loss + LAMBDA/(2m) * sum of squared weights", check=non_negative, metavar="LAMBDA"
     )
     shuffle: str = option(
-        "chunks",
+        "buffer",
         "none: store order; chunks: new chunk order each epoch; buffer: also shuffle samples inside a "
-        "memory-bounded buffer of chunks",
+        "memory-bounded buffer of chunks (trains well on stores sorted by label)",
         choices=SHUFFLES,
     )
     buffer_mb: float = option(
@@ -311,7 +311,7 @@ class FitConfig(Declared):
     )
     prefetch: int = option(
         2,
-        f"chunks read ahead in a background thread, at most {MAX_PREFETCH}; 0 reads inline",
+        f"units of chunks read ahead by reader threads, at most {MAX_PREFETCH}; 0 reads inline",
         check=_prefetch,
         metavar="N",
     )

@@ -346,7 +346,7 @@ def test_the_model_file_holds_the_resolved_configuration_and_the_model(tmp_path)
 def test_a_version_1_model_file_still_loads(tmp_path):
     data = tmp_path / "d.zarr"
     streamtrain.make_data(data, m=300, n_x=3, seed=0)
-    result = streamtrain.fit(data, epochs=1)
+    result = streamtrain.fit(data, epochs=1, shuffle="chunks")  # the default then
     config = {
         "batch_size": 256,
         "epochs": 1,

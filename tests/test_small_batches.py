@@ -148,7 +148,7 @@ class SignalAt(ArraySource):
 
 def test_a_stop_request_ends_the_span_with_a_checkpoint_and_resume_ends_identical(numba, monkeypatch, tmp_path):
     X, Y = task_data("logistic", m=300)
-    options = dict(optimizer="adam", lr=0.01, batch_size=1, prefetch=0, epochs=1)
+    options = dict(optimizer="adam", lr=0.01, batch_size=1, prefetch=0, epochs=1, shuffle="chunks")  # units of a chunk
     whole = fit(ArraySource(X, Y, chunk_size=50), True, monkeypatch, **options)
     # 6 reads for the starting loss, 2 chunks of steps, then the signal while the third is read: its span
     # (the steps of one chunk here) is finished, not cut: SPAN_SAMPLES bounds the wait.
