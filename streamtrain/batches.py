@@ -31,8 +31,7 @@ import numpy as np
 
 from ._errors import ConfigError, check_choice, check_int
 from .labels import LabelRule
-from .sources import ChunkSource
-from .sources._direct import stage_rows
+from .sources import ChunkSource, stage_rows
 
 __all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "Span", "check_batching"]
 

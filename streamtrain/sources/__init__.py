@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ._base import ChunkSource, DataError, check_missing_chunks, default_chunk_size
+from ._direct import stage_rows
 from ._integrity import MISSING_CHUNKS, nonfinite_error, read_columns
 from ._memory import ArraySource
 
@@ -23,6 +24,7 @@ __all__ = [
     "open_source",
     "opened",
     "read_columns",
+    "stage_rows",
 ]
 
 FORMATS = ("zarr", "hdf5")
