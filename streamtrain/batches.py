@@ -195,16 +195,13 @@ class BatchStream:
         bounds = [source.chunk_bounds[c] for c in chunks]
         width = sum(b - a for a, b in bounds)
         permute = self._permutation(pos, width)
-        if permute is None:
-            X, Y = self._read_side_by_side(bounds)
+        if source.raw_x:  # read into the unit's array, permuted as they are read (one pass)
+            X = source.read_x_rows(chunks, arrays.empty((source.n_x, width), source.dtype), permute)
+            Y = _concatenate(tuple(source.read_labels(a, b, labels=self.labels) for a, b in bounds), arrays)
         else:
-            X = arrays.empty((source.n_x, width), source.dtype)
-            # Raw chunk files are read and permuted a row at a time (one pass over memory).
-            if source.read_x_rows(chunks, X, permute):
-                Y = _concatenate(tuple(source.read_labels(a, b, labels=self.labels) for a, b in bounds), arrays)
-            else:
-                read, Y = self._read_side_by_side(bounds)
-                permute(read, X)
+            X, Y = self._read_side_by_side(bounds)
+            X = X if permute is None else permute(X, arrays.empty(X.shape, X.dtype))
+        if permute is not None:
             Y = permute(Y, np.empty_like(Y))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
             if X.dtype != self.dtype:

@@ -226,16 +226,17 @@ def chunk_file(path, array: str, c: int, fmt: int = 3) -> str:
 
 def cannot_be_read(source, c: int, *why: str) -> None:
     """Reading chunk ``c`` of ``source`` raises a DataError naming X, the chunk, its samples and ``why``;
-    so does reading its rows (buffer shuffle's path for raw chunks), with the same message."""
+    so does reading its rows (the path of units of raw chunks, straight or staged), with the same message."""
     a, b = source.chunk_bounds[c]
     with pytest.raises(DataError) as e:
         source.read(a, b)
     for part in (f"{source.name}/X: chunk {c} (samples {a}..{b}) cannot be read", *why):
         assert part in str(e.value)
-    if source.direct is not None and source.direct[0].raw:
-        with pytest.raises(DataError) as by_rows:
-            source.read_x_rows([c], np.empty((source.n_x, b - a), source.dtype), lambda row, out: np.copyto(out, row))
-        assert str(by_rows.value) == str(e.value)
+    if source.raw_x:
+        for arrange in (None, lambda block, out: np.copyto(out, block)):
+            with pytest.raises(DataError) as by_rows:
+                source.read_x_rows([c], np.empty((source.n_x, b - a), source.dtype), arrange)
+            assert str(by_rows.value) == str(e.value)
 
 
 def rewrite(path: str, data: bytes, *, append: bool = False, at: int | None = None) -> None:
@@ -370,10 +371,11 @@ def test_the_rows_path_reads_a_unit_as_read_does_and_a_missing_chunk_by_the_poli
         with pytest.raises(DataError, match=re.escape(f"{path}/X: chunk 1 (samples 8..16) is missing")):
             fast.read_x_rows(unit, out, arrange)
         return
-    assert fast.read_x_rows(unit, out, arrange)
+    fast.read_x_rows(unit, out, arrange)
     side_by_side = np.hstack([X[:, 24:32], np.zeros((N_X, 8), X.dtype), X[:, 32:]])
     assert_identical(np.vstack(rows_seen), side_by_side)
     assert_identical(out, side_by_side[:, ::-1])
+    assert_identical(fast.read_x_rows(unit, np.empty_like(out)), side_by_side)  # straight into out
 
 
 @pytest.mark.parametrize("layout", ["chunked raw", "contiguous"])

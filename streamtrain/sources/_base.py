@@ -176,16 +176,20 @@ class ChunkSource:
             check_labels(Y, start, labels, self.y_where, self.chunk_starts)
         return Y
 
+    @property
+    def raw_x(self) -> bool:
+        """Whether X's chunks are raw files, which ``read_x_rows`` reads."""
+        return self.direct is not None and self.direct[0].raw
+
     def read_x_rows(
-        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any]
-    ) -> bool:
-        """X of whole ``chunks`` side by side into ``out``, row by row through ``arrange`` (see
-        ``DirectArray.read_rows``), when X's chunks are raw files; False (nothing read): the caller
-        reads them with ``read``."""
+        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any] | None = None
+    ) -> np.ndarray:
+        """X of whole ``chunks`` side by side into ``out`` (straight, or through ``arrange``: see
+        ``DirectArray.read_rows``); only where ``raw_x``."""
         if self.direct is None or not self.direct[0].raw:
-            return False
+            raise ValueError(f"{self.x_where}: its chunks are not raw files; read them with read()")
         self.direct[0].read_rows(chunks, out, arrange)
-        return True
+        return out
 
     def will_read(self, c: int) -> None:
         """A hint: chunk ``c`` is read soon, so the kernel may start reading its files from disk."""

@@ -30,9 +30,13 @@ from ._integrity import MISSING_FLAG, cause, chunk_span
 __all__ = ["ChunkBytes", "DirectArray", "Inflate", "stage_rows"]
 
 # Bytes of a unit's rows read or copied at once before they are rearranged (``read_rows``, buffer
-# shuffle's permutation): a few rows, small enough to stay in the CPU's cache, large enough that
-# reader threads seldom need the interpreter lock.
-STAGE_BYTES = 2**20
+# shuffle's permutation): a few rows, small enough to stay in the CPU's caches, large enough that
+# reader threads seldom need the interpreter lock (every block takes it a few times, and each time
+# the gradient step may wait). Measured on 5M raw samples, --shuffle buffer against none, interleaved
+# in one process: 512 KiB 1.67x, 1 MiB 1.23-1.33x, 2 MiB 1.12-1.17x, 3 MiB 1.27x, 4 MiB 1.30x.
+STAGE_BYTES = 2 * 2**20
+# Buffers one preadv call takes at most (POSIX guarantees 16; Linux takes 1024).
+IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16)
 
 
 def stage_rows(rows: int, row_bytes: int) -> int:
@@ -117,14 +121,14 @@ class DirectArray:
         return self.codec is None
 
     def read_rows(
-        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any]
+        self, chunks: Iterable[int], out: np.ndarray, arrange: Callable[[np.ndarray, np.ndarray], Any] | None = None
     ) -> None:
-        """The raw ``chunks`` side by side into ``out`` (rows, their total width), a few rows at a
-        time: those rows of every chunk are read into a staging block, which ``arrange(stage,
+        """The raw ``chunks`` side by side into ``out`` (rows, their total width): straight into it, or
+        with ``arrange`` a few rows at a time through a staging block, which ``arrange(stage,
         out[r : r + k])`` moves into place. The block stays in the CPU's cache, so reading and
         rearranging (buffer shuffle's permutation) cost one pass over the unit, not two."""
-        k = stage_rows(self.rows, out.shape[1] * self.dtype.itemsize)
-        stage = np.empty((k, out.shape[1]), self.dtype)
+        k = self.rows if arrange is None else stage_rows(self.rows, out.shape[1] * self.dtype.itemsize)
+        stage = out if arrange is None else np.empty((k, out.shape[1]), self.dtype)
         opened: list[tuple[_RowsAt, slice, int]] = []  # where each chunk's rows lie, its columns, first sample
         try:
             at = 0
@@ -134,10 +138,11 @@ class DirectArray:
                 opened.append((self._rows_at(int(c), start, width), slice(at, at + width), start))
                 at += width
             for r in range(0, self.rows, k):
-                block = stage[: min(k, self.rows - r)]
+                block = stage[r : r + k] if arrange is None else stage[: min(k, self.rows - r)]
                 for rows_at, columns, start in opened:
                     self._read_block(rows_at, r, block[:, columns], start)
-                arrange(block, out[r : r + block.shape[0]])
+                if arrange is not None:
+                    arrange(block, out[r : r + block.shape[0]])
         finally:
             for rows_at, _, _ in opened:
                 if rows_at.fd is not None:
@@ -170,19 +175,17 @@ class DirectArray:
         return _RowsAt(fd, first, step, width * itemsize)
 
     def _read_block(self, rows_at: _RowsAt, r: int, block: np.ndarray, start: int) -> None:
-        """Rows r, r+1, ... of a chunk into the rows of ``block``: one read, as rows follow each other
-        in the file for a chunk (one range per row for a contiguous dataset)."""
+        """Rows r, r+1, ... of a chunk into the rows of ``block``: a read per IOV_MAX rows, as rows follow
+        each other in the file for a chunk (one range per row for a contiguous dataset or a last chunk)."""
         if rows_at.fd is None:
             block[...] = rows_at.fill
             return
         rows = [block[i].data.cast("B") for i in range(block.shape[0])]
+        together = IOV_MAX if rows_at.step == rows_at.nbytes else 1
+        got = 0
         try:
-            if rows_at.step == rows_at.nbytes:  # a chunk's rows, back to back
-                got = os.preadv(rows_at.fd, rows, rows_at.first + r * rows_at.step)
-            else:
-                got = sum(
-                    os.preadv(rows_at.fd, [row], rows_at.first + (r + i) * rows_at.step) for i, row in enumerate(rows)
-                )
+            for i in range(0, len(rows), together):
+                got += os.preadv(rows_at.fd, rows[i : i + together], rows_at.first + (r + i) * rows_at.step)
         except OSError as e:
             raise self._damaged(start, block.shape[1], e) from None
         if got != rows_at.nbytes * len(rows):
