@@ -165,7 +165,8 @@ class BatchStream:
             raise ConfigError(f"cursor position {cursor.position} is not the start of a unit")
         self._waited = 0.0  # seconds waited on reads by the finished passes over this stream
         self._units: Prefetcher | None = None
-        self._arrays = Recycled(limit=max(prefetch, 0) + 2)
+        # Units in flight (see chunks_per_unit), and the chunks each reader thread decodes.
+        self._arrays = Recycled(limit=max(prefetch, 0) + 2 + READERS)
         self.run = run_length(self.batch_size)
 
     @property
@@ -210,7 +211,13 @@ class BatchStream:
         return pos, X, Y
 
     def _read_side_by_side(self, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [self.source.read(a, b, labels=self.labels) for a, b in bounds]
+        source, items = self.source, self.source.chunk_items
+        parts = [
+            source.read(
+                a, b, labels=self.labels, into=None if items is None else self._arrays.empty((items,), source.dtype)
+            )
+            for a, b in bounds
+        ]
         X, Y = (_concatenate(p, self._arrays) for p in zip(*parts))
         return X, Y
 

@@ -26,6 +26,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Transpos
 import streamtrain
 from streamtrain import BatchStream, Cursor, DataError, FullBatch, get_model
 from streamtrain.sources import _hdf5, open_source
+from streamtrain.sources._direct import decoded_size
 from streamtrain.sources._hdf5 import HDF5Source
 from streamtrain.sources._zarr import ZarrSource
 
@@ -192,6 +193,8 @@ def test_each_layout_reads_what_the_library_reads(tmp_path, open_twins, monkeypa
         assert_identical(Xf, Xs)
         assert_identical(Yf, Ys)
         np.testing.assert_array_equal(Xs, X[:, a:b])  # and the library reads what was written
+        if fast.chunk_items is not None:  # read into a given buffer: the same values
+            assert_identical(fast.read(a, b, into=np.empty(fast.chunk_items, fast.dtype))[0], Xs)
     for shuffle in ("none", "buffer"):
         batches = zip(epoch(fast, shuffle), epoch(slow, shuffle), strict=True)
         for got, want in batches:
@@ -226,12 +229,17 @@ def chunk_file(path, array: str, c: int, fmt: int = 3) -> str:
 
 def cannot_be_read(source, c: int, *why: str) -> None:
     """Reading chunk ``c`` of ``source`` raises a DataError naming X, the chunk, its samples and ``why``;
-    so does reading its rows (the path of units of raw chunks, straight or staged), with the same message."""
+    so does reading it into a given buffer, and reading its rows (the path of units of raw chunks,
+    straight or staged), with the same message."""
     a, b = source.chunk_bounds[c]
     with pytest.raises(DataError) as e:
         source.read(a, b)
     for part in (f"{source.name}/X: chunk {c} (samples {a}..{b}) cannot be read", *why):
         assert part in str(e.value)
+    if source.chunk_items is not None:
+        with pytest.raises(DataError) as into:
+            source.read(a, b, into=np.empty(source.chunk_items, source.dtype))
+        assert str(into.value) == str(e.value)
     if source.raw_x:
         for arrange in (None, lambda block, out: np.copyto(out, block)):
             with pytest.raises(DataError) as by_rows:
@@ -245,6 +253,37 @@ def rewrite(path: str, data: bytes, *, append: bool = False, at: int | None = No
         f.write(data)
 
 
+@pytest.mark.parametrize("layout, used", [("v3 raw", True), ("v3 zstd", True), ("v2 blosc", True), ("v3 gzip", False)])
+def test_a_chunk_is_read_into_a_given_buffer_when_its_size_is_known_up_front(tmp_path, open_twins, layout, used):
+    """Reader threads decode into recycled buffers; gzip streams do not say their size first."""
+    X, Y = make_xy()
+    path, _ = write(tmp_path, "zarr", layout, X, Y)
+    fast, _ = open_twins("zarr", path)
+    for a, b in fast.chunk_bounds:
+        into = np.empty(fast.chunk_items, fast.dtype)
+        got = fast.read(a, b, into=into)[0]
+        assert np.shares_memory(got, into) == used
+        assert_identical(got, X[:, a:b])
+
+
+@pytest.mark.parametrize(
+    "codec", [numcodecs.Zstd(), numcodecs.Zstd(level=1, checksum=True), numcodecs.Blosc(), numcodecs.GZip()]
+)
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 65_791, 70_000, 10**6])
+def test_decoded_size_is_what_the_bytes_decode_to(codec, n):
+    """Sizes around the Zstd header's 1-, 2- and 4-byte fields (2 bytes store size - 256)."""
+    data = bytes(codec.encode(np.random.default_rng(n).integers(0, 4, n).astype("u1")))
+    assert decoded_size(codec, data) == (None if codec.codec_id == "gzip" else n)
+
+
+def zstd_frame_claiming(size: int, A: np.ndarray) -> bytes:
+    """A Zstd frame of A whose header says it decodes to ``size`` bytes (a chunk decoded into a
+    buffer of its shape is taken on that word: the codec must still find the lie)."""
+    frame = bytes(numcodecs.Zstd().encode(A))
+    assert frame[4] == 0x20 and frame[5] == A.nbytes < 256  # single segment: a 1-byte content size
+    return frame[:5] + bytes([size]) + frame[6:]
+
+
 ZARR_DAMAGE = {  # layout -> (what is done to chunk 2 of X's file, what the message says)
     "truncated": ("v3 raw", lambda f: os.truncate(f, 48), "48 bytes, not the 128 of its shape"),
     "extra bytes": ("v3 raw", lambda f: rewrite(f, b"!", append=True), "more than the 128 bytes"),
@@ -253,6 +292,11 @@ ZARR_DAMAGE = {  # layout -> (what is done to chunk 2 of X's file, what the mess
         "v2 zstd",
         lambda f: rewrite(f, numcodecs.Zstd().encode(np.ones((N_X, C - 1), "f4"))),
         "112 bytes, not the 128",
+    ),
+    "zstd frame that claims the chunk's size": (
+        "v2 zstd",
+        lambda f: rewrite(f, zstd_frame_claiming(N_X * C * 4, np.ones((N_X, C - 1), "f4"))),
+        "Data corruption detected",
     ),
     "gzip stream of a shorter array": (
         "v3 gzip",

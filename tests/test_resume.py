@@ -281,11 +281,11 @@ class SignalAfter(ArraySource):
         super().__init__(X, Y, chunk_size=100)
         self.signum, self.after, self.times, self.reads = signum, after, times, 0
 
-    def _read(self, start, stop):
+    def _read(self, start, stop, into=None):
         self.reads += 1
         if self.after <= self.reads < self.after + self.times:
             os.kill(os.getpid(), self.signum)
-        return super()._read(start, stop)
+        return super()._read(start, stop, into)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -139,11 +139,11 @@ class SignalAt(ArraySource):
         super().__init__(X, Y, chunk_size=50)
         self.after, self.reads = after, 0
 
-    def _read(self, start, stop):
+    def _read(self, start, stop, into=None):
         self.reads += 1
         if self.reads == self.after:
             os.kill(os.getpid(), signal.SIGTERM)
-        return super()._read(start, stop)
+        return super()._read(start, stop, into)
 
 
 def test_a_stop_request_ends_the_span_with_a_checkpoint_and_resume_ends_identical(numba, monkeypatch, tmp_path):

@@ -124,13 +124,17 @@ class ChunkSource:
     def n_chunks(self) -> int:
         return len(self.chunk_bounds)
 
-    def read(self, start: int, stop: int, labels: LabelRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, start: int, stop: int, labels: LabelRule | None = None, *, into: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Columns ``[start, stop)``: X (n_x, stop-start) and Y (k, stop-start).
 
         ``labels``: the rule Y must follow (see ``streamtrain.labels``); a DataError names the
-        first sample that breaks it. None reads Y as stored.
+        first sample that breaks it. None reads Y as stored. ``into``: a C-contiguous array of
+        ``chunk_items`` items of ``dtype`` that X may be read into when the columns are one chunk
+        read from the files (X is then a view of it; see ``DirectArray.read``).
         """
-        X, Y = self._read(start, stop)
+        X, Y = self._read(start, stop, into)
         if labels is not None:
             check_labels(Y, start, labels, self.y_where, self.chunk_starts)
         return X, Y
@@ -145,11 +149,11 @@ class ChunkSource:
         """Y's place, for messages: ``file/array``."""
         return f"{self.name}/{self.y_name}"
 
-    def _read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, start: int, stop: int, into: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         found = self._direct_chunk(start, stop)
         if found is not None:
             (x, y), c = found
-            return x.read(c), y.read(c)
+            return x.read(c, into), y.read(c)
         X, Y = self.arrays()
         return (
             read_columns(X, start, stop, self.x_where, self.chunk_starts),
@@ -175,6 +179,11 @@ class ChunkSource:
         if labels is not None:
             check_labels(Y, start, labels, self.y_where, self.chunk_starts)
         return Y
+
+    @property
+    def chunk_items(self) -> int | None:
+        """Items of X's stored chunk (``read``'s ``into``) when X's chunks are read from the files; else None."""
+        return None if self.direct is None else self.direct[0].rows * self.direct[0].chunk
 
     @property
     def raw_x(self) -> bool:

@@ -27,7 +27,7 @@ import numpy as np
 from .._errors import DataError
 from ._integrity import MISSING_FLAG, cause, chunk_span
 
-__all__ = ["ChunkBytes", "DirectArray", "Inflate", "stage_rows"]
+__all__ = ["ChunkBytes", "DirectArray", "Inflate", "decoded_size", "stage_rows"]
 
 # Bytes of a unit's rows read or copied at once before they are rearranged (``read_rows``, buffer
 # shuffle's permutation): a few rows, small enough to stay in the CPU's caches, large enough that
@@ -51,6 +51,26 @@ class ChunkBytes(NamedTuple):
     path: str
     offset: int | None = 0
     size: int = -1
+
+
+def decoded_size(codec: Any, data: bytes) -> int | None:
+    """The bytes ``data`` decodes to as its header states them (a Zstd frame's content size, a
+    Blosc buffer's nbytes; both formats are public), or None when it does not say."""
+    name = getattr(codec, "codec_id", None)
+    if name == "blosc" and len(data) >= 16:
+        return int.from_bytes(data[4:8], "little")
+    if name != "zstd" or len(data) < 6 or data[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = data[4]  # RFC 8878, 3.1.1.1.1
+    single_segment, size_flag = (descriptor >> 5) & 1, descriptor >> 6
+    size_bytes = (single_segment, 2, 4, 8)[size_flag]
+    if not size_bytes:
+        return None
+    at = 5 + (1 - single_segment) + (0, 1, 2, 4)[descriptor & 3]  # after the window and dictionary id
+    if len(data) < at + size_bytes:
+        return None
+    size = int.from_bytes(data[at : at + size_bytes], "little")
+    return size + 256 if size_bytes == 2 else size
 
 
 class _RowsAt(NamedTuple):
@@ -93,9 +113,12 @@ class DirectArray:
     fill: Any = None
     row_stride: int | None = None
 
-    def read(self, c: int) -> np.ndarray:
+    def read(self, c: int, into: np.ndarray | None = None) -> np.ndarray:
         """Chunk ``c`` as a (rows, width) array (a view of the padded chunk for the last one);
-        DataError naming the file, array and chunk when its bytes are missing or damaged."""
+        DataError naming the file, array and chunk when its bytes are missing or damaged.
+        ``into``: a C-contiguous array of rows × chunk items of the dtype that a raw chunk, or one
+        whose codec says its decoded size up front, is read into instead of a new array (a fresh
+        array of tens of MB costs its page faults: as much as decoding it, on a VM)."""
         start = c * self.chunk
         width = min(self.chunk, self.m - start)
         located = self.chunks[c]
@@ -104,7 +127,7 @@ class DirectArray:
         try:
             if self.row_stride is not None:
                 return self._read_rows(located, start, width)
-            stored = self._read_raw(located) if self.codec is None else self._decode(located)
+            stored = self._read_raw(located, into) if self.codec is None else self._decode(located, into)
         except FileNotFoundError as e:
             if located.size < 0 and self.row_stride is None:  # a chunk file (Zarr): that chunk is missing
                 return self._missing(start, width)
@@ -208,8 +231,8 @@ class DirectArray:
         finally:
             os.close(fd)
 
-    def _read_raw(self, located: ChunkBytes) -> np.ndarray:
-        out = np.empty(self.rows * self.chunk, self.dtype)
+    def _read_raw(self, located: ChunkBytes, into: np.ndarray | None) -> np.ndarray:
+        out = np.empty(self.rows * self.chunk, self.dtype) if into is None else into.reshape(-1)
         with open(located.path, "rb", buffering=0) as f:
             f.seek(located.offset or 0)
             n = _read_full(f, out.data.cast("B"))
@@ -218,12 +241,15 @@ class DirectArray:
             raise ValueError(f"more than the {out.nbytes} bytes of its shape")
         return out[: n // self.dtype.itemsize]
 
-    def _decode(self, located: ChunkBytes) -> np.ndarray:
+    def _decode(self, located: ChunkBytes, into: np.ndarray | None) -> np.ndarray:
         with open(located.path, "rb", buffering=0) as f:
             f.seek(located.offset or 0)
             data = f.read() if located.size < 0 else f.read(located.size)
-        # Decoding to a new buffer gives its true size, which is checked; decoding into a
-        # preallocated one would hide a chunk that decodes short. The array is read-only.
+        # A chunk is decoded into ``into`` only when its header says it decodes to exactly its
+        # shape (the codec then checks it does); a buffer of the right size would hide a chunk
+        # that decodes short. A new buffer gives the true size, checked by ``read``; read-only.
+        if into is not None and decoded_size(self.codec, data) == into.nbytes:
+            return self.codec.decode(data, out=into.reshape(-1))
         return np.frombuffer(self.codec.decode(data), dtype=self.dtype)
 
     def _read_rows(self, located: ChunkBytes, start: int, width: int) -> np.ndarray:
