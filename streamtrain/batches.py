@@ -15,6 +15,7 @@ rest of an epoch exactly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -233,13 +234,9 @@ class BatchStream:
         B, c = self.batch_size, self.cursor
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         have = 0
-        units = self._units = Prefetcher(self.units(), self.prefetch, workers=READERS)
-        try:
-            for pos, X, Y in units:
+        with contextlib.closing(self._units_from_cursor()) as units:
+            for pos, X, Y, i in units:
                 n = X.shape[1]
-                i = c.offset if pos == c.position else 0
-                if i >= n and n:
-                    raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
                 while i < n:
                     take = min(B - have, n - i)
                     pending.append((X[:, i : i + take], Y[:, i : i + take]))
@@ -252,6 +249,19 @@ class BatchStream:
                         pending, have = [], 0
             if pending:  # the last, short batch of the epoch
                 yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
+
+    def _units_from_cursor(self) -> Generator[tuple[int, np.ndarray, np.ndarray, int], None, None]:
+        """(position, X, Y, first sample) of each unit from the cursor on, read ahead by the reader
+        threads; the first sample is the cursor's offset in its own unit, else 0."""
+        c = self.cursor
+        units = self._units = Prefetcher(self.units(), self.prefetch, workers=READERS)
+        try:
+            for pos, X, Y in units:
+                n = X.shape[1]
+                i = c.offset if pos == c.position else 0
+                if i >= n and n:
+                    raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
+                yield pos, X, Y, i
         finally:
             units.close()
             self._waited, self._units = self.io_wait_s, None
@@ -264,13 +274,9 @@ class BatchStream:
         most = max(1, max_samples // B)
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         have, begun = 0, c  # samples of the batch begun in an earlier unit, and where it began
-        units = self._units = Prefetcher(self.units(), self.prefetch, workers=READERS)
-        try:
-            for pos, X, Y in units:
+        with contextlib.closing(self._units_from_cursor()) as units:
+            for pos, X, Y, i in units:
                 n = X.shape[1]
-                i = c.offset if pos == c.position else 0
-                if i >= n and n:
-                    raise ConfigError(f"cursor offset {c.offset} is past the unit's {n} samples")
                 at = functools.partial(self._cursor_in, pos, n)
                 if have:
                     take = min(B - have, n - i)
@@ -290,9 +296,6 @@ class BatchStream:
             if pending:  # the last, short batch of the epoch
                 last = _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
                 yield Span(last.X, last.Y, 0, 1, have, begun, last.cursor)
-        finally:
-            units.close()
-            self._waited, self._units = self.io_wait_s, None
 
     def _cursor_in(self, position: int, n: int, offset: int) -> Cursor:
         """The cursor ``offset`` samples into the unit at ``position`` of n samples (its end: the next unit)."""
