@@ -195,7 +195,7 @@ class ChunkSource:
     ) -> np.ndarray:
         """X of whole ``chunks`` side by side into ``out`` (straight, or through ``arrange``: see
         ``DirectArray.read_rows``); only where ``raw_x``."""
-        if self.direct is None or not self.direct[0].raw:
+        if self.direct is None or not self.raw_x:
             raise ValueError(f"{self.x_where}: its chunks are not raw files; read them with read()")
         self.direct[0].read_rows(chunks, out, arrange)
         return out

@@ -124,12 +124,14 @@ class DirectArray:
         located = self.chunks[c]
         if located.offset is None:
             return self._missing(start, width)
+        if self.row_stride is not None:  # rows of a contiguous dataset, each at its own offset
+            rows = np.empty((self.rows, width), self.dtype)
+            self.read_rows([c], rows)
+            return rows
         try:
-            if self.row_stride is not None:
-                return self._read_rows(located, start, width)
             stored = self._read_raw(located, into) if self.codec is None else self._decode(located, into)
         except FileNotFoundError as e:
-            if located.size < 0 and self.row_stride is None:  # a chunk file (Zarr): that chunk is missing
+            if located.size < 0:  # a chunk file (Zarr): that chunk is missing
                 return self._missing(start, width)
             raise self._damaged(start, width, e) from None  # the file that held the chunk is gone
         except (OSError, ValueError, RuntimeError, zlib.error) as e:
@@ -251,19 +253,6 @@ class DirectArray:
         if into is not None and decoded_size(self.codec, data) == into.nbytes:
             return self.codec.decode(data, out=into.reshape(-1))
         return np.frombuffer(self.codec.decode(data), dtype=self.dtype)
-
-    def _read_rows(self, located: ChunkBytes, start: int, width: int) -> np.ndarray:
-        out = np.empty((self.rows, width), self.dtype)
-        first = (located.offset or 0) + start * self.dtype.itemsize
-        fd = os.open(located.path, os.O_RDONLY)
-        try:
-            for r in range(self.rows):
-                row = out[r].data.cast("B")
-                if os.preadv(fd, [row], first + r * (self.row_stride or 0)) != row.nbytes:
-                    raise ValueError(f"row {r} ends early: the file is truncated")
-        finally:
-            os.close(fd)
-        return out
 
     def _missing(self, start: int, width: int) -> np.ndarray:
         return np.full((self.rows, width), self._fill_of(start, width), dtype=self.dtype)
