@@ -250,7 +250,8 @@ class FitConfig(Declared):
         None,
         "mlp output layer",
         choices=OUTPUTS,
-        derived="from the data: make-data's task, else softmax for labels with several rows, else sigmoid",
+        derived="from the data: make-data's task, else what the labels are (0/1: sigmoid; class ids or one-hot: "
+        "softmax; other values: identity)",
     )
     batch_size: int | str = option(
         None,

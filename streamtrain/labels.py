@@ -16,7 +16,11 @@ import numpy as np
 
 from ._errors import DataError
 
-__all__ = ["BINARY", "ONE_HOT", "ClassIds", "LabelRule", "check_labels"]
+__all__ = ["BINARY", "ONE_HOT", "ClassIds", "LabelError", "LabelRule", "check_labels"]
+
+
+class LabelError(DataError):
+    """A label the model cannot learn from (``check_labels``); ``binding`` adds which model fits the labels."""
 
 
 class LabelRule:
@@ -76,4 +80,4 @@ def check_labels(Y: np.ndarray, start: int, rule: LabelRule, where: str, chunk_s
         col = int(np.argmax(bad.any(axis=0)))
         value = Y[:, col].tolist() if rule.whole_column else Y[:, col][bad[:, col]][0].item()
         chunk = int(np.searchsorted(chunk_starts, start + col, side="right") - 1)
-        raise DataError(f"{where}: label {value!r} at sample {start + col} (chunk {chunk}) {rule.expected()}")
+        raise LabelError(f"{where}: label {value!r} at sample {start + col} (chunk {chunk}) {rule.expected()}")

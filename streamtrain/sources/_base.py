@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -223,15 +223,17 @@ class ChunkSource:
     def label_max(self) -> float:
         """The largest label in the store, reading Y chunk by chunk (Y is small next to X); a
         DataError names the first NaN or inf."""
+        return max(float(np.max(Y)) for _, Y in self.label_chunks())
+
+    def label_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, Y) of every chunk in order, all finite: a DataError names the first NaN or inf."""
         _, Y = self.arrays()
-        top = -np.inf
         for a, b in self.chunk_bounds:
             labels = read_columns(Y, a, b, self.y_where, self.chunk_starts)
             error = nonfinite_error(labels, a, self.y_where, self.chunk_starts)
             if error is not None:
                 raise error
-            top = max(top, float(np.max(labels)))
-        return top
+            yield a, labels
 
     @cached_property
     def chunk_starts(self) -> np.ndarray:
