@@ -115,6 +115,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
 
+    i = sub.add_parser(
+        "inspect",
+        help="what a store holds, and what would spoil a run on it",
+        description="Shapes, dtypes, chunks, codec and bytes stored; chunks never written; an estimate of one "
+        "epoch's read time; what the labels are and whether they are sorted or clustered along the samples; "
+        "with --scan, constant and non-finite features. Each problem is a warning line with its fix.",
+    )
+    i.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
+    i.add_argument("--scan", action="store_true", help="also read all of X once: constant and non-finite features")
+    _add_arrays(i)
+    i.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    i.set_defaults(run=_inspect)
+
     c = sub.add_parser(
         "compare",
         help="mini-batch gradients vs the exact full-batch gradient",
@@ -289,6 +302,40 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{args.data}: loss {result['loss']:.6f}{accuracy}  over {result['m']:,} samples "
             f"({result['seconds']:.2f} s, {args.scheduler})"
         )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ._errors import DataWarning
+    from .inspection import inspect
+    from .records import to_json
+
+    with warnings.catch_warnings():  # chunks never written are part of the report
+        warnings.simplefilter("ignore", DataWarning)
+        r = inspect(args.data, x=args.x, y=args.y, scan=args.scan)
+    if args.json:
+        print(to_json(r))
+        return 0
+    mb = 2**20
+    print(f"{r['data']}: {r['format']}, read {'directly' if r['read_path'] == 'direct' else 'by ' + r['read_path']}")
+    print(
+        f"  X ({r['n_x']}, {r['m']:,}) {r['dtype']} in {r['chunks']:,} chunks of {r['chunk']:,} samples "
+        f"({r['chunk_bytes'] / mb:.3g} MB each), codec {r['codec']}: {r['stored_bytes']['X'] / mb:,.1f} MB stored"
+    )
+    print(f"  Y ({r['k']}, {r['m']:,}) {r['y_dtype']}: {r['stored_bytes']['Y'] / mb:,.1f} MB stored")
+    labels = r["labels"]
+    print(
+        f"  labels: {labels['kind']} (output {labels['output']}); the chunk furthest from the store's mix "
+        f"is {labels['furthest_chunk_sigmas']:.1f} standard errors off"
+    )
+    print(f"  one epoch reads in about {r['epoch_read_s']:.2g} s (from reading a few chunks)")
+    for note in r["missing"]:
+        print(f"  missing: {note}")
+    if "features" in r:
+        f = r["features"]
+        print(f"  features: {len(f['constant'])} constant, {f['nonfinite']:,} NaN or infinite values")
+    for warning in r["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

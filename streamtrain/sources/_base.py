@@ -220,6 +220,10 @@ class ChunkSource:
         """
         return self._X, self._Y
 
+    def stored_bytes(self) -> tuple[int, int]:
+        """Bytes X and Y take where they are stored (on disk, compressed; in memory here)."""
+        return int(np.asarray(self._X).nbytes), int(np.asarray(self._Y).nbytes)
+
     def label_max(self) -> float:
         """The largest label in the store, reading Y chunk by chunk (Y is small next to X); a
         DataError names the first NaN or inf."""

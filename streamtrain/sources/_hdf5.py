@@ -104,6 +104,9 @@ class HDF5Source(ChunkSource):
             row_stride=row_stride,
         )
 
+    def stored_bytes(self) -> tuple[int, int]:
+        return int(self._X.id.get_storage_size()), int(self._Y.id.get_storage_size())
+
     def _stamp_parts(self) -> dict[str, str]:
         return {ROOT: file_part(self.name)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -102,6 +103,9 @@ class ZarrSource(ChunkSource):
                     return Missing(f"{self.name}/{key}", first, n_missing, arr.fill_value, _SKIPPED_HINT)
         return None
 
+    def stored_bytes(self) -> tuple[int, int]:
+        return _tree_bytes(os.path.join(self.name, self.x_name)), _tree_bytes(os.path.join(self.name, self.y_name))
+
     def _stamp_parts(self) -> dict[str, str]:
         # The root directory (replaced or not), the group's own metadata files, and every file
         # of each array (metadata and chunks).
@@ -181,3 +185,13 @@ def _quietly(open_: Callable[..., T], *args: Any, **kw: Any) -> T:
 async def _list_keys(store: Store, prefix: str) -> set[str]:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     return {k[len(prefix) :] async for k in store.list_prefix(prefix)}
+
+
+def _tree_bytes(path: str) -> int:
+    """Bytes of the files under ``path`` (an array's directory: its metadata and chunks)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file gone meanwhile counts for nothing
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
