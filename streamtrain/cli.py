@@ -184,6 +184,13 @@ def options_of(args: argparse.Namespace, config: type) -> dict[str, Any]:
 def _add_arrays(p: argparse.ArgumentParser) -> None:
     p.add_argument("--x", default="X", metavar="NAME", help="array holding X (default: %(default)s)")
     p.add_argument("--y", default="Y", metavar="NAME", help="array holding Y (default: %(default)s)")
+    p.add_argument(
+        "--layout",
+        default="columns",
+        choices=("columns", "rows"),
+        help="columns: X (n_x, m), Y (k, m), one sample per column; rows: a store written samples-first, "
+        "X (m, n_x) chunked along its rows, Y (m,) or (m, k), transposed chunk by chunk (default: %(default)s)",
+    )
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -203,7 +210,7 @@ def _open(args: argparse.Namespace) -> ChunkSource:
 
     with warnings.catch_warnings():  # printed below as our own lines, not as Python warnings
         warnings.simplefilter("ignore", DataWarning)
-        source = open_source(args.data, x=args.x, y=args.y, missing_chunks=args.missing_chunks)
+        source = open_source(args.data, x=args.x, y=args.y, missing_chunks=args.missing_chunks, layout=args.layout)
     for note in source.warnings:
         print(f"{PROG}: warning: {note}", file=sys.stderr)
     return source
@@ -312,12 +319,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():  # chunks never written are part of the report
         warnings.simplefilter("ignore", DataWarning)
-        r = inspect(args.data, x=args.x, y=args.y, scan=args.scan)
+        r = inspect(args.data, x=args.x, y=args.y, layout=args.layout, scan=args.scan)
     if args.json:
         print(to_json(r))
         return 0
     mb = 2**20
-    print(f"{r['data']}: {r['format']}, read {'directly' if r['read_path'] == 'direct' else 'by ' + r['read_path']}")
+    how = "directly" if r["read_path"] == "direct" else f"by {r['read_path']}"
+    layout = ", samples as rows (transposed chunk by chunk)" if r["layout"] == "rows" else ""
+    print(f"{r['data']}: {r['format']}{layout}, read {how}")
     print(
         f"  X ({r['n_x']}, {r['m']:,}) {r['dtype']} in {r['chunks']:,} chunks of {r['chunk']:,} samples "
         f"({r['chunk_bytes'] / mb:.3g} MB each), codec {r['codec']}: {r['stored_bytes']['X'] / mb:,.1f} MB stored"

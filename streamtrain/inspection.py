@@ -34,14 +34,17 @@ GOOD_CHUNK = "chunks of about 8 MB"
 READ_SAMPLES = 3  # chunks read to estimate an epoch's read time
 
 
-def inspect(data: ChunkSource | str | os.PathLike, *, x: str = "X", y: str = "Y", scan: bool = False) -> dict[str, Any]:
+def inspect(
+    data: ChunkSource | str | os.PathLike, *, x: str = "X", y: str = "Y", layout: str = "columns", scan: bool = False
+) -> dict[str, Any]:
     """The report on a store (a dict of plain values; see the module docstring). Chunks never written
-    are reported, not refused; a store that cannot be opened is a DataError as for training."""
+    are reported, not refused; a store that cannot be opened is a DataError as for training (a
+    samples-first store opened as columns says to pass ``layout="rows"``)."""
     if isinstance(data, ChunkSource):
         return _report(data, scan)
     from .sources import open_source
 
-    with open_source(data, x=x, y=y, missing_chunks="fill") as source:
+    with open_source(data, x=x, y=y, missing_chunks="fill", layout=layout) as source:
         return _report(source, scan)
 
 
@@ -52,6 +55,7 @@ def _report(source: ChunkSource, scan: bool) -> dict[str, Any]:
     report: dict[str, Any] = {
         "data": source.name,
         "format": source.format,
+        "layout": source.layout,
         "read_path": source.read_path,
         "n_x": source.n_x,
         "m": source.m,

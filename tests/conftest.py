@@ -150,6 +150,42 @@ def hdf5_store(tmp_path):
     return lambda X, Y, chunk, **kw: write_hdf5(next(names), X, Y, chunk, **kw)
 
 
+def write_rows(path: Path, X: np.ndarray, Y: np.ndarray, chunk: int | None, *, skip: set[int] = frozenset(), **array):
+    """A store written samples-first, as most tools write: X.T (m, n_x), and Y.T, (m,) for one row
+    of labels, chunked along the samples (HDF5 by suffix; ``chunk=None``: contiguous HDF5). X's
+    sample chunks in ``skip`` are never written; ``array``: create_array's or create_dataset's options."""
+    Xr, Yr = np.ascontiguousarray(X.T), np.ascontiguousarray(Y[0] if Y.shape[0] == 1 else Y.T)
+    m = Xr.shape[0]
+    if str(path).endswith(".h5"):
+        with h5py.File(path, "w") as f:
+            for name, A in (("X", Xr), ("Y", Yr)):
+                chunks = (min(chunk, m), *A.shape[1:]) if chunk else None
+                ds = f.create_dataset(name, shape=A.shape, dtype=A.dtype, chunks=chunks, **array)
+                for a in range(0, m, chunk or m):
+                    if name == "Y" or a // (chunk or m) not in skip:
+                        ds[a : a + (chunk or m)] = A[a : a + (chunk or m)]
+        return Path(path)
+    g = zarr.open_group(path, mode="w")
+    for name, A in (("X", Xr), ("Y", Yr)):
+        arr = g.create_array(
+            name, shape=A.shape, chunks=(chunk, *A.shape[1:]), dtype=A.dtype, fill_value=_fill(A.dtype),
+            config={"write_empty_chunks": True}, **{"compressors": None, **array},
+        )  # fmt: skip
+        for a in range(0, m, chunk):
+            if name == "Y" or a // chunk not in skip:
+                arr[a : a + chunk] = A[a : a + chunk]
+    return Path(path)
+
+
+@pytest.fixture
+def rows_store(tmp_path):
+    """``rows_store(X, Y, chunk, suffix=".zarr", **kw) -> path``: see ``write_rows``."""
+    counter = itertools.count()
+    return lambda X, Y, chunk, suffix=".zarr", **kw: write_rows(
+        tmp_path / f"rows{next(counter)}{suffix}", X, Y, chunk, **kw
+    )
+
+
 @pytest.fixture
 def numeric_grad():
     """``numeric_grad(loss, params)``: central finite differences of ``loss(params) -> float``."""

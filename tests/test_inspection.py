@@ -98,10 +98,13 @@ def test_huge_chunks_are_flagged():
     assert any(w.startswith("huge chunks (512 MB of X each)") for w in report["warnings"])
 
 
-def test_a_samples_first_store_is_an_error_that_says_so(zarr_store):
+def test_a_samples_first_store_is_an_error_that_names_the_flag_and_reads_with_it(zarr_store, rows_store):
     X, Y = xy()
-    with pytest.raises(DataError, match=re.escape("X looks stored as (m, n_x); samples must be columns")):
+    with pytest.raises(DataError, match=re.escape("(X looks stored with samples as rows: pass --layout rows")):
         inspect(zarr_store(X.T.copy(), Y, C))
+    report = inspect(rows_store(X, Y, C), layout="rows")  # X (m, n_x) in chunks of C rows, Y (m,)
+    assert (report["layout"], report["n_x"], report["m"], report["chunks"]) == ("rows", N_X, M, M // C)
+    assert report["read_path"] == "zarr library" and report["labels"]["kind"] == "0/1"
 
 
 def test_scan_finds_constant_and_non_finite_features():
@@ -136,4 +139,4 @@ def test_the_command_on_a_samples_first_store_exits_1_with_one_line(zarr_store, 
     X, Y = xy()
     assert main(["inspect", str(zarr_store(X.T.copy(), Y, C))]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "samples must be columns" in err[0]
+    assert len(err) == 1 and "pass --layout rows" in err[0]

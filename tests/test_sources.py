@@ -221,7 +221,7 @@ def test_x_and_y_disagree_on_m(store, make_xy):
 
 def test_x_stored_transposed_gets_a_hint(store, make_xy):
     X, Y = make_xy(n_x=3, m=50)
-    open_fails(store(X.T.copy(), Y, 16), "m=3", "m=50", "X looks stored as (m, n_x)")
+    open_fails(store(X.T.copy(), Y, 16), "m=3", "m=50", "X looks stored with samples as rows: pass --layout rows")
 
 
 def test_non_numeric_dtype(store, backend, make_xy):

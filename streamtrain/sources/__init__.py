@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from ._base import ChunkSource, DataError, check_missing_chunks, default_chunk_size
 from ._direct import stage_rows
 from ._integrity import MISSING_CHUNKS, nonfinite_error, read_columns
+from ._layout import LAYOUTS, check_layout
 from ._memory import ArraySource
 
 __all__ = [
     "FORMATS",
+    "LAYOUTS",
     "MISSING_CHUNKS",
     "ArraySource",
     "ChunkSource",
@@ -44,6 +46,7 @@ def open_source(
     y: str = "Y",
     missing_chunks: str | None = None,
     direct: bool = True,
+    layout: str = "columns",
 ) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
@@ -58,8 +61,11 @@ def open_source(
 
     ``direct=False`` reads every chunk through zarr/h5py, never from the files' bytes (see
     ``source.read_path``): the slower reference path, for a store the direct path refuses.
+
+    ``layout="rows"`` reads a store written samples-first: X (m, n_x) chunked along its rows,
+    Y (m,) or (m, k); each chunk of rows is read through the library and transposed (see ``_layout``).
     """
-    missing_chunks = check_missing_chunks(missing_chunks)
+    missing_chunks, layout = check_missing_chunks(missing_chunks), check_layout(layout)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or directory")
@@ -67,11 +73,11 @@ def open_source(
     if os.path.isfile(path) and (format_of(path) == "hdf5" or is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
-        return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct)
+        return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct, layout=layout)
     if os.path.isdir(path):
         from ._zarr import ZarrSource
 
-        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct)
+        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct, layout=layout)
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
 
 

@@ -10,6 +10,7 @@ of it, so no backend ever does random I/O or loads a whole array.
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +23,7 @@ from .._errors import DataError, DataWarning, check_choice, check_int
 from ..labels import LabelRule, check_labels
 from ._direct import DirectArray
 from ._integrity import DEFAULT_MISSING, MISSING_CHUNKS, Missing, chunk_index, nonfinite_error, read_columns
+from ._layout import RowsArray, check_layout
 from ._stamp import ROOT, changed_parts, join_parts
 
 __all__ = ["ChunkSource", "DataError", "check_missing_chunks", "default_chunk_size"]
@@ -65,8 +67,11 @@ class ChunkSource:
     # nothing in their metadata that needs the library; None: every read goes through it.
     direct: tuple[DirectArray, DirectArray] | None = None
 
-    def __init__(self, name: str, x_name: str = "X", y_name: str = "Y", *, must_exist: bool = False) -> None:
+    def __init__(
+        self, name: str, x_name: str = "X", y_name: str = "Y", *, must_exist: bool = False, layout: str = "columns"
+    ) -> None:
         self.name, self.x_name, self.y_name = name, x_name, y_name
+        self.layout = check_layout(layout)  # "rows": the arrays are stored samples-first (see _layout)
         if must_exist and not os.path.exists(name):
             raise DataError(f"{name}: no such file or directory")
         # What ``make-data`` recorded about a generated store (true weights, Bayes loss).
@@ -75,18 +80,37 @@ class ChunkSource:
         self.warnings: list[str] = []
 
     # -- validation at open time ---------------------------------------------------------
+    @property
+    def sample_axis(self) -> int:
+        """The stored arrays' axis of samples: 1 (columns), or 0 for a samples-first store."""
+        return 0 if self.layout == "rows" else 1
+
+    def _as_stored(self, X: Any, Y: Any) -> tuple[Any, Any]:
+        """X and Y as (n_x, m) and (k, m) arrays: themselves, or transposed views of a samples-first store."""
+        if self.layout == "columns":
+            return X, Y
+        return RowsArray(X, self.x_where), RowsArray(Y, self.y_where)
+
     def _validate(self, x_shape: tuple, x_dtype: Any, y_shape: tuple, y_dtype: Any) -> None:
         where = f"{self.name}/{self.x_name}"
         for arr, shape, dtype in ((self.x_name, x_shape, x_dtype), (self.y_name, y_shape, y_dtype)):
             if len(shape) != 2:
-                raise DataError(f"{self.name}/{arr}: expected a 2-D array (rows, samples), got shape {tuple(shape)}")
+                hint = "; one value per sample, as a store written samples-first holds: pass --layout rows"
+                hint = hint if len(shape) == 1 and self.layout == "columns" else ""
+                raise DataError(
+                    f"{self.name}/{arr}: expected a 2-D array (rows, samples), got shape {tuple(shape)}{hint}"
+                )
             if np.dtype(dtype).kind not in "biuf":
                 raise DataError(f"{self.name}/{arr}: dtype {np.dtype(dtype)} is not numeric")
         (n_x, m), (k, m_y) = x_shape, y_shape
         if m != m_y:
             hint = ""
             if n_x == m_y:
-                hint = " (X looks stored as (m, n_x); samples must be columns: store X.T)"
+                other = "columns" if self.layout == "rows" else "rows"
+                hint = (
+                    f" (X looks stored with samples as {other}: pass --layout {other}, layout={other!r} "
+                    f"in the library, to read it so)"
+                )
             raise DataError(f"{where} has m={m} samples but {self.name}/{self.y_name} has m={m_y}{hint}")
         if m == 0:
             raise DataError(f"{self.name}: the arrays hold no samples (m = 0)")
@@ -262,6 +286,7 @@ class ChunkSource:
             "dtype": self.dtype.name,
             "chunk": chunk,
             "codec": self.codec,
+            **({"layout": self.layout} if self.layout != "columns" else {}),  # a column store's, as before
         }
 
     format = "unknown"
@@ -320,6 +345,19 @@ class ChunkSource:
             f"<{type(self).__name__} {self.name!r} n_x={self.n_x} k={self.k} m={self.m} "
             f"dtype={self.dtype} chunks={self.n_chunks}>"
         )
+
+
+def chunk_indices(
+    shape: tuple[int, ...], chunks: tuple[int, ...], axis: int
+) -> Iterator[tuple[tuple[int, ...], tuple[int, int]]]:
+    """Every chunk of an array on a regular grid as (its grid index, the samples it holds along
+    ``axis``), by sample first: the first chunk not written names the first samples missing."""
+    counts = [-(-n // c) for n, c in zip(shape, chunks)]
+    others = [range(n) for i, n in enumerate(counts) if i != axis]
+    for j in range(counts[axis]):
+        samples = (j * chunks[axis], min((j + 1) * chunks[axis], shape[axis]))
+        for rest in itertools.product(*others):
+            yield (*rest[:axis], j, *rest[axis:]), samples
 
 
 def check_missing_chunks(policy: object) -> str | None:

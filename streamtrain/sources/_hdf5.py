@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Any
 
 import h5py
 
-from ._base import ChunkSource, DataError, bounds_from_chunk_size, default_chunk_size
+from ._base import ChunkSource, DataError, bounds_from_chunk_size, chunk_indices, default_chunk_size
 from ._direct import ChunkBytes, DirectArray, Inflate
 from ._integrity import Missing
 from ._stamp import ROOT, file_part
@@ -28,30 +29,34 @@ class HDF5Source(ChunkSource):
         y: str = "Y",
         missing_chunks: str | None = None,
         direct: bool = True,
+        layout: str = "columns",
     ) -> None:
-        super().__init__(os.fspath(path), x, y, must_exist=True)
+        super().__init__(os.fspath(path), x, y, must_exist=True, layout=layout)
         try:
             self._file = h5py.File(self.name, "r")
         except OSError as e:
             raise DataError(f"{self.name}: not an HDF5 file ({e})") from None
         try:
-            self._X, self._Y = (self._dataset(a) for a in (x, y))
+            X, Y = (self._dataset(a) for a in (x, y))
+            self._X, self._Y = self._as_stored(X, Y)
             self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
             # A contiguous dataset has no chunks: read it in slabs of the default size.
-            chunk = self._X.chunks[1] if self._X.chunks else default_chunk_size(self.n_x, self.dtype.itemsize)
+            axis = self.sample_axis
+            chunk = X.chunks[axis] if X.chunks else default_chunk_size(self.n_x, self.dtype.itemsize)
             self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
-            found = {"x": self._missing(self._X, x), "y": self._missing(self._Y, y)}
+            found = {"x": self._missing(X, x, axis), "y": self._missing(Y, y, axis)}
             self._apply_missing_chunks(found, missing_chunks)
-            if direct and self._file.driver == "sec2" and sys.byteorder == "little":
+            if direct and layout == "columns" and self._file.driver == "sec2" and sys.byteorder == "little":
                 fills = self._fills(missing_chunks)
                 self._use_direct(
-                    self._direct_array(self._X, self.x_where, fills["x"]),
-                    self._direct_array(self._Y, self.y_where, fills["y"]),
+                    self._direct_array(X, self.x_where, fills["x"]),
+                    self._direct_array(Y, self.y_where, fills["y"]),
                 )
         except BaseException:
             self._file.close()
             raise
-        self.codec = self._X.compression or "none"
+        self.codec = X.compression or "none"
+        self._datasets = X, Y  # as stored (self._X, self._Y: as read, see _as_stored)
         self.attrs = _json_attr(self._file.attrs.get("streamtrain"))
 
     def _dataset(self, key: str) -> h5py.Dataset:
@@ -63,24 +68,21 @@ class HDF5Source(ChunkSource):
             raise DataError(f"{self.name}/{key}: is a group, not a dataset")
         return obj
 
-    def _missing(self, ds: h5py.Dataset, key: str) -> Missing | None:
+    def _missing(self, ds: h5py.Dataset, key: str, axis: int) -> Missing | None:
         """The chunks of ``ds`` never written (HDF5 reads them as the fill value)."""
-        where = f"{self.name}/{key}"
-        rows, cols = ds.shape
+        where, m = f"{self.name}/{key}", ds.shape[axis]
         if ds.chunks is None:
             if ds.id.get_storage_size() == 0:
-                return Missing(where, (0, cols), 1, ds.fillvalue, " (the dataset was never written)")
+                return Missing(where, (0, m), 1, ds.fillvalue, " (the dataset was never written)")
             return None
-        cr, cc = ds.chunks
-        n_expected = -(-rows // cr) * -(-cols // cc)
+        n_expected = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks))
         n_written = ds.id.get_num_chunks()
         if n_written == n_expected:
             return None
         written = {ds.id.get_chunk_info(i).chunk_offset for i in range(n_written)}
-        for c0 in range(0, cols, cc):
-            for r0 in range(0, rows, cr):
-                if (r0, c0) not in written:
-                    return Missing(where, (c0, min(c0 + cc, cols)), n_expected - n_written, ds.fillvalue)
+        for index, samples in chunk_indices(ds.shape, ds.chunks, axis):
+            if tuple(i * c for i, c in zip(index, ds.chunks)) not in written:
+                return Missing(where, samples, n_expected - n_written, ds.fillvalue)
         return None
 
     def _direct_array(self, ds: h5py.Dataset, where: str, fill: bool) -> DirectArray | None:
@@ -105,7 +107,8 @@ class HDF5Source(ChunkSource):
         )
 
     def stored_bytes(self) -> tuple[int, int]:
-        return int(self._X.id.get_storage_size()), int(self._Y.id.get_storage_size())
+        X, Y = self._datasets
+        return int(X.id.get_storage_size()), int(Y.id.get_storage_size())
 
     def _stamp_parts(self) -> dict[str, str]:
         return {ROOT: file_part(self.name)}

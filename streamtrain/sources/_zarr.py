@@ -17,7 +17,7 @@ from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 from zarr.core.sync import sync  # to list a store's keys, only when chunks are missing
 from zarr.storage import LocalStore
 
-from ._base import ChunkSource, DataError, bounds_from_chunk_size
+from ._base import ChunkSource, DataError, bounds_from_chunk_size, chunk_indices
 from ._direct import ChunkBytes, DirectArray
 from ._integrity import Missing, brief
 from ._stamp import ROOT, dir_part, file_part
@@ -47,22 +47,23 @@ class ZarrSource(ChunkSource):
         y: str = "Y",
         missing_chunks: str | None = None,
         direct: bool = True,
+        layout: str = "columns",
     ) -> None:
-        super().__init__(os.fspath(path), x, y, must_exist=True)
+        super().__init__(os.fspath(path), x, y, must_exist=True, layout=layout)
         try:
             group = _quietly(zarr.open_group, self.name, mode="r")
         except Exception as e:  # zarr raises several types for "not a group"
             raise DataError(f"{self._metadata_file('') or self.name}: not a Zarr group ({brief(e)})") from None
-        self._X, self._Y = (self._array(group, a) for a in (x, y))
+        X, Y = (self._array(group, a) for a in (x, y))
+        self._X, self._Y = self._as_stored(X, Y)
         self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
-        self.chunk_bounds = bounds_from_chunk_size(self.m, self._X.chunks[1])
-        self._apply_missing_chunks({"x": self._missing(self._X, x), "y": self._missing(self._Y, y)}, missing_chunks)
-        if direct:
+        axis = self.sample_axis
+        self.chunk_bounds = bounds_from_chunk_size(self.m, X.chunks[axis])
+        self._apply_missing_chunks({"x": self._missing(X, x, axis), "y": self._missing(Y, y, axis)}, missing_chunks)
+        if direct and layout == "columns":
             fills = self._fills(missing_chunks)
-            self._use_direct(
-                _direct_array(self._X, self.x_where, fills["x"]), _direct_array(self._Y, self.y_where, fills["y"])
-            )
-        self.codec = ",".join(type(c).__name__ for c in self._X.compressors) or "none"
+            self._use_direct(_direct_array(X, self.x_where, fills["x"]), _direct_array(Y, self.y_where, fills["y"]))
+        self.codec = ",".join(type(c).__name__ for c in X.compressors) or "none"
         attrs = group.attrs.get("streamtrain", {})
         self.attrs = dict(attrs) if isinstance(attrs, dict) else {}
 
@@ -90,17 +91,15 @@ class ZarrSource(ChunkSource):
         paths = (os.path.join(self.name, key, f) for f in _METADATA_FILES)
         return next((p for p in paths if os.path.isfile(p)), None)
 
-    def _missing(self, arr: zarr.Array, key: str) -> Missing | None:
+    def _missing(self, arr: zarr.Array, key: str, axis: int) -> Missing | None:
         n_missing = arr.nchunks - arr.nchunks_initialized
         if n_missing == 0:
             return None
         grid = arr.shards or arr.chunks  # what is stored as one key
         written = sync(_list_keys(arr.store_path.store, arr.store_path.path))
-        for j in range(-(-arr.shape[1] // grid[1])):
-            for i in range(-(-arr.shape[0] // grid[0])):
-                if arr.metadata.encode_chunk_key((i, j)) not in written:
-                    first = (j * grid[1], min((j + 1) * grid[1], arr.shape[1]))
-                    return Missing(f"{self.name}/{key}", first, n_missing, arr.fill_value, _SKIPPED_HINT)
+        for index, samples in chunk_indices(arr.shape, grid, axis):
+            if arr.metadata.encode_chunk_key(index) not in written:
+                return Missing(f"{self.name}/{key}", samples, n_missing, arr.fill_value, _SKIPPED_HINT)
         return None
 
     def stored_bytes(self) -> tuple[int, int]:
