@@ -59,8 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
     return code
+
+
+# What str.splitlines breaks a line at: a path or value given on the command line may hold one.
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line-breaking characters escaped (``\\x1e``), so that a message stays one line."""
+    return "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in text)
 
 
 def _exit_codes_help() -> str:
@@ -212,7 +221,7 @@ def _open(args: argparse.Namespace) -> ChunkSource:
         warnings.simplefilter("ignore", DataWarning)
         source = open_source(args.data, x=args.x, y=args.y, missing_chunks=args.missing_chunks, layout=args.layout)
     for note in source.warnings:
-        print(f"{PROG}: warning: {note}", file=sys.stderr)
+        print(f"{PROG}: warning: {_one_line(note)}", file=sys.stderr)
     return source
 
 

@@ -612,3 +612,10 @@ def test_the_epoch_line_says_what_share_of_the_time_went_to_waiting_on_reads(cap
     assert main(["fit", str(data), "--epochs", "1", "--out", str(tmp_path / "m.npz"), "--no-progress"]) == 0
     epoch = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1:"))
     assert re.search(r"\(waiting on reads \d+%: (reading|computing) is the limit\)", epoch), epoch
+
+
+@pytest.mark.parametrize("name", ["\x1e", "a\nb", "line\u2028break"])
+def test_a_path_with_a_line_break_in_it_stays_on_the_error_line(capsys, store, name):
+    """Found by the property tests: ``--init $'\\x1e'`` printed its error over two lines."""
+    code, _, err = run(capsys, "fit", store, "--init", name)
+    assert_one_line_error(code, err, f"{repr(name)[1:-1]}: no such model file")
