@@ -15,7 +15,6 @@ approach (log-loss, cross-entropy, or 0.5 * ||y - W x - b||^2 per sample).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
@@ -27,18 +26,15 @@ import numpy as np
 
 from ._errors import ConfigError, check_int
 from ._progress import Progress
-from ._signals import signals_deferred
 from .batches import Prefetcher
 from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
+from .writing import CODECS, Shapes, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]
 
 BLOCK = 16384
-CODECS = ("none", "zstd", "gzip")
-# Columns written per call: a multiple of the chunk size, about this many bytes of X.
-SLAB_BYTES = 32 * 2**20
 
 
 class Truth(NamedTuple):
@@ -179,13 +175,13 @@ def make_data(
     W, b = true_weights(rows, c.n_x, c.seed, c.w_norm)
     truth = Truth(c.task, W, b, c.noise)
     tmp = partial_name(path)
-    write = _write_zarr if fmt == "zarr" else _write_hdf5
+    losses: list[float] = []
     try:
         enabled = sys.stderr.isatty() if progress is None else progress
         bar = Progress(f"writing {os.path.basename(path)}", c.m, enabled=enabled)
-        slabs = _shown(_slabs(c.m, c.n_x, chunk, c.seed, truth), bar)
-        k = task.y_rows(rows)
-        loss_sum = write(tmp, slabs, m=c.m, n_x=c.n_x, k=k, y_dtype=task.y_dtype, chunk=chunk, codec=c.codec)
+        slabs = _shown(_slabs(c.m, c.n_x, chunk, c.seed, truth, losses), bar)
+        write_store(tmp, fmt, slabs, Shapes(c.m, c.n_x, task.y_rows(rows), "float32", task.y_dtype), chunk, c.codec)
+        loss_sum = sum(losses)
         bar.close()
         w_true, b_true = task.true_model(W, b)
         attrs = {
@@ -199,7 +195,7 @@ def make_data(
             "b_true": b_true,
             "bayes_loss": loss_sum / c.m,
         }
-        _set_attrs(tmp, fmt, attrs)
+        set_attrs(tmp, fmt, attrs)
         swap_in(tmp, path)  # the old store, if any, now at tmp or its aside name
     finally:
         remove_leftovers(path)
@@ -224,24 +220,15 @@ def block(j: int, n_x: int, seed: int, truth: Truth) -> tuple[np.ndarray, np.nda
 
 
 def _slabs(
-    m: int, n_x: int, chunk: int, seed: int, truth: Truth
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
-    """(start, X, Y, loss_sum) for consecutive slabs of whole chunks covering [0, m)."""
-    slab = chunk * max(1, SLAB_BYTES // (4 * n_x * chunk))
+    m: int, n_x: int, chunk: int, seed: int, truth: Truth, losses: list[float]
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(start, X, Y) for consecutive slabs of whole chunks covering [0, m); each slab's sum of the
+    true model's losses goes to ``losses``."""
     blocks = Prefetcher((functools.partial(block, j, n_x, seed, truth) for j in range(-(-m // BLOCK))), depth=2)
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    have, start = 0, 0
     try:
-        for X, Y, losses in blocks:
-            pending.append((X, Y, losses))
-            have += X.shape[1]
-            while have >= slab or (have and start + have >= m):
-                Xs, Ys, Ls = (np.concatenate(p, axis=1) for p in zip(*pending))
-                n = min(slab, m - start)
-                yield start, Xs[:, :n], Ys[:, :n], float(Ls[:, :n].sum())
-                start += n
-                rest = (Xs[:, n:], Ys[:, n:], Ls[:, n:])
-                pending, have = ([rest], rest[0].shape[1]) if start < m else ([], 0)
+        for start, (X, Y, slab_losses) in reslab(blocks, m, slab_samples(chunk, 4 * n_x)):
+            losses.append(float(slab_losses.sum()))
+            yield start, X, Y
     finally:
         blocks.close()
 
@@ -250,64 +237,3 @@ def _shown(slabs: Iterator, bar: Progress) -> Iterator:
     for slab in slabs:
         yield slab
         bar.update(slab[0] + slab[1].shape[1])  # after the slab is written
-
-
-def _write_zarr(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int, codec: str) -> float:
-    import zarr
-    from zarr.codecs import GzipCodec, ZstdCodec
-    from zarr.core.array_spec import ArrayConfig
-
-    compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
-    # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
-    config = ArrayConfig(order="C", write_empty_chunks=True)
-    with signals_deferred():  # see _write_slabs
-        group = zarr.open_group(path, mode="w")
-        X = group.create_array(
-            "X",
-            shape=(n_x, m),
-            chunks=(n_x, chunk),
-            dtype="float32",
-            compressors=compressors,
-            fill_value=0,
-            config=config,
-        )
-        Y = group.create_array(
-            "Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, compressors=compressors, fill_value=0, config=config
-        )
-    return _write_slabs(X, Y, slabs)
-
-
-def _write_hdf5(path: str, slabs: Iterator, *, m: int, n_x: int, k: int, y_dtype: str, chunk: int, codec: str) -> float:
-    import h5py
-
-    comp = {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4}}[codec]
-    with h5py.File(path, "w") as f:
-        X = f.create_dataset("X", shape=(n_x, m), chunks=(n_x, chunk), dtype="float32", **comp)
-        Y = f.create_dataset("Y", shape=(k, m), chunks=(k, chunk), dtype=y_dtype, **comp)
-        return _write_slabs(X, Y, slabs)
-
-
-def _write_slabs(X: Any, Y: Any, slabs: Iterator) -> float:
-    """Write each slab into the zarr arrays or HDF5 datasets X, Y; the sum of the true losses."""
-    loss_sum = 0.0
-    for start, Xs, Ys, ls in slabs:
-        # Ctrl-C between slabs, not during one: zarr writes in its own thread, which an interrupt
-        # does not stop, so its writes would go on into the partial store while it is deleted.
-        with signals_deferred():
-            X[:, start : start + Xs.shape[1]] = Xs
-            Y[:, start : start + Ys.shape[1]] = Ys
-        loss_sum += ls
-    return loss_sum
-
-
-def _set_attrs(path: str, format: str, attrs: dict[str, Any]) -> None:
-    if format == "zarr":
-        import zarr
-
-        with signals_deferred():  # see _write_slabs
-            zarr.open_group(path, mode="r+").attrs["streamtrain"] = attrs
-    else:
-        import h5py
-
-        with h5py.File(path, "r+") as f:
-            f.attrs["streamtrain"] = json.dumps(attrs)  # HDF5 attributes hold no nested dicts
