@@ -12,8 +12,10 @@ from .batches import BatchStream, Cursor
 from .checkpoint import load_model, save_model
 from .compare import CompareConfig, compare
 from .config import CheckpointConfig, FitConfig
+from .convert import ConvertConfig, convert
 from .evaluation import evaluate, loss_and_grad
 from .full_batch import FullBatch
+from .inspection import inspect
 from .models import Model, get_model
 from .records import EpochRecord
 from .result import FitResult, load
@@ -28,6 +30,7 @@ __all__ = [
     "ChunkSource",
     "CompareConfig",
     "ConfigError",
+    "ConvertConfig",
     "Cursor",
     "DataConfig",
     "DataError",
@@ -41,9 +44,11 @@ __all__ = [
     "Model",
     "UserError",
     "compare",
+    "convert",
     "evaluate",
     "fit",
     "get_model",
+    "inspect",
     "load",
     "load_model",
     "loss_and_grad",

@@ -79,6 +79,7 @@ def _exit_codes_help() -> str:
 def _parser() -> argparse.ArgumentParser:
     from .compare import CompareConfig
     from .config import CheckpointConfig, FitConfig
+    from .convert import ConvertConfig
     from .synthetic import DataConfig
 
     p = argparse.ArgumentParser(
@@ -150,6 +151,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_arrays(c)
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=_compare)
+
+    v = sub.add_parser(
+        "convert",
+        help="a user's data as a column-wise chunked store",
+        description="Write the samples of a Zarr group or HDF5 file (either --layout), a .npy array, a .npz "
+        "archive or a CSV file to a new column-wise chunked store, streamed in blocks; the store is swapped "
+        "in when complete.",
+    )
+    v.add_argument("src", metavar="SRC", help="*.zarr, *.h5, *.npy, *.npz or *.csv")
+    v.add_argument("dst", metavar="DST", help="store to create (*.zarr directory or *.h5 file)")
+    add_options(v, ConvertConfig)
+    _add_arrays(v)
+    v.add_argument("--overwrite", action="store_true", help="replace DST if it exists (a store only)")
+    _add_progress(v)
+    v.set_defaults(run=_convert)
 
     d = sub.add_parser(
         "make-data",
@@ -397,6 +413,23 @@ def _bounded(x: float | None, spec: str) -> str:
 def _default_model_path(data: str) -> str:
     stem, _ = os.path.splitext(os.path.normpath(data))
     return f"{stem}-model.npz"
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertConfig, convert
+
+    config = ConvertConfig.from_options(options_of(args, ConvertConfig))
+    t0 = time.perf_counter()
+    r = convert(
+        args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, overwrite=args.overwrite,
+        progress=args.progress,
+    )  # fmt: skip
+    print(
+        f"wrote {args.dst} ({r['format']}, codec {r['codec']}, chunks of {r['chunk']:,}): "
+        f"X ({r['n_x']}, {r['m']:,}) {r['x_dtype']}, Y ({r['k']}, {r['m']:,}) {r['y_dtype']} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
 
 
 def _make_data(args: argparse.Namespace) -> int:

@@ -19,12 +19,17 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import CheckpointConfig, CompareConfig, ConfigError, DataConfig, FitConfig
+from streamtrain import CheckpointConfig, CompareConfig, ConfigError, ConvertConfig, DataConfig, FitConfig
 from streamtrain.cli import _parser, main
 from streamtrain.optim import OPTIMIZERS, SCHEDULES, Rule, Schedule
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-COMMANDS = {"fit": (FitConfig, CheckpointConfig), "compare": (CompareConfig,), "make-data": (DataConfig,)}
+COMMANDS = {
+    "fit": (FitConfig, CheckpointConfig),
+    "compare": (CompareConfig,),
+    "make-data": (DataConfig,),
+    "convert": (ConvertConfig,),
+}
 
 
 def _declared(command: str) -> list[dataclasses.Field]:

@@ -1,0 +1,242 @@
+"""``streamtrain convert SRC DST``: a user's data as the column-wise chunked store training streams.
+
+Inputs: a Zarr group or HDF5 file in either layout (``layout``, see ``sources._layout``), a
+``.npy`` array (memory-mapped) or ``.npz`` archive, or a CSV file (one sample per line, streamed).
+Labels come from the store's or archive's Y array (``y``), a column of the samples
+(``label_column``: its index, or its name in a CSV header), or a separate ``.npy`` file
+(``labels``). Every input is read in blocks of samples and written in slabs of whole chunks:
+memory stays flat in m. The store is built under a temporary name and swapped in when complete
+(``outputs.swap_in``), so a half-converted store never looks complete.
+
+Values are stored exactly as numpy reads them, X in ``dtype`` (float32 by default); labels keep
+an integer or boolean dtype, and are float32 otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._errors import ConfigError, DataError
+from ._progress import Progress
+from .config import DTYPES, Declared, option, positive_int
+from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
+from .sources import FORMATS, default_chunk_size, format_of, open_source
+from .writing import CODECS, Shapes, reslab, set_attrs, slab_samples, write_store
+
+__all__ = ["ConvertConfig", "convert"]
+
+BLOCK = 65_536  # samples read from the input at a time
+
+
+@dataclass(frozen=True)
+class ConvertConfig(Declared):
+    """convert's options (the arrays' names and the input's layout are data options, as for fit)."""
+
+    label_column: str | None = option(
+        None,
+        "the column of the samples that holds the label: its index (0 = first), or its name in a CSV header; "
+        "the other columns are X",
+        metavar="J",
+    )
+    labels: str | None = option(None, "a .npy file of labels, (m,) or (m, k) (with --layout columns: (k, m))")
+    delimiter: str = option(",", "CSV field separator", metavar="C")
+    format: str | None = option(None, "output format", choices=FORMATS, derived="hdf5 for *.h5/*.hdf5, else zarr")
+    chunk: int | None = option(
+        None, "samples per chunk", check=positive_int, parse=int, metavar="C", derived="about 8 MiB of X"
+    )
+    codec: str = option("none", "compression", choices=CODECS)
+    dtype: str = option("float32", "X's stored precision", choices=DTYPES)
+
+
+class Input(NamedTuple):
+    """An input's samples: its shapes, and its columns in blocks (X (n_x, b), Y (k, b)) in order."""
+
+    m: int
+    n_x: int
+    k: int
+    y_dtype: np.dtype
+    blocks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    config: ConvertConfig | None = None,
+    /,
+    *,
+    x: str = "X",
+    y: str = "Y",
+    layout: str = "columns",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write the samples of ``src`` to a new column store at ``dst``; return what was written
+    (m, n_x, k, dtypes, format, chunk, codec). See the module docstring."""
+    c = ConvertConfig.from_options({**(config.to_dict() if config else {}), **options})
+    src = os.fspath(src)
+    fmt = c.format or format_of(dst)
+    if fmt == "hdf5" and c.codec == "zstd":
+        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
+    path = check_output(dst, "store", data=src, overwrite=overwrite)
+    samples = _input(src, c, x, y, layout)
+    chunk = min(c.chunk or default_chunk_size(samples.n_x, np.dtype(c.dtype).itemsize), samples.m)
+    shapes = Shapes(samples.m, samples.n_x, samples.k, c.dtype, samples.y_dtype)
+    remove_stale_partials(path)
+    tmp = partial_name(path)
+    try:
+        enabled = sys.stderr.isatty() if progress is None else progress
+        bar = Progress(f"converting {os.path.basename(src)}", samples.m, enabled=enabled)
+        slabs = reslab(samples.blocks(), samples.m, slab_samples(chunk, shapes.n_x * np.dtype(c.dtype).itemsize))
+        write_store(tmp, fmt, _shown(slabs, bar, c.dtype, samples.y_dtype), shapes, chunk, c.codec)
+        bar.close()
+        set_attrs(tmp, fmt, {"converted_from": os.path.abspath(src), "layout": layout})
+        swap_in(tmp, path)
+    finally:
+        remove_leftovers(path)
+    return {**shapes._asdict(), "format": fmt, "chunk": chunk, "codec": c.codec, "y_dtype": str(samples.y_dtype)}
+
+
+def _shown(slabs: Iterator, bar: Progress, x_dtype: str, y_dtype: np.dtype) -> Iterator:
+    for start, (X, Y) in slabs:
+        yield start, X.astype(x_dtype, copy=False), Y.astype(y_dtype, copy=False)
+        bar.update(start + X.shape[1])
+
+
+def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str) -> Input:
+    """The samples of ``src``, by its kind (see the module docstring)."""
+    if not os.path.exists(src):
+        raise DataError(f"{src}: no such file or directory")
+    lower = src.lower()
+    if lower.endswith(".csv") or lower.endswith(".txt"):
+        return _from_csv(src, c)
+    if lower.endswith(".npy"):
+        return _from_arrays(src, np.load(src, mmap_mode="r"), None, c, layout)
+    if lower.endswith(".npz"):
+        with np.load(src) as archive:
+            found = ", ".join(archive.files) or "nothing"
+            if x not in archive.files:
+                raise DataError(f"{src}: no array {x!r} (found: {found})")
+            labels = archive[y] if y in archive.files and c.label_column is None and c.labels is None else None
+            return _from_arrays(src, archive[x], labels, c, layout)
+    if c.label_column is not None or c.labels is not None:
+        raise ConfigError(
+            f"{src}: a store's labels are its array {y!r} (--y); --label-column and --labels are for files"
+        )
+    source = open_source(src, x=x, y=y, layout=layout)
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with source:
+            for a, b in source.chunk_bounds:
+                yield source.read(a, b)
+
+    return Input(source.m, source.n_x, source.k, _label_dtype(source.arrays()[1].dtype), blocks)
+
+
+def _from_arrays(src: str, A: np.ndarray, Y: np.ndarray | None, c: ConvertConfig, layout: str) -> Input:
+    """Samples of an array, as rows (``layout="rows"``) or columns, with their labels (see the module)."""
+    if A.ndim != 2:
+        raise DataError(f"{src}: expected a 2-D array of samples, got shape {A.shape}")
+    rows = layout == "rows"
+    m, width = (A.shape[0], A.shape[1]) if rows else (A.shape[1], A.shape[0])
+    features = np.arange(width)
+    if c.label_column is not None:
+        j = _column_index(c.label_column, width, src)
+        features, Y = np.delete(features, j), (A[:, j] if rows else A[j])
+    elif c.labels is not None:
+        Y = np.load(c.labels, mmap_mode="r")
+    if Y is None:
+        raise ConfigError(f"{src}: where are the labels? Name them: --label-column J, or --labels FILE.npy")
+    Y = Y[:, None] if (Y.ndim == 1 and rows) else (Y[None, :] if Y.ndim == 1 else Y)
+    y_samples = Y.shape[0] if rows else Y.shape[1]
+    if Y.ndim != 2 or y_samples != m:
+        hint = " (or the other --layout)" if Y.ndim == 2 and (Y.shape[1] if rows else Y.shape[0]) == m else ""
+        raise DataError(f"{src}: {m} samples but labels shaped {Y.shape}{hint}")
+    whole = len(features) == width  # no label column to leave out: slice, do not gather
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for a in range(0, m, BLOCK):
+            if rows:
+                block = np.asarray(A[a : a + BLOCK])
+                yield (block if whole else block[:, features]).T, np.asarray(Y[a : a + BLOCK]).T
+            else:
+                block = np.asarray(A[:, a : a + BLOCK])
+                yield (block if whole else block[features]), np.asarray(Y[:, a : a + BLOCK])
+
+    k = Y.shape[1] if rows else Y.shape[0]
+    return Input(m, len(features), k, _label_dtype(Y.dtype), blocks)
+
+
+def _from_csv(src: str, c: ConvertConfig) -> Input:
+    """Samples as CSV lines: a header line is taken as the columns' names when a field of it is not
+    a number; one pass counts the lines, a second parses them in blocks."""
+    with open(src, encoding="utf-8") as f:
+        first = f.readline()
+        fields = [field.strip() for field in first.rstrip("\r\n").split(c.delimiter)]
+        header = fields if any(not _is_number(field) for field in fields) else None
+        m = sum(1 for line in f if line.strip()) + (0 if header else bool(first.strip()))
+    width = len(fields)
+    if c.label_column is None:
+        raise ConfigError(f"{src}: name the column of labels: --label-column J (or its name in the header)")
+    j = _column_index(c.label_column, width, src, header)
+    features = np.delete(np.arange(width), j)
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with open(src, encoding="utf-8") as f:
+            line_no = 1 + (header is not None)
+            if header is not None:
+                f.readline()
+            lines = (line for line in f if line.strip())
+            while chunk := list(itertools.islice(lines, BLOCK)):
+                values = _parse(chunk, c.delimiter, width, src, line_no)
+                line_no += len(chunk)
+                yield values[:, features].T, values[:, [j]].T
+
+    return Input(m, width - 1, 1, np.dtype("float32"), blocks)
+
+
+def _parse(lines: list[str], delimiter: str, width: int, src: str, first_line: int) -> np.ndarray:
+    try:
+        values = np.loadtxt(io.StringIO("".join(lines)), delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except ValueError as e:
+        raise DataError(f"{src}: lines {first_line}..{first_line + len(lines) - 1}: {e}") from None
+    if values.shape[1] != width:
+        raise DataError(f"{src}: lines from {first_line} hold {values.shape[1]} fields, the first line {width}")
+    return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_index(column: str | int, width: int, src: str, header: list[str] | None = None) -> int:
+    """The index of ``column``: a name in the header, or an index (negative from the end)."""
+    if header is not None and str(column) in header:
+        return header.index(str(column))
+    try:
+        j = int(column)
+    except (TypeError, ValueError):
+        names = f" (the header: {', '.join(header)})" if header else ""
+        raise ConfigError(f"{src}: no column {column!r}{names}") from None
+    if not -width <= j < width:
+        raise ConfigError(f"{src}: column {j} is out of range: the samples have {width} values")
+    return j % width
+
+
+def _label_dtype(dtype: Any) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise DataError(f"labels of dtype {dtype} are not numeric")
+    return dtype if dtype.kind in "biu" else np.dtype("float32")
