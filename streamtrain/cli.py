@@ -10,13 +10,14 @@ a store, so ``streamtrain --help`` stays instant; dask is never imported here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -163,6 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("dst", metavar="DST", help="store to create (*.zarr directory or *.h5 file)")
     add_options(v, ConvertConfig)
     _add_arrays(v)
+    v.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="write the samples in a random order (from --seed), so that a store sorted by label or time "
+        "trains well from sequential reads: two passes, buckets of 256 MB on disk beside DST",
+    )
     v.add_argument("--overwrite", action="store_true", help="replace DST if it exists (a store only)")
     _add_progress(v)
     v.set_defaults(run=_convert)
@@ -225,6 +232,21 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
         default=None,
         help="progress line on stderr (default: only on a terminal)",
     )
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """What the data holds that the user should know (DataWarning), as our own stderr lines."""
+    from ._errors import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, DataWarning):
+                    print(f"{PROG}: warning: {_one_line(str(w.message))}", file=sys.stderr)
 
 
 def _open(args: argparse.Namespace) -> ChunkSource:
@@ -420,10 +442,11 @@ def _convert(args: argparse.Namespace) -> int:
 
     config = ConvertConfig.from_options(options_of(args, ConvertConfig))
     t0 = time.perf_counter()
-    r = convert(
-        args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, overwrite=args.overwrite,
-        progress=args.progress,
-    )  # fmt: skip
+    with _warnings_as_lines():
+        r = convert(
+            args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
+            overwrite=args.overwrite, progress=args.progress,
+        )  # fmt: skip
     print(
         f"wrote {args.dst} ({r['format']}, codec {r['codec']}, chunks of {r['chunk']:,}): "
         f"X ({r['n_x']}, {r['m']:,}) {r['x_dtype']}, Y ({r['k']}, {r['m']:,}) {r['y_dtype']} "

@@ -6,7 +6,8 @@ Labels come from the store's or archive's Y array (``y``), a column of the sampl
 (``label_column``: its index, or its name in a CSV header), or a separate ``.npy`` file
 (``labels``). Every input is read in blocks of samples and written in slabs of whole chunks:
 memory stays flat in m. The store is built under a temporary name and swapped in when complete
-(``outputs.swap_in``), so a half-converted store never looks complete.
+(``outputs.swap_in``), so a half-converted store never looks complete. ``shuffle`` writes the
+samples in a random order (``_external_shuffle``: buckets on disk beside the store, deleted after).
 
 Values are stored exactly as numpy reads them, X in ``dtype`` (float32 by default); labels keep
 an integer or boolean dtype, and are float32 otherwise.
@@ -25,15 +26,17 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._errors import ConfigError, DataError
+from ._external_shuffle import shuffled
 from ._progress import Progress
-from .config import DTYPES, Declared, option, positive_int
-from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
+from .config import DTYPES, Declared, FitConfig, option, positive_int, same_as
+from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, scratch_name, swap_in
 from .sources import FORMATS, default_chunk_size, format_of, open_source
 from .writing import CODECS, Shapes, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["ConvertConfig", "convert"]
 
 BLOCK = 65_536  # samples read from the input at a time
+SHUFFLE_BYTES = 256 * 2**20  # --shuffle's buckets: each is held in memory once, to permute it
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class ConvertConfig(Declared):
     )
     codec: str = option("none", "compression", choices=CODECS)
     dtype: str = option("float32", "X's stored precision", choices=DTYPES)
+    seed: int = same_as(FitConfig, "seed", help="seed of --shuffle's order")
 
 
 class Input(NamedTuple):
@@ -75,12 +79,15 @@ def convert(
     x: str = "X",
     y: str = "Y",
     layout: str = "columns",
+    shuffle: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Write the samples of ``src`` to a new column store at ``dst``; return what was written
-    (m, n_x, k, dtypes, format, chunk, codec). See the module docstring."""
+    (m, n_x, k, dtypes, format, chunk, codec). See the module docstring. ``shuffle``: in a random
+    order drawn from ``seed`` (see ``_external_shuffle``), so that a store sorted by label or time
+    trains well from sequential reads."""
     c = ConvertConfig.from_options({**(config.to_dict() if config else {}), **options})
     src = os.fspath(src)
     fmt = c.format or format_of(dst)
@@ -95,10 +102,15 @@ def convert(
     try:
         enabled = sys.stderr.isatty() if progress is None else progress
         bar = Progress(f"converting {os.path.basename(src)}", samples.m, enabled=enabled)
-        slabs = reslab(samples.blocks(), samples.m, slab_samples(chunk, shapes.n_x * np.dtype(c.dtype).itemsize))
+        blocks = samples.blocks()
+        if shuffle:
+            dtypes = (np.dtype(c.dtype), samples.y_dtype)
+            blocks = shuffled(blocks, samples.m, dtypes, scratch_name(path), c.seed, SHUFFLE_BYTES)
+        slabs = reslab(blocks, samples.m, slab_samples(chunk, shapes.n_x * np.dtype(c.dtype).itemsize))
         write_store(tmp, fmt, _shown(slabs, bar, c.dtype, samples.y_dtype), shapes, chunk, c.codec)
         bar.close()
-        set_attrs(tmp, fmt, {"converted_from": os.path.abspath(src), "layout": layout})
+        origin = {"converted_from": os.path.abspath(src), "layout": layout}
+        set_attrs(tmp, fmt, {**origin, **({"shuffled_with_seed": c.seed} if shuffle else {})})
         swap_in(tmp, path)
     finally:
         remove_leftovers(path)

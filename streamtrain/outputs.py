@@ -37,6 +37,7 @@ __all__ = [
     "partial_name",
     "remove_leftovers",
     "remove_stale_partials",
+    "scratch_name",
     "swap_in",
 ]
 
@@ -209,10 +210,16 @@ def swap_in(new: str, path: str) -> None:
                 raise
 
 
+def scratch_name(path: str, pid: int | None = None) -> str:
+    """A directory of temporary files for building the store at ``path`` (``convert --shuffle``'s buckets)."""
+    return f"{path}.scratch-{os.getpid() if pid is None else pid}"
+
+
 def remove_leftovers(path: str, pid: int | None = None) -> None:
-    """After ``make_data`` of process ``pid`` (this one by default), done or interrupted: its partial
-    or old store, never ``path``."""
+    """After ``make_data`` or ``convert`` of process ``pid`` (this one by default), done or
+    interrupted: its partial or old store and its scratch files, never ``path``."""
     _remove(partial_name(path, pid))
+    _remove(scratch_name(path, pid))
     if os.path.lexists(path):  # else the aside store may be the only copy left
         _remove(aside_name(path, pid))
 
@@ -221,7 +228,7 @@ def remove_stale_partials(path: str) -> None:
     """The leftovers at ``path`` of processes that died (killed, or the machine went down), and of
     an earlier call in this process that was interrupted while deleting them."""
     directory, name = os.path.split(os.path.abspath(path))
-    leftover = re.compile(rf"{re.escape(name)}\.(?:partial|old)-(\d+)")
+    leftover = re.compile(rf"{re.escape(name)}\.(?:partial|old|scratch)-(\d+)")
     with contextlib.suppress(OSError):
         for entry in os.scandir(directory):
             match = leftover.fullmatch(entry.name)

@@ -135,8 +135,13 @@ class Checkpoints:
         return self._stamps[path]
 
 
-def _whole(minimum: int) -> Callable[[Any], bool]:
-    return lambda v: type(v) is int and v >= minimum
+# Counts a run can reach (float64 holds them exactly, as the schedules compute with them): a
+# larger step, epoch or sample count in a checkpoint is damage, not progress.
+_MAX_COUNT = 2**53
+
+
+def _whole(minimum: int, most: float = _MAX_COUNT) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and minimum <= v <= most
 
 
 def _real(v: Any) -> bool:
@@ -148,12 +153,15 @@ def _entries(checks: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, dict) and v.keys() == checks.keys() and all(checks[k](v[k]) for k in v)
 
 
+# A cursor's seed is the user's, of any size; its other fields count.
+_CURSOR_CHECKS = {f.name: _whole(0, math.inf if f.name == "seed" else _MAX_COUNT) for f in dataclasses.fields(Cursor)}
+
 # What each metadata entry of a checkpoint must be: one that is not is damaged (or not ours).
 _META_CHECKS: dict[str, Callable[[Any], bool]] = {
     "run": lambda v: isinstance(v, dict) and all(isinstance(v.get(k, {}), dict) for k in ("model", "config", "data")),
     "epoch": _whole(1),
     "step": _whole(0),
-    "cursor": lambda v: v is None or _entries({f.name: _whole(0) for f in dataclasses.fields(Cursor)})(v),
+    "cursor": lambda v: v is None or _entries(_CURSOR_CHECKS)(v),
     "sums": _entries({"loss": _real, "correct": _whole(0), "samples": _whole(0), "steps": _whole(0), "seconds": _real}),
     "monitor": _entries(
         {"window": _whole(1), "steps": _whole(0), "average": _real, "start": lambda v: v is None or _real(v)}

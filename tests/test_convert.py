@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+import streamtrain
 from streamtrain import ConfigError, DataError, open_source
 from streamtrain.cli import main
 from streamtrain.convert import convert
@@ -154,3 +155,48 @@ def test_the_command_line(tmp_path, samples, capsys):
     assert "already exists (pass overwrite=True / --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--chunk", "100"]) == 0
     assert main(["fit", str(tmp_path / "o.h5"), "--model", "softmax", "--epochs", "1", "--batch-size", "50"]) == 0
+
+
+def sorted_store(tmp_path, zarr_store, m: int = 4000):
+    """A generated logistic store, and the same samples sorted by label: (X, Y, random, sorted)."""
+    random = tmp_path / "random.zarr"
+    streamtrain.make_data(random, m=m, n_x=8, chunk=250, progress=False)
+    with open_source(random) as source:
+        X, Y = source.read(0, m)
+    order = np.argsort(Y[0], kind="stable")
+    return X, Y, random, zarr_store(X[:, order], Y[:, order], 250)
+
+
+@pytest.mark.parametrize("buckets", [1, 7])
+def test_shuffle_writes_a_permutation_of_the_samples_in_bounded_buckets(tmp_path, zarr_store, monkeypatch, buckets):
+    X, Y, _, ordered = sorted_store(tmp_path, zarr_store)
+    monkeypatch.setattr(CONVERT, "SHUFFLE_BYTES", -(-Y.shape[1] * (8 * 4 + 1) // buckets))
+    monkeypatch.setattr(CONVERT, "BLOCK", 300)
+    files = sorted(os.listdir(tmp_path))
+    convert(ordered, tmp_path / "s.zarr", shuffle=True, seed=3, chunk=250)
+    Xs, Ys, _ = read_back(tmp_path / "s.zarr")
+    samples = lambda A, B: sorted(map(tuple, np.vstack([A, B]).T.tolist()))  # noqa: E731
+    assert samples(Xs, Ys) == samples(X, Y)  # the same samples, each once
+    assert not np.array_equal(Xs, X)
+    assert sorted(os.listdir(tmp_path)) == sorted([*files, "s.zarr"])  # the buckets are gone
+
+
+def test_the_same_seed_gives_the_same_order_and_another_seed_another(tmp_path, zarr_store):
+    ordered = sorted_store(tmp_path, zarr_store, m=1000)[3]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        convert(ordered, tmp_path / f"{name}.zarr", shuffle=True, seed=seed)
+    a, b, c = (read_back(tmp_path / f"{n}.zarr")[0] for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_a_sorted_store_converted_with_shuffle_trains_as_the_random_one(tmp_path, zarr_store):
+    """Within 0.01 of the random-order store's loss; the sorted store itself, read in order, is not."""
+    _, _, random, ordered = sorted_store(tmp_path, zarr_store, m=8000)
+    convert(ordered, tmp_path / "shuffled.zarr", shuffle=True, chunk=250)
+    options = dict(epochs=3, batch_size=50, lr=0.1, shuffle="none", progress=False)
+    loss = {}
+    for name, store in (("random", random), ("shuffled", tmp_path / "shuffled.zarr"), ("sorted", ordered)):
+        loss[name] = streamtrain.evaluate(store, streamtrain.fit(store, **options))["loss"]
+    assert abs(loss["shuffled"] - loss["random"]) < 0.01 < loss["sorted"] - loss["random"]
+    report = streamtrain.inspect(tmp_path / "shuffled.zarr")
+    assert not any(w.startswith("labels are sorted") for w in report["warnings"])
