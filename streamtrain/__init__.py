@@ -17,6 +17,7 @@ from .evaluation import evaluate, loss_and_grad
 from .full_batch import FullBatch
 from .inspection import inspect
 from .models import Model, get_model
+from .predict import predict
 from .records import EpochRecord
 from .result import FitResult, load
 from .sources import ArraySource, ChunkSource, open_source
@@ -54,5 +55,6 @@ __all__ = [
     "loss_and_grad",
     "make_data",
     "open_source",
+    "predict",
     "save_model",
 ]

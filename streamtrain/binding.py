@@ -66,6 +66,7 @@ def for_data(model: Model, source: ChunkSource) -> Model:
     output its labels fit (``labels_seen``: one streamed pass over Y). Raises ConfigError when the
     labels' shape cannot fit the output.
     """
+    source.require_labels()
     k = source.k
     name = model.output or output_of(source.attrs.get("task", "")) or labels_seen(source).output
     output, classes = OUTPUTS[name], None  # None: one-hot rows hold k classes, or no classes at all

@@ -153,6 +153,25 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     c.set_defaults(run=_compare)
 
+    r = sub.add_parser(
+        "predict",
+        help="a model's predictions for every sample of a store",
+        description="Score every sample of a store (labels not needed) with a trained model, streamed chunk by "
+        "chunk, into a new column-wise store holding one array P (r, m): the predicted class or value, or with "
+        "--proba the probabilities.",
+    )
+    r.add_argument("model", metavar="MODEL", help="model file written by fit")
+    r.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file with X")
+    r.add_argument("--out", metavar="PRED", required=True, help="store to create (*.zarr directory or *.h5 file)")
+    r.add_argument("--proba", action="store_true", help="probabilities (the output layer) instead of classes")
+    r.add_argument("--x", default="X", metavar="NAME", help="array holding X (default: %(default)s)")
+    r.add_argument("--layout", default="columns", choices=("columns", "rows"), help="as for fit (default: %(default)s)")
+    r.add_argument("--format", choices=("zarr", "hdf5"), help="output format (default: hdf5 for *.h5, else zarr)")
+    r.add_argument("--codec", default="none", choices=("none", "zstd", "gzip"), help="compression (default: none)")
+    r.add_argument("--overwrite", action="store_true", help="replace PRED if it exists (a store only)")
+    _add_progress(r)
+    r.set_defaults(run=_predict)
+
     v = sub.add_parser(
         "convert",
         help="a user's data as a column-wise chunked store",
@@ -435,6 +454,23 @@ def _bounded(x: float | None, spec: str) -> str:
 def _default_model_path(data: str) -> str:
     stem, _ = os.path.splitext(os.path.normpath(data))
     return f"{stem}-model.npz"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    t0 = time.perf_counter()
+    with _warnings_as_lines():
+        r = predict(
+            args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
+            codec=args.codec, overwrite=args.overwrite, progress=args.progress,
+        )  # fmt: skip
+    what = "probabilities" if args.proba else "predictions"
+    print(
+        f"wrote {args.out} ({r['format']}): {what} P ({r['rows']}, {r['m']:,}) {r['dtype']} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -107,7 +107,7 @@ def convert(
             dtypes = (np.dtype(c.dtype), samples.y_dtype)
             blocks = shuffled(blocks, samples.m, dtypes, scratch_name(path), c.seed, SHUFFLE_BYTES)
         slabs = reslab(blocks, samples.m, slab_samples(chunk, shapes.n_x * np.dtype(c.dtype).itemsize))
-        write_store(tmp, fmt, _shown(slabs, bar, c.dtype, samples.y_dtype), shapes, chunk, c.codec)
+        write_store(tmp, fmt, _shown(slabs, bar, c.dtype, samples.y_dtype), shapes.columns(), shapes.m, chunk, c.codec)
         bar.close()
         origin = {"converted_from": os.path.abspath(src), "layout": layout}
         set_attrs(tmp, fmt, {**origin, **({"shuffled_with_seed": c.seed} if shuffle else {})})

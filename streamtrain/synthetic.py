@@ -180,7 +180,8 @@ def make_data(
         enabled = sys.stderr.isatty() if progress is None else progress
         bar = Progress(f"writing {os.path.basename(path)}", c.m, enabled=enabled)
         slabs = _shown(_slabs(c.m, c.n_x, chunk, c.seed, truth, losses), bar)
-        write_store(tmp, fmt, slabs, Shapes(c.m, c.n_x, task.y_rows(rows), "float32", task.y_dtype), chunk, c.codec)
+        shapes = Shapes(c.m, c.n_x, task.y_rows(rows), "float32", task.y_dtype)
+        write_store(tmp, fmt, slabs, shapes.columns(), c.m, chunk, c.codec)
         loss_sum = sum(losses)
         bar.close()
         w_true, b_true = task.true_model(W, b)

@@ -16,19 +16,32 @@ import numpy as np
 
 from ._signals import signals_deferred
 
-__all__ = ["CODECS", "Shapes", "reslab", "set_attrs", "slab_samples", "write_store"]
+__all__ = ["CODECS", "Column", "Shapes", "reslab", "set_attrs", "slab_samples", "write_store"]
 
 CODECS = ("none", "zstd", "gzip")
 # Columns written per call: a multiple of the chunk size, about this many bytes of X.
 SLAB_BYTES = 32 * 2**20
 
 
+class Column(NamedTuple):
+    """One array of a store: its name, rows (samples are its columns) and dtype."""
+
+    name: str
+    rows: int
+    dtype: Any
+
+
 class Shapes(NamedTuple):
+    """A training store's two arrays: X (n_x, m), Y (k, m)."""
+
     m: int
     n_x: int
     k: int
     x_dtype: Any
     y_dtype: Any
+
+    def columns(self) -> list[Column]:
+        return [Column("X", self.n_x, self.x_dtype), Column("Y", self.k, self.y_dtype)]
 
 
 def slab_samples(chunk: int, bytes_per_sample: int) -> int:
@@ -53,56 +66,47 @@ def reslab(blocks: Iterable[tuple[np.ndarray, ...]], m: int, slab: int) -> Itera
 
 
 def write_store(
-    path: str, fmt: str, slabs: Iterable[tuple[int, np.ndarray, np.ndarray]], shapes: Shapes, chunk: int, codec: str
+    path: str, fmt: str, slabs: Iterable[tuple[Any, ...]], columns: list[Column], m: int, chunk: int, codec: str
 ) -> None:
-    """A new store at ``path`` (Zarr or HDF5, ``fmt``) with X and Y of ``shapes``, chunks of ``chunk``
-    samples compressed by ``codec``, filled from ``slabs``."""
+    """A new store at ``path`` (Zarr or HDF5, ``fmt``) with an (rows, m) array per column, chunks of
+    ``chunk`` samples compressed by ``codec``, filled from ``slabs``: (start, one array per column)."""
     if fmt == "zarr":
-        _write_zarr(path, slabs, shapes, chunk, codec)
-    else:
-        _write_hdf5(path, slabs, shapes, chunk, codec)
+        import zarr
+        from zarr.codecs import GzipCodec, ZstdCodec
+        from zarr.core.array_spec import ArrayConfig
 
-
-def _write_zarr(path: str, slabs: Iterable, shapes: Shapes, chunk: int, codec: str) -> None:
-    import zarr
-    from zarr.codecs import GzipCodec, ZstdCodec
-    from zarr.core.array_spec import ArrayConfig
-
-    compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
-    # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
-    config = ArrayConfig(order="C", write_empty_chunks=True)
-    with signals_deferred():  # see _write_slabs
-        group = zarr.open_group(path, mode="w")
-        X, Y = (
-            group.create_array(
-                name, shape=(rows, shapes.m), chunks=(rows, chunk), dtype=dtype, compressors=compressors,
-                fill_value=0, config=config,
-            )
-            for name, rows, dtype in (("X", shapes.n_x, shapes.x_dtype), ("Y", shapes.k, shapes.y_dtype))
-        )  # fmt: skip
-    _write_slabs(X, Y, slabs)
-
-
-def _write_hdf5(path: str, slabs: Iterable, shapes: Shapes, chunk: int, codec: str) -> None:
+        compressors = {"none": None, "zstd": ZstdCodec(level=3), "gzip": GzipCodec(level=5)}[codec]
+        # Write every chunk, even one equal to the fill value: a missing chunk reads as an error.
+        config = ArrayConfig(order="C", write_empty_chunks=True)
+        with signals_deferred():  # see _write_slabs
+            group = zarr.open_group(path, mode="w")
+            arrays = [
+                group.create_array(
+                    c.name, shape=(c.rows, m), chunks=(c.rows, chunk), dtype=c.dtype, compressors=compressors,
+                    fill_value=0, config=config,
+                )
+                for c in columns
+            ]  # fmt: skip
+        _write_slabs(arrays, slabs)
+        return
     import h5py
 
     comp = {"none": {}, "gzip": {"compression": "gzip", "compression_opts": 4}}[codec]
     with h5py.File(path, "w") as f:
-        X = f.create_dataset(
-            "X", shape=(shapes.n_x, shapes.m), chunks=(shapes.n_x, chunk), dtype=shapes.x_dtype, **comp
-        )
-        Y = f.create_dataset("Y", shape=(shapes.k, shapes.m), chunks=(shapes.k, chunk), dtype=shapes.y_dtype, **comp)
-        _write_slabs(X, Y, slabs)
+        datasets = [
+            f.create_dataset(c.name, shape=(c.rows, m), chunks=(c.rows, chunk), dtype=c.dtype, **comp) for c in columns
+        ]
+        _write_slabs(datasets, slabs)
 
 
-def _write_slabs(X: Any, Y: Any, slabs: Iterable) -> None:
-    """Write each slab into the zarr arrays or HDF5 datasets X, Y."""
-    for start, Xs, Ys in slabs:
+def _write_slabs(arrays: list[Any], slabs: Iterable[tuple[Any, ...]]) -> None:
+    """Write each slab into the zarr arrays or HDF5 datasets."""
+    for start, *parts in slabs:
         # Ctrl-C between slabs, not during one: zarr writes in its own thread, which an interrupt
         # does not stop, so its writes would go on into the partial store while it is deleted.
         with signals_deferred():
-            X[:, start : start + Xs.shape[1]] = Xs
-            Y[:, start : start + Ys.shape[1]] = Ys
+            for array, part in zip(arrays, parts, strict=True):
+                array[:, start : start + part.shape[1]] = part
 
 
 def set_attrs(path: str, fmt: str, attrs: dict[str, Any]) -> None:

@@ -43,15 +43,16 @@ def open_source(
     path: str | os.PathLike,
     *,
     x: str = "X",
-    y: str = "Y",
+    y: str | None = "Y",
     missing_chunks: str | None = None,
     direct: bool = True,
     layout: str = "columns",
 ) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
 
-    ``x`` and ``y`` name the arrays inside the store. Raises ``DataError`` naming the
-    file and array when the store cannot be used.
+    ``x`` and ``y`` name the arrays inside the store; ``y=None`` opens X alone, samples without
+    labels (to predict: Y reads as empty columns, and training refuses the store). Raises
+    ``DataError`` naming the file and array when the store cannot be used.
 
     ``missing_chunks`` says what a chunk that was never written becomes (both formats read one
     as the array's fill value): ``"error"`` refuses the store, ``"fill"`` reads it as the fill

@@ -23,7 +23,7 @@ from .._errors import DataError, DataWarning, check_choice, check_int
 from ..labels import LabelRule, check_labels
 from ._direct import DirectArray
 from ._integrity import DEFAULT_MISSING, MISSING_CHUNKS, Missing, chunk_index, nonfinite_error, read_columns
-from ._layout import RowsArray, check_layout
+from ._layout import NoLabels, RowsArray, check_layout
 from ._stamp import ROOT, changed_parts, join_parts
 
 __all__ = ["ChunkSource", "DataError", "check_missing_chunks", "default_chunk_size"]
@@ -55,7 +55,7 @@ class ChunkSource:
 
     name: str
     x_name: str
-    y_name: str
+    y_name: str | None  # None: opened without labels
     n_x: int
     k: int
     m: int
@@ -68,7 +68,13 @@ class ChunkSource:
     direct: tuple[DirectArray, DirectArray] | None = None
 
     def __init__(
-        self, name: str, x_name: str = "X", y_name: str = "Y", *, must_exist: bool = False, layout: str = "columns"
+        self,
+        name: str,
+        x_name: str = "X",
+        y_name: str | None = "Y",
+        *,
+        must_exist: bool = False,
+        layout: str = "columns",
     ) -> None:
         self.name, self.x_name, self.y_name = name, x_name, y_name
         self.layout = check_layout(layout)  # "rows": the arrays are stored samples-first (see _layout)
@@ -86,13 +92,33 @@ class ChunkSource:
         return 0 if self.layout == "rows" else 1
 
     def _as_stored(self, X: Any, Y: Any) -> tuple[Any, Any]:
-        """X and Y as (n_x, m) and (k, m) arrays: themselves, or transposed views of a samples-first store."""
+        """X and Y as (n_x, m) and (k, m) arrays: themselves, or transposed views of a samples-first
+        store; a store opened without labels (Y None) gets NoLabels once X's shape is checked."""
         if self.layout == "columns":
             return X, Y
-        return RowsArray(X, self.x_where), RowsArray(Y, self.y_where)
+        return RowsArray(X, self.x_where), None if Y is None else RowsArray(Y, self.y_where)
+
+    def _no_labels(self, chunk: int) -> None:
+        """Y for a store opened with ``y=None``: empty columns (see ``_layout.NoLabels``)."""
+        self._Y = NoLabels(self.m, chunk)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_name is not None
+
+    def require_labels(self) -> None:
+        """DataError for a store opened without labels: training, evaluate and compare need them."""
+        if not self.has_labels:
+            raise DataError(f"{self.name}: opened without labels (y=None); training, evaluate and compare need them")
+
+    def _y_shape_dtype(self) -> tuple[Any, Any]:
+        """Y's shape and dtype for ``_validate``; (None, None) without labels."""
+        return (None, None) if self._Y is None else (self._Y.shape, self._Y.dtype)
 
     def _validate(self, x_shape: tuple, x_dtype: Any, y_shape: tuple, y_dtype: Any) -> None:
         where = f"{self.name}/{self.x_name}"
+        if y_shape is None:  # no labels (y=None): X alone
+            y_shape, y_dtype = (1, x_shape[-1] if len(x_shape) == 2 else 0), np.float32
         for arr, shape, dtype in ((self.x_name, x_shape, x_dtype), (self.y_name, y_shape, y_dtype)):
             if len(shape) != 2:
                 hint = "; one value per sample, as a store written samples-first holds: pass --layout rows"
@@ -116,7 +142,7 @@ class ChunkSource:
             raise DataError(f"{self.name}: the arrays hold no samples (m = 0)")
         if n_x == 0 or k == 0:
             raise DataError(f"{self.name}: X has {n_x} rows and Y has {k} rows; both need at least 1")
-        self.n_x, self.m, self.k = int(n_x), int(m), int(k)
+        self.n_x, self.m, self.k = int(n_x), int(m), int(k) if self.has_labels else 0
         self.dtype = np.dtype(x_dtype)
 
     def _use_direct(self, x: DirectArray | None, y: DirectArray | None) -> None:
@@ -255,6 +281,7 @@ class ChunkSource:
 
     def label_chunks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first sample, Y) of every chunk in order, all finite: a DataError names the first NaN or inf."""
+        self.require_labels()
         _, Y = self.arrays()
         for a, b in self.chunk_bounds:
             labels = read_columns(Y, a, b, self.y_where, self.chunk_starts)

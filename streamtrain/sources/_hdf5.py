@@ -26,7 +26,7 @@ class HDF5Source(ChunkSource):
         path: str | os.PathLike,
         *,
         x: str = "X",
-        y: str = "Y",
+        y: str | None = "Y",
         missing_chunks: str | None = None,
         direct: bool = True,
         layout: str = "columns",
@@ -37,21 +37,21 @@ class HDF5Source(ChunkSource):
         except OSError as e:
             raise DataError(f"{self.name}: not an HDF5 file ({e})") from None
         try:
-            X, Y = (self._dataset(a) for a in (x, y))
+            X, Y = self._dataset(x), None if y is None else self._dataset(y)
             self._X, self._Y = self._as_stored(X, Y)
-            self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
+            self._validate(self._X.shape, self._X.dtype, *self._y_shape_dtype())
             # A contiguous dataset has no chunks: read it in slabs of the default size.
             axis = self.sample_axis
             chunk = X.chunks[axis] if X.chunks else default_chunk_size(self.n_x, self.dtype.itemsize)
             self.chunk_bounds = bounds_from_chunk_size(self.m, chunk)
-            found = {"x": self._missing(X, x, axis), "y": self._missing(Y, y, axis)}
+            if Y is None:
+                self._no_labels(chunk)
+            found = {"x": self._missing(X, x, axis), "y": None if Y is None or y is None else self._missing(Y, y, axis)}
             self._apply_missing_chunks(found, missing_chunks)
             if direct and layout == "columns" and self._file.driver == "sec2" and sys.byteorder == "little":
                 fills = self._fills(missing_chunks)
-                self._use_direct(
-                    self._direct_array(X, self.x_where, fills["x"]),
-                    self._direct_array(Y, self.y_where, fills["y"]),
-                )
+                y_direct = self._Y if Y is None else self._direct_array(Y, self.y_where, fills["y"])
+                self._use_direct(self._direct_array(X, self.x_where, fills["x"]), y_direct)
         except BaseException:
             self._file.close()
             raise
@@ -108,7 +108,7 @@ class HDF5Source(ChunkSource):
 
     def stored_bytes(self) -> tuple[int, int]:
         X, Y = self._datasets
-        return int(X.id.get_storage_size()), int(Y.id.get_storage_size())
+        return int(X.id.get_storage_size()), 0 if Y is None else int(Y.id.get_storage_size())
 
     def _stamp_parts(self) -> dict[str, str]:
         return {ROOT: file_part(self.name)}

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._errors import DataError, check_choice
 
-__all__ = ["LAYOUTS", "RowsArray", "check_layout"]
+__all__ = ["LAYOUTS", "NoLabels", "RowsArray", "check_layout"]
 
 LAYOUTS = ("columns", "rows")  # samples as columns (streamtrain's own), or as rows
 
@@ -40,3 +40,24 @@ class RowsArray:
         block = np.asarray(self.array[samples])
         block = block[:, None] if block.ndim == 1 else block
         return np.ascontiguousarray(block.T[rows])
+
+
+class NoLabels:
+    """The Y of a store opened without labels (``y=None``: samples to predict): (0, m), read as
+    empty columns, from the files (``read(c)``) or as an array (``[:, a:b]``) alike."""
+
+    dtype = np.dtype("float32")
+    rows = 0
+    raw = False
+
+    def __init__(self, m: int, chunk: int) -> None:
+        self.shape, self.m, self.chunk = (0, m), m, chunk
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        return np.zeros((0, len(range(*key[1].indices(self.m)))), self.dtype)
+
+    def read(self, c: int, into: np.ndarray | None = None) -> np.ndarray:
+        return np.zeros((0, min(self.chunk, self.m - c * self.chunk)), self.dtype)
+
+    def will_read(self, c: int) -> None:
+        pass

@@ -44,7 +44,7 @@ class ZarrSource(ChunkSource):
         path: str | os.PathLike,
         *,
         x: str = "X",
-        y: str = "Y",
+        y: str | None = "Y",
         missing_chunks: str | None = None,
         direct: bool = True,
         layout: str = "columns",
@@ -54,15 +54,19 @@ class ZarrSource(ChunkSource):
             group = _quietly(zarr.open_group, self.name, mode="r")
         except Exception as e:  # zarr raises several types for "not a group"
             raise DataError(f"{self._metadata_file('') or self.name}: not a Zarr group ({brief(e)})") from None
-        X, Y = (self._array(group, a) for a in (x, y))
+        X, Y = self._array(group, x), None if y is None else self._array(group, y)
         self._X, self._Y = self._as_stored(X, Y)
-        self._validate(self._X.shape, self._X.dtype, self._Y.shape, self._Y.dtype)
+        self._validate(self._X.shape, self._X.dtype, *self._y_shape_dtype())
         axis = self.sample_axis
         self.chunk_bounds = bounds_from_chunk_size(self.m, X.chunks[axis])
-        self._apply_missing_chunks({"x": self._missing(X, x, axis), "y": self._missing(Y, y, axis)}, missing_chunks)
+        if Y is None:
+            self._no_labels(X.chunks[axis])
+        found = {"x": self._missing(X, x, axis), "y": None if Y is None or y is None else self._missing(Y, y, axis)}
+        self._apply_missing_chunks(found, missing_chunks)
         if direct and layout == "columns":
             fills = self._fills(missing_chunks)
-            self._use_direct(_direct_array(X, self.x_where, fills["x"]), _direct_array(Y, self.y_where, fills["y"]))
+            y_direct = self._Y if Y is None else _direct_array(Y, self.y_where, fills["y"])
+            self._use_direct(_direct_array(X, self.x_where, fills["x"]), y_direct)
         self.codec = ",".join(type(c).__name__ for c in X.compressors) or "none"
         attrs = group.attrs.get("streamtrain", {})
         self.attrs = dict(attrs) if isinstance(attrs, dict) else {}
@@ -103,7 +107,8 @@ class ZarrSource(ChunkSource):
         return None
 
     def stored_bytes(self) -> tuple[int, int]:
-        return _tree_bytes(os.path.join(self.name, self.x_name)), _tree_bytes(os.path.join(self.name, self.y_name))
+        y_bytes = _tree_bytes(os.path.join(self.name, self.y_name)) if self.y_name is not None else 0
+        return _tree_bytes(os.path.join(self.name, self.x_name)), y_bytes
 
     def _stamp_parts(self) -> dict[str, str]:
         # The root directory (replaced or not), the group's own metadata files, and every file
@@ -112,7 +117,7 @@ class ZarrSource(ChunkSource):
             ROOT: file_part(self.name, contents=False),
             "group metadata": dir_part(self.name, recursive=False),
             self.x_name: dir_part(os.path.join(self.name, self.x_name)),
-            self.y_name: dir_part(os.path.join(self.name, self.y_name)),
+            **({self.y_name: dir_part(os.path.join(self.name, self.y_name))} if self.y_name is not None else {}),
         }
 
 
