@@ -29,6 +29,7 @@ __all__ = ["CLUSTERED_SHARE", "CLUSTERED_SIGMAS", "inspect"]
 CLUSTERED_SIGMAS = 6.0
 CLUSTERED_SHARE = 0.1
 TINY_CHUNK_BYTES = 2**20  # below it, per-chunk costs (a file, a request, a decode call) dominate reads
+SMALL_STORE_BYTES = 64 * 2**20  # X smaller than this reads in moments whatever its chunks
 HUGE_CHUNK_BYTES = 2**28  # above it, --shuffle buffer's default 192 MB holds less than one chunk
 GOOD_CHUNK = "chunks of about 8 MB"
 READ_SAMPLES = 3  # chunks read to estimate an epoch's read time
@@ -70,7 +71,7 @@ def _report(source: ChunkSource, scan: bool) -> dict[str, Any]:
         "missing": list(source.warnings),
         "epoch_read_s": _epoch_read_s(source),
     }
-    warnings = _chunk_warnings(chunk_bytes)
+    warnings = _chunk_warnings(chunk_bytes, source.n_x * source.m * source.dtype.itemsize)
     report["labels"], clustered = _labels(source)
     warnings += [clustered] if clustered else []
     if scan:
@@ -89,9 +90,10 @@ def _epoch_read_s(source: ChunkSource) -> float:
     return (time.perf_counter() - t0) / len(picks) * source.n_chunks
 
 
-def _chunk_warnings(chunk_bytes: int) -> list[str]:
+def _chunk_warnings(chunk_bytes: int, x_bytes: int) -> list[str]:
+    """Chunks too small to read fast (in a store big enough for it to matter), or too big to buffer."""
     mb = chunk_bytes / 2**20
-    if chunk_bytes < TINY_CHUNK_BYTES:
+    if chunk_bytes < TINY_CHUNK_BYTES and x_bytes > SMALL_STORE_BYTES:
         return [f"tiny chunks ({mb:.2g} MB of X each): reading pays per chunk; rewrite the store with {GOOD_CHUNK}"]
     if chunk_bytes > HUGE_CHUNK_BYTES:
         return [

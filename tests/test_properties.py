@@ -36,6 +36,7 @@ from hypothesis.extra import numpy as hnp
 
 import streamtrain
 from streamtrain import ArraySource, CheckpointConfig, ConfigError, DataError, DivergedError, FitConfig
+from streamtrain.binding import labels_seen
 from streamtrain.checkpoint import load_model
 from streamtrain.cli import main
 from streamtrain.labels import BINARY
@@ -322,8 +323,13 @@ def test_fit_on_any_labels_succeeds_or_raises_data_or_config_error(case, chunk, 
     X = np.random.default_rng(0).standard_normal((2, Y.shape[1])).astype(np.float32)
     source = ArraySource(X, Y, chunk_size=chunk)
     # Large real-valued targets may truly diverge (exit 3): an mlp's steps grow with the targets' scale;
-    # a linear model's do not (its curvature is X's), only squares beyond float32 overflow.
-    limit = {"linear": 1e15, "identity": 100}.get(options.get("output", options["model"]), math.inf)
+    # a linear model's do not (its curvature is X's), only squares beyond float32 overflow. An mlp
+    # without an output takes the one its labels fit: identity for real values.
+    output = options.get("output", options["model"])
+    if output == "mlp":
+        with suppress(DataError):
+            output = labels_seen(source).output
+    limit = {"linear": 1e15, "identity": 100}.get(output, math.inf)
     huge = np.abs(Y.astype(float)).max() > limit
     allowed = (DataError, ConfigError, DivergedError) if huge else (DataError, ConfigError)
     try:
