@@ -375,7 +375,23 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{args.data}: loss {result['loss']:.6f}{accuracy}  over {result['m']:,} samples "
             f"({result['seconds']:.2f} s, {args.scheduler})"
         )
+        for line in _metric_lines(result):
+            print(f"  {line}")
     return 0
+
+
+def _metric_lines(r: dict[str, Any]) -> list[str]:
+    """evaluate's metrics (see ``streamtrain.metrics``) as text lines."""
+    if "roc_auc" in r:
+        return [f"ROC-AUC {r['roc_auc']:.4f}" if r["roc_auc"] is not None else "ROC-AUC: one class only"]
+    if "rmse" in r:
+        per = "" if len(r["rmse"]) == 1 else "  (per output: RMSE " + " ".join(f"{v:.4g}" for v in r["rmse"])
+        per += "" if len(r["rmse"]) == 1 else "; R² " + " ".join(f"{v:.4f}" for v in r["r2"]) + ")"
+        return [f"RMSE {r['rmse_mean']:.4g}  R² {r['r2_mean']:.4f}{per}"]
+    pairs = "  ".join(f"{j}: {p:.3f}/{q:.3f}" for j, (p, q) in enumerate(zip(r["precision"], r["recall"])))
+    width = max(len(f"{v:,}") for row in r["confusion"] for v in row)
+    rows = ["  ".join(f"{v:>{width},}" for v in row) for row in r["confusion"]]
+    return [f"precision/recall by class  {pairs}", "confusion (rows: true class, columns: predicted):", *rows]
 
 
 def _inspect(args: argparse.Namespace) -> int:

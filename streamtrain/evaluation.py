@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 from ._errors import DivergedError
 from .binding import bind_fitted
 from .full_batch import DEFAULT_SCHEDULER, FullBatch
+from .metrics import metrics
 from .models import Model, Params, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
@@ -62,8 +64,10 @@ def evaluate(
     model: str | Model | None = None,
     scheduler: str | None = DEFAULT_SCHEDULER,
     missing_chunks: str | None = None,
-) -> dict[str, float]:
-    """Exact mean loss (no L2 term) and, for classifiers, accuracy of a model over a whole store.
+) -> dict[str, Any]:
+    """Exact mean loss (no L2 term) and, for classifiers, accuracy of a model over a whole store,
+    and the metrics of its kind (``streamtrain.metrics``: ROC-AUC; confusion, precision and
+    recall; RMSE and R²) from one more pass.
 
     ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``.
     One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask. A store given by
@@ -74,7 +78,8 @@ def evaluate(
         FullBatch(source, model, scheduler=scheduler) as exact,
     ):
         t = exact.totals(params, grad=False)
-    result = {"loss": check_finite(t.loss / t.samples), "m": t.samples}
-    if model.has_accuracy:
-        result["accuracy"] = t.correct / t.samples
+        result: dict[str, Any] = {"loss": check_finite(t.loss / t.samples), "m": t.samples}
+        if model.has_accuracy:
+            result["accuracy"] = t.correct / t.samples
+        result.update(metrics(source, model, params))
     return result
