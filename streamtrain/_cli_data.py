@@ -1,0 +1,173 @@
+"""The data commands of ``streamtrain``: inspect, predict, convert and make-data (see ``cli``).
+
+Each parser's options come from their declarations, as for ``fit``; the handlers call the library
+and print one summary line (inspect: its report), warnings about the data as lines of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+from .cli import add_arrays, add_options, add_progress, options_of, warnings_as_lines
+
+__all__ = ["add_data_commands"]
+
+
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """The parsers of inspect, predict, convert and make-data, under ``sub``."""
+    from .convert import ConvertConfig
+    from .synthetic import DataConfig
+
+    i = sub.add_parser(
+        "inspect",
+        help="what a store holds, and what would spoil a run on it",
+        description="Shapes, dtypes, chunks, codec and bytes stored; chunks never written; an estimate of one "
+        "epoch's read time; what the labels are and whether they are sorted or clustered along the samples; "
+        "with --scan, constant and non-finite features. Each problem is a warning line with its fix.",
+    )
+    i.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
+    i.add_argument("--scan", action="store_true", help="also read all of X once: constant and non-finite features")
+    add_arrays(i)
+    i.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    i.set_defaults(run=_inspect)
+
+    r = sub.add_parser(
+        "predict",
+        help="a model's predictions for every sample of a store",
+        description="Score every sample of a store (labels not needed) with a trained model, streamed chunk by "
+        "chunk, into a new column-wise store holding one array P (r, m): the predicted class or value, or with "
+        "--proba the probabilities.",
+    )
+    r.add_argument("model", metavar="MODEL", help="model file written by fit")
+    r.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file with X")
+    r.add_argument("--out", metavar="PRED", required=True, help="store to create (*.zarr directory or *.h5 file)")
+    r.add_argument("--proba", action="store_true", help="probabilities (the output layer) instead of classes")
+    r.add_argument("--x", default="X", metavar="NAME", help="array holding X (default: %(default)s)")
+    r.add_argument("--layout", default="columns", choices=("columns", "rows"), help="as for fit (default: %(default)s)")
+    r.add_argument("--format", choices=("zarr", "hdf5"), help="output format (default: hdf5 for *.h5, else zarr)")
+    r.add_argument("--codec", default="none", choices=("none", "zstd", "gzip"), help="compression (default: none)")
+    r.add_argument("--overwrite", action="store_true", help="replace PRED if it exists (a store only)")
+    add_progress(r)
+    r.set_defaults(run=_predict)
+
+    v = sub.add_parser(
+        "convert",
+        help="a user's data as a column-wise chunked store",
+        description="Write the samples of a Zarr group or HDF5 file (either --layout), a .npy array, a .npz "
+        "archive or a CSV file to a new column-wise chunked store, streamed in blocks; the store is swapped "
+        "in when complete.",
+    )
+    v.add_argument("src", metavar="SRC", help="*.zarr, *.h5, *.npy, *.npz or *.csv")
+    v.add_argument("dst", metavar="DST", help="store to create (*.zarr directory or *.h5 file)")
+    add_options(v, ConvertConfig)
+    add_arrays(v)
+    v.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="write the samples in a random order (from --seed), so that a store sorted by label or time "
+        "trains well from sequential reads: two passes, buckets of 256 MB on disk beside DST",
+    )
+    v.add_argument("--overwrite", action="store_true", help="replace DST if it exists (a store only)")
+    add_progress(v)
+    v.set_defaults(run=_convert)
+
+    d = sub.add_parser(
+        "make-data",
+        help="write a generated dataset",
+        description="Write a generated dataset chunk by chunk, with its true weights and Bayes "
+        "loss (the true model's loss on these samples) in the store's attributes.",
+    )
+    d.add_argument("out", metavar="OUT", help="store to create (*.zarr directory or *.h5 file)")
+    add_options(d, DataConfig)
+    d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_progress(d)
+    d.set_defaults(run=_make_data)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ._errors import DataWarning
+    from .inspection import inspect
+    from .records import to_json
+
+    with warnings.catch_warnings():  # chunks never written are part of the report
+        warnings.simplefilter("ignore", DataWarning)
+        r = inspect(args.data, x=args.x, y=args.y, layout=args.layout, scan=args.scan)
+    if args.json:
+        print(to_json(r))
+        return 0
+    mb = 2**20
+    how = "directly" if r["read_path"] == "direct" else f"by {r['read_path']}"
+    layout = ", samples as rows (transposed chunk by chunk)" if r["layout"] == "rows" else ""
+    print(f"{r['data']}: {r['format']}{layout}, read {how}")
+    print(
+        f"  X ({r['n_x']}, {r['m']:,}) {r['dtype']} in {r['chunks']:,} chunks of {r['chunk']:,} samples "
+        f"({r['chunk_bytes'] / mb:.3g} MB each), codec {r['codec']}: {r['stored_bytes']['X'] / mb:,.1f} MB stored"
+    )
+    print(f"  Y ({r['k']}, {r['m']:,}) {r['y_dtype']}: {r['stored_bytes']['Y'] / mb:,.1f} MB stored")
+    labels = r["labels"]
+    print(
+        f"  labels: {labels['kind']} (output {labels['output']}); the chunk furthest from the store's mix "
+        f"is {labels['furthest_chunk_sigmas']:.1f} standard errors off"
+    )
+    print(f"  one epoch reads in about {r['epoch_read_s']:.2g} s (from reading a few chunks)")
+    for note in r["missing"]:
+        print(f"  missing: {note}")
+    if "features" in r:
+        f = r["features"]
+        print(f"  features: {len(f['constant'])} constant, {f['nonfinite']:,} NaN or infinite values")
+    for warning in r["warnings"]:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    t0 = time.perf_counter()
+    with warnings_as_lines():
+        r = predict(
+            args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
+            codec=args.codec, overwrite=args.overwrite, progress=args.progress,
+        )  # fmt: skip
+    what = "probabilities" if args.proba else "predictions"
+    print(
+        f"wrote {args.out} ({r['format']}): {what} P ({r['rows']}, {r['m']:,}) {r['dtype']} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import ConvertConfig, convert
+
+    config = ConvertConfig.from_options(options_of(args, ConvertConfig))
+    t0 = time.perf_counter()
+    with warnings_as_lines():
+        r = convert(
+            args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
+            overwrite=args.overwrite, progress=args.progress,
+        )  # fmt: skip
+    print(
+        f"wrote {args.dst} ({r['format']}, codec {r['codec']}, chunks of {r['chunk']:,}): "
+        f"X ({r['n_x']}, {r['m']:,}) {r['x_dtype']}, Y ({r['k']}, {r['m']:,}) {r['y_dtype']} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    from .synthetic import TASKS, DataConfig, make_data
+
+    config = DataConfig.from_options(options_of(args, DataConfig))
+    t0 = time.perf_counter()
+    attrs = make_data(args.out, config, overwrite=args.overwrite, progress=args.progress)
+    task = TASKS[config.task]
+    m, k = config.m, task.y_rows(task.rows(config))
+    print(
+        f"wrote {args.out} ({config.task}, {config.format_for(args.out)}, codec {config.codec}): "
+        f"X ({config.n_x}, {m}) float32, Y ({k}, {m}) {task.y_dtype} in {time.perf_counter() - t0:.1f} s; "
+        f"Bayes loss {attrs['bayes_loss']:.5f}"
+    )
+    return 0
