@@ -1,7 +1,8 @@
 """``streamtrain convert SRC DST``: a user's data as the column-wise chunked store training streams.
 
 Inputs: a Zarr group or HDF5 file in either layout (``layout``, see ``sources._layout``), a
-``.npy`` array (memory-mapped) or ``.npz`` archive, or a CSV file (one sample per line, streamed).
+``.npy`` array (memory-mapped) or ``.npz`` archive, a CSV file (one sample per line, streamed), or
+a Parquet file (one sample per row; the ``parquet`` extra).
 Labels come from the store's or archive's Y array (``y``), a column of the samples
 (``label_column``: its index, or its name in a CSV header), or a separate ``.npy`` file
 (``labels``). Every input is read in blocks of samples and written in slabs of whole chunks:
@@ -130,6 +131,8 @@ def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str) -> Input:
     lower = src.lower()
     if lower.endswith(".csv") or lower.endswith(".txt"):
         return _from_csv(src, c)
+    if lower.endswith(".parquet"):
+        return _from_parquet(src, c)
     if lower.endswith(".npy"):
         return _from_arrays(src, np.load(src, mmap_mode="r"), None, c, layout)
     if lower.endswith(".npz"):
@@ -213,6 +216,42 @@ def _from_csv(src: str, c: ConvertConfig) -> Input:
                 yield values[:, features].T, values[:, [j]].T
 
     return Input(m, width - 1, 1, np.dtype("float32"), blocks)
+
+
+def _from_parquet(src: str, c: ConvertConfig) -> Input:
+    """Samples as the rows of a Parquet file (the ``parquet`` extra: pyarrow), read a row group batch
+    at a time; every column numeric, one of them the labels (``label_column``: name or index)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{src}: reading Parquet needs pyarrow: pip install 'streamtrain[parquet]'") from None
+    try:
+        schema = pq.ParquetFile(src).schema_arrow
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise DataError(f"{src}: not a Parquet file ({e})") from None
+    names = list(schema.names)
+    if c.label_column is None:
+        raise ConfigError(f"{src}: name the column of labels: --label-column NAME (the columns: {', '.join(names)})")
+    j = _column_index(c.label_column, len(names), src, names)
+    for field in schema:
+        if not _is_numeric_arrow(field.type):
+            raise DataError(f"{src}: column {field.name!r} is {field.type}, not numeric")
+    y_type = schema.field(j).type
+    features = [name for i, name in enumerate(names) if i != j]
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in pq.ParquetFile(src).iter_batches(batch_size=BLOCK):
+            X = np.vstack([batch.column(name).to_numpy(zero_copy_only=False) for name in features])
+            yield X, batch.column(names[j]).to_numpy(zero_copy_only=False)[None, :]
+
+    m = pq.ParquetFile(src).metadata.num_rows
+    return Input(m, len(features), 1, _label_dtype(y_type.to_pandas_dtype()), blocks)
+
+
+def _is_numeric_arrow(arrow_type: Any) -> bool:
+    import pyarrow.types as pt
+
+    return bool(pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_boolean(arrow_type))
 
 
 def _parse(lines: list[str], delimiter: str, width: int, src: str, first_line: int) -> np.ndarray:

@@ -200,3 +200,24 @@ def test_a_sorted_store_converted_with_shuffle_trains_as_the_random_one(tmp_path
     assert abs(loss["shuffled"] - loss["random"]) < 0.01 < loss["sorted"] - loss["random"]
     report = streamtrain.inspect(tmp_path / "shuffled.zarr")
     assert not any(w.startswith("labels are sorted") for w in report["warnings"])
+
+
+def test_a_parquet_file_round_trips_by_row_group_batches(tmp_path, samples, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.setattr(CONVERT, "BLOCK", 100)
+    X, y = samples
+    columns = {f"f{i}": X[:, i] for i in range(N_X)} | {"target": y.astype("int16")}
+    pq.write_table(pa.table(columns), tmp_path / "d.parquet", row_group_size=250)
+    convert(tmp_path / "d.parquet", tmp_path / "o.zarr", label_column="target", chunk=128)
+    Xs, Ys, _ = read_back(tmp_path / "o.zarr")
+    np.testing.assert_array_equal(Xs, X.T.astype("float32"))
+    np.testing.assert_array_equal(Ys, y[None])
+    assert Ys.dtype == np.int16
+    with pytest.raises(
+        ConfigError, match=re.escape("name the column of labels: --label-column NAME (the columns: f0,")
+    ):
+        convert(tmp_path / "d.parquet", tmp_path / "p.zarr")
+    pq.write_table(pa.table({"a": [1.0, 2.0], "name": ["x", "y"], "t": [0, 1]}), tmp_path / "s.parquet")
+    with pytest.raises(DataError, match=re.escape("column 'name' is string, not numeric")):
+        convert(tmp_path / "s.parquet", tmp_path / "p.zarr", label_column="t")
