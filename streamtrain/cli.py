@@ -151,6 +151,11 @@ def add_options(parser: argparse.ArgumentParser, config: type, only: Sequence[st
             continue
         opt = f.metadata["option"]
         shown = "%(default)s" if f.default is not None else opt.derived
+        if isinstance(f.default, bool):  # a switch: --name / --no-name
+            flag = opt.flag or "--" + f.name.replace("_", "-")
+            switch, help_text = argparse.BooleanOptionalAction, f"{opt.help} (default: %(default)s)"
+            parser.add_argument(flag, dest=f.name, default=f.default, action=switch, help=help_text)
+            continue
         parser.add_argument(
             opt.flag or "--" + f.name.replace("_", "-"),
             dest=f.name,

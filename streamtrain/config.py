@@ -148,6 +148,12 @@ def non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def positive(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: v > 0, "a positive number")
 
@@ -318,6 +324,12 @@ class FitConfig(Declared):
     )
     seed: int = option(0, "seed of every random choice", check=non_negative_int, metavar="S")
     dtype: str = option("float32", "training precision", choices=DTYPES)
+    standardize: bool = option(
+        False,
+        "train on each feature scaled to mean 0 and variance 1 (mean and variance from one streamed pass, "
+        "float64); the model is written for the data as stored",
+        check=boolean,
+    )
     eval_exact_every: int | None = option(
         None,
         "also compute the exact loss and gradient norm over all the data every N epochs and after the last "

@@ -37,6 +37,7 @@ from .result import FitResult, load
 from .resume import Checkpoints, TrainState, check_state
 from .small_batches import SPAN_SAMPLES, SmallBatches, small_batches
 from .sources import ChunkSource
+from .standardize import StandardizedSource, feature_scaling, to_raw, to_scaled
 
 __all__ = ["fit"]
 
@@ -91,13 +92,17 @@ def fit(
                 f"for batch gradient descent"
             )
         check_memory(model, source.n_x, source.k, config.dtype)
-        run = Run(model, source, config, saving, progress, _emitter(metrics, on_epoch))
+        scaling = feature_scaling(source) if config.standardize else None
+        trained_on = source if scaling is None else StandardizedSource(source, scaling)
+        run = Run(model, trained_on, config, saving, progress, _emitter(metrics, on_epoch))
         state = run.resumed() if resume else None
         if state is not None and on_resume is not None:
             on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
         if state is None:
-            state = run.start(_initial_params(model, source, init, config))
+            initial = _initial_params(model, source, init, config)
+            state = run.start(initial if scaling is None or init is None else to_scaled(initial, scaling))
         params = run.train(state)
+        params = params if scaling is None else to_raw(params, scaling)  # for the data as stored
         return FitResult(params, model, config, state.history, source.fingerprint())
 
 
