@@ -32,7 +32,7 @@ from ._progress import Progress
 from .config import DTYPES, Declared, FitConfig, option, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, scratch_name, swap_in
 from .sources import FORMATS, default_chunk_size, format_of, open_source
-from .writing import CODECS, Shapes, reslab, set_attrs, slab_samples, write_store
+from .writing import CODECS, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["ConvertConfig", "convert"]
 
@@ -92,8 +92,7 @@ def convert(
     c = ConvertConfig.from_options({**(config.to_dict() if config else {}), **options})
     src = os.fspath(src)
     fmt = c.format or format_of(dst)
-    if fmt == "hdf5" and c.codec == "zstd":
-        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
+    check_codec(fmt, c.codec)
     path = check_output(dst, "store", data=src, overwrite=overwrite)
     samples = _input(src, c, x, y, layout)
     chunk = min(c.chunk or default_chunk_size(samples.n_x, np.dtype(c.dtype).itemsize), samples.m)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ConfigError, DataError
+from ._errors import DataError
 from ._progress import Progress
 from .models import Model, Params
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
 from .parameters import check_values
 from .result import Fitted, unpack
 from .sources import ChunkSource, format_of, nonfinite_error, open_source
-from .writing import CODECS, Column, set_attrs, write_store
+from .writing import Column, check_codec, set_attrs, write_store
 
 __all__ = ["predict"]
 
@@ -46,11 +46,8 @@ def predict(
 ) -> dict[str, Any]:
     """Write the predictions of ``fitted`` (a model file, a FitResult, or parameters with ``model``)
     for every sample of ``data`` to a new store at ``out``; return its shape, dtype and format."""
-    if codec not in CODECS:
-        raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
     fmt = format or format_of(out)
-    if fmt == "hdf5" and codec == "zstd":
-        raise ConfigError("zstd is not built into HDF5; use codec gzip or none for an HDF5 store")
+    check_codec(fmt, codec)
     path = check_output(
         out, "store", data=data if not isinstance(data, ChunkSource) else data.name, overwrite=overwrite
     )

@@ -30,7 +30,7 @@ from .batches import Prefetcher
 from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
-from .writing import CODECS, Shapes, reslab, set_attrs, slab_samples, write_store
+from .writing import CODECS, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["CODECS", "TASKS", "DataConfig", "Task", "make_data"]
 
@@ -165,8 +165,7 @@ def make_data(
     """
     c = DataConfig.from_options({**(config.to_dict() if config else {}), **options})
     fmt = c.format_for(path)
-    if fmt == "hdf5" and c.codec == "zstd":
-        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
+    check_codec(fmt, c.codec)
     path = check_output(path, "store", overwrite=overwrite)
     remove_stale_partials(path)
     task = TASKS[c.task]

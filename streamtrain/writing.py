@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._errors import ConfigError
 from ._signals import signals_deferred
 
-__all__ = ["CODECS", "Column", "Shapes", "reslab", "set_attrs", "slab_samples", "write_store"]
+__all__ = ["CODECS", "Column", "Shapes", "check_codec", "reslab", "set_attrs", "slab_samples", "write_store"]
 
 CODECS = ("none", "zstd", "gzip")
 # Columns written per call: a multiple of the chunk size, about this many bytes of X.
@@ -42,6 +43,14 @@ class Shapes(NamedTuple):
 
     def columns(self) -> list[Column]:
         return [Column("X", self.n_x, self.x_dtype), Column("Y", self.k, self.y_dtype)]
+
+
+def check_codec(fmt: str, codec: str) -> None:
+    """ConfigError unless ``codec`` is one of CODECS that the store format ``fmt`` has."""
+    if codec not in CODECS:
+        raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+    if fmt == "hdf5" and codec == "zstd":
+        raise ConfigError("zstd is not built into HDF5; use --codec gzip or none with --format hdf5")
 
 
 def slab_samples(chunk: int, bytes_per_sample: int) -> int:
