@@ -293,6 +293,9 @@ def _print_epoch(r: EpochRecord) -> None:
         parts[-1] += f" ({read_share(r.io_wait_s, r.seconds, verdict=True)})"
     if r.exact_loss is not None:
         parts.append(f"| exact loss {r.exact_loss:.6f} |grad| {r.exact_grad_norm:.3e}")
+    if r.validation_loss is not None:
+        held = f" accuracy {r.validation_accuracy:.4f}" if r.validation_accuracy is not None else ""
+        parts.append(f"| validation loss {r.validation_loss:.6f}{held}")
     if r.stop is not None:
         parts.append(f"| {'converged' if r.converged else 'stopped'}: {r.stop}")
     print("  ".join(parts), flush=True)

@@ -148,6 +148,10 @@ def non_negative_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _holdout(name: str, value: Any) -> float:
+    return check_number(name, value, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+
+
 def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, got {value!r}")
@@ -324,6 +328,14 @@ class FitConfig(Declared):
     )
     seed: int = option(0, "seed of every random choice", check=non_negative_int, metavar="S")
     dtype: str = option("float32", "training precision", choices=DTYPES)
+    holdout: float | None = option(
+        None,
+        "hold out this fraction of the chunks (whole chunks, drawn from --seed), never trained on; every epoch's "
+        "record has the exact loss over them",
+        check=_holdout,
+        parse=float,
+        metavar="F",
+    )
     standardize: bool = option(
         False,
         "train on each feature scaled to mean 0 and variance 1 (mean and variance from one streamed pass, "

@@ -33,6 +33,8 @@ class EpochRecord:
     exact_loss: float | None = None  # eval_exact_every: J over all the data after the epoch
     exact_grad_norm: float | None = None
     exact_accuracy: float | None = None
+    validation_loss: float | None = None  # --holdout: the mean loss over the held-out chunks after the epoch
+    validation_accuracy: float | None = None
     converged: bool | None = None  # the last L-BFGS iteration: did it converge,
     stop: str | None = None  # and why it stopped
 

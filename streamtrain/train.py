@@ -27,6 +27,7 @@ from .binding import bind
 from .config import CheckpointConfig, FitConfig
 from .divergence import WINDOW_SAMPLES, Monitor
 from .full_batch import FullBatch
+from .holdout import split_holdout
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
@@ -86,15 +87,23 @@ def fit(
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
     with bind(model, data, missing_chunks=config.missing_chunks) as (model, source):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
-        if isinstance(config.batch_size, int) and config.batch_size > source.m:
-            raise ConfigError(
-                f"batch_size {config.batch_size} is larger than m={source.m}; use {source.m} or 'full' "
-                f"for batch gradient descent"
-            )
+
         check_memory(model, source.n_x, source.k, config.dtype)
-        scaling = feature_scaling(source) if config.standardize else None
-        trained_on = source if scaling is None else StandardizedSource(source, scaling)
-        run = Run(model, trained_on, config, saving, progress, _emitter(metrics, on_epoch))
+        training, held_out = (
+            (source, None) if config.holdout is None else split_holdout(source, config.holdout, config.seed)
+        )
+        scaling = feature_scaling(training) if config.standardize else None  # never from the held-out chunks
+        trained_on: ChunkSource = training
+        validation: ChunkSource | None = held_out
+        if scaling is not None:
+            trained_on = StandardizedSource(training, scaling)
+            validation = None if held_out is None else StandardizedSource(held_out, scaling)
+        if isinstance(config.batch_size, int) and config.batch_size > trained_on.m:
+            raise ConfigError(
+                f"batch_size {config.batch_size} is larger than m={trained_on.m} (the samples trained on); "
+                f"use {trained_on.m} or 'full' for batch gradient descent"
+            )
+        run = Run(model, trained_on, config, saving, progress, _emitter(metrics, on_epoch), validation)
         state = run.resumed() if resume else None
         if state is not None and on_resume is not None:
             on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
@@ -150,8 +159,10 @@ class Run:
         saving: CheckpointConfig,
         progress: bool | None,
         emit: Emit,
+        validation: ChunkSource | None = None,
     ) -> None:
         self.model, self.source, self.config, self.emit = model, source, config, emit
+        self.validation = validation  # --holdout: the chunks each epoch's validation loss is over
         self.show = sys.stderr.isatty() if progress is None else progress
         self.batch_size = source.m if config.batch_size == "full" else int(config.batch_size)
         self.lbfgs = config.optimizer == LBFGS
@@ -220,7 +231,9 @@ class Run:
         """Run from ``state`` to the last epoch; the final parameters."""
         config = self.config
         exact = FullBatch(self.source, self.model, scheduler=config.scheduler) if config.uses_exact_path else None
-        with exact or nullcontext(), stop_requests() as self.stop:
+        held = self.validation
+        self.held_out = None if held is None else FullBatch(held, self.model, scheduler=config.scheduler or "sync")
+        with exact or nullcontext(), self.held_out or nullcontext(), stop_requests() as self.stop:
             if exact is not None and self.lbfgs:
                 callback = self._lbfgs_record(state)
                 return lbfgs(exact, state.params, l2=config.l2, max_iter=config.epochs, callback=callback)
@@ -242,6 +255,8 @@ class Run:
                     and (state.epoch % every == 0 or state.epoch == config.epochs)
                 ):
                     record = dataclasses.replace(record, **_exact_fields(exact, state.params, config.l2))
+            if self.held_out is not None:
+                record = dataclasses.replace(record, **_validation_fields(self.held_out, state.params))
             state.finish_epoch(record)
             self.emit(record)
             if self.checkpoints is not None:
@@ -410,6 +425,13 @@ def _exact_fields(exact: FullBatch, params: Params, l2: float) -> dict[str, Any]
     loss, grads, totals = exact.objective_with_totals(params, l2=l2)
     accuracy = totals.correct / totals.samples if exact.model.has_accuracy else None
     return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": accuracy}
+
+
+def _validation_fields(held_out: FullBatch, params: Params) -> dict[str, Any]:
+    """The mean loss (no L2 term, as evaluate) and accuracy over the held-out chunks (one pass)."""
+    totals = held_out.totals(params, grad=False)
+    accuracy = totals.correct / totals.samples if held_out.model.has_accuracy else None
+    return {"validation_loss": totals.loss / totals.samples, "validation_accuracy": accuracy}
 
 
 def _initial_params(
