@@ -336,6 +336,15 @@ class FitConfig(Declared):
         parse=float,
         metavar="F",
     )
+    early_stopping: bool = option(
+        False,
+        "with --holdout: stop when the validation loss has not been lower for --patience epochs, and keep the "
+        "parameters of the epoch where it was lowest",
+        check=boolean,
+    )
+    patience: int = option(
+        3, "epochs without a lower validation loss before --early-stopping stops", check=positive_int, metavar="P"
+    )
     standardize: bool = option(
         False,
         "train on each feature scaled to mean 0 and variance 1 (mean and variance from one streamed pass, "
@@ -370,6 +379,9 @@ class FitConfig(Declared):
         batch = self.batch_size if self.batch_size is not None else "full" if lbfgs else DEFAULT_BATCH_SIZE
         if lbfgs and batch != "full":
             raise ConfigError("L-BFGS takes exact full-batch steps: leave batch_size unset or use 'full'")
+        if self.early_stopping and (self.holdout is None or lbfgs):
+            what = "gradient descent (not L-BFGS)" if lbfgs else "--holdout F: the validation loss it watches"
+            raise ConfigError(f"--early-stopping needs {what}")
         hidden = self.hidden if self.hidden is not None else DEFAULT_HIDDEN if self.model == "mlp" else ()
         return {
             "batch_size": batch,

@@ -63,6 +63,7 @@ class TrainState:
     cursor: Cursor | None = None  # where its next batch starts (None: at its start)
     sums: EpochSums = field(default_factory=EpochSums)
     history: list[EpochRecord] = field(default_factory=list)
+    best: Params | None = None  # --early-stopping: the parameters of the epoch of lowest validation loss
 
     def finish_epoch(self, record: EpochRecord) -> None:
         self.history.append(record)
@@ -88,6 +89,7 @@ class Checkpoints:
             **{f"params.{k}": v for k, v in state.params.items()},
             **{f"v.{k}": v for k, v in state.opt.v.items()},
             **{f"s.{k}": v for k, v in state.opt.s.items()},
+            **{f"best.{k}": v for k, v in (state.best or {}).items()},
         }
         meta = {
             "run": self.run,
@@ -199,6 +201,7 @@ def _read(path: str) -> tuple[dict[str, Any], TrainState]:
             cursor=Cursor.from_dict(cursor) if cursor is not None else None,
             sums=EpochSums(**meta["sums"]),
             history=[EpochRecord.from_dict(r) for r in meta["history"]],
+            best=_prefixed(arrays, "best.") or None,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None

@@ -242,7 +242,7 @@ class Run:
     def _descend(self, state: TrainState, exact: FullBatch | None) -> Params:
         """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
         config, every = self.config, self.config.eval_exact_every
-        while state.epoch <= config.epochs:
+        while state.epoch <= config.epochs and not _stopped_early(state):
             self.source.check_unchanged(self.stamp, since="training began")
             self._clock = (time.perf_counter(), state.sums.seconds)
             if exact is not None and config.batch_size == "full":
@@ -257,13 +257,29 @@ class Run:
                     record = dataclasses.replace(record, **_exact_fields(exact, state.params, config.l2))
             if self.held_out is not None:
                 record = dataclasses.replace(record, **_validation_fields(self.held_out, state.params))
+                if config.early_stopping:
+                    record = self._watch_validation(state, record)
             state.finish_epoch(record)
             self.emit(record)
             if self.checkpoints is not None:
                 self._save(state)
             self._stop_if_asked(state)
         self.source.check_unchanged(self.stamp, since="training began")
-        return state.params
+        return state.best if config.early_stopping and state.best is not None else state.params
+
+    def _watch_validation(self, state: TrainState, record: EpochRecord) -> EpochRecord:
+        """--early-stopping: keep the parameters of the epoch of lowest validation loss so far, and
+        say in the record when --patience epochs have passed without a lower one (training stops)."""
+        losses = [math.inf if r.validation_loss is None else r.validation_loss for r in (*state.history, record)]
+        best = int(np.argmin(losses)) + 1  # the first epoch of the lowest loss
+        if best == record.epoch:
+            state.best = {k: v.copy() for k, v in state.params.items()}
+        if record.epoch - best < self.config.patience:
+            return record
+        why = (
+            f"early stopping: no lower validation loss in {self.config.patience} epochs; kept epoch {best}'s parameters"
+        )
+        return dataclasses.replace(record, stop=why)
 
     def _run_epoch(self, state: TrainState) -> EpochRecord:
         """The rest of the epoch's gradient steps, from its cursor; the epoch's record."""
@@ -425,6 +441,11 @@ def _exact_fields(exact: FullBatch, params: Params, l2: float) -> dict[str, Any]
     loss, grads, totals = exact.objective_with_totals(params, l2=l2)
     accuracy = totals.correct / totals.samples if exact.model.has_accuracy else None
     return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": accuracy}
+
+
+def _stopped_early(state: TrainState) -> bool:
+    """Whether the last epoch ended the run (--early-stopping): a resumed run then trains no further."""
+    return bool(state.history) and (state.history[-1].stop or "").startswith("early stopping")
 
 
 def _validation_fields(held_out: FullBatch, params: Params) -> dict[str, Any]:

@@ -90,3 +90,50 @@ def test_the_epoch_line_shows_the_validation_loss(zarr_store, tmp_path, capsys):
         == 0
     )
     assert "| validation loss " in capsys.readouterr().out
+
+
+def overfitting(seed: int = 5):
+    """Few noisy samples and a wide mlp: the validation loss turns up within a few epochs."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((6, 600)).astype("float32")
+    Y = (rng.random((1, 600)) < 0.5).astype("float32")  # labels unrelated to X: everything learnt is noise
+    return ArraySource(X, Y, chunk_size=50)
+
+
+ES = dict(model="mlp", hidden=[32], optimizer="adam", lr=0.02, batch_size=16, holdout=0.25, epochs=30, progress=False)
+
+
+def test_early_stopping_keeps_the_best_epochs_parameters():
+    result = streamtrain.fit(overfitting(), early_stopping=True, patience=2, **ES)
+    losses = [r.validation_loss for r in result.history]
+    best = int(np.argmin(losses)) + 1
+    assert len(result.history) == best + 2 < 30
+    assert (
+        result.history[-1].stop
+        == f"early stopping: no lower validation loss in 2 epochs; kept epoch {best}'s parameters"
+    )
+    same = streamtrain.fit(overfitting(), **{**ES, "epochs": best})  # the same run, stopped there by hand
+    assert all(np.array_equal(result.params[k], same.params[k]) for k in same.params)
+
+
+def test_early_stopping_survives_a_resume(tmp_path):
+    options = dict(early_stopping=True, patience=2, checkpoint_dir=str(tmp_path), checkpoint_every=25, **ES)
+    whole = streamtrain.fit(overfitting(), **options)
+    files = sorted(tmp_path.iterdir())
+    for name in files[-1:]:
+        name.unlink()  # resume from the checkpoint before the last
+    again = streamtrain.fit(overfitting(), resume=True, **options)
+    assert all(np.array_equal(again.params[k], whole.params[k]) for k in whole.params)
+    assert [r.validation_loss for r in again.history] == [r.validation_loss for r in whole.history]
+    ended = streamtrain.fit(overfitting(), resume=True, **options)  # resumed after it stopped: no more epochs
+    assert len(ended.history) == len(whole.history)
+    assert all(np.array_equal(ended.params[k], whole.params[k]) for k in whole.params)
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [({}, "--early-stopping needs --holdout F"), ({"holdout": 0.2, "optimizer": "lbfgs"}, "not L-BFGS")],
+)
+def test_early_stopping_needs_a_holdout_and_gradient_descent(options, says):
+    with pytest.raises(ConfigError, match=says):
+        streamtrain.fit(overfitting(), early_stopping=True, progress=False, **options)
