@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ConfigError
-from .sources import ChunkSource
+from .sources import ChunkSource, SourceView
 
 __all__ = ["ChunkSubset", "split_holdout"]
 
@@ -34,21 +34,15 @@ def split_holdout(source: ChunkSource, fraction: float, seed: int) -> tuple[Chun
     return ChunkSubset(source, training), ChunkSubset(source, validation)
 
 
-class ChunkSubset(ChunkSource):
-    """``source`` seen as some of its chunks (in store order): reads, stamps and fingerprint are the
-    source's own; closing it leaves ``source`` open (its owner closes it)."""
+class ChunkSubset(SourceView):
+    """``source`` seen as some of its chunks (in store order), read through the source."""
 
     def __init__(self, source: ChunkSource, chunks: np.ndarray) -> None:
-        self.__dict__.update(source.__dict__)  # shapes, names, attributes, warnings
-        self.__dict__.pop("chunk_starts", None)  # the source's, cached: this one has its own
-        self.format, self.codec = source.format, source.codec
-        self.source, self.chunks = source, [int(c) for c in chunks]
+        super().__init__(source)
+        self.chunks = [int(c) for c in chunks]
         self.chunk_bounds = tuple(source.chunk_bounds[c] for c in self.chunks)
         self.m = sum(b - a for a, b in self.chunk_bounds)
         self.direct = None  # direct arrays number the source's chunks; reads go through the source
-
-    def _read(self, start: int, stop: int, into: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.source._read(start, stop, into)
 
     def read_labels(self, start: int, stop: int, labels: Any = None) -> np.ndarray:
         return self.source.read_labels(start, stop, labels)
@@ -66,15 +60,3 @@ class ChunkSubset(ChunkSource):
 
     def will_read(self, c: int) -> None:
         self.source.will_read(self.chunks[c])
-
-    def stamp(self) -> str:
-        return self.source.stamp()
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.source.fingerprint()
-
-    def stored_bytes(self) -> tuple[int, int]:
-        return self.source.stored_bytes()
-
-    def close(self) -> None:
-        pass

@@ -20,7 +20,7 @@ import numpy as np
 
 from .metrics import Moments
 from .models import Params
-from .sources import ChunkSource
+from .sources import ChunkSource, SourceView
 
 __all__ = ["Scaling", "StandardizedSource", "feature_scaling", "to_raw", "to_scaled"]
 
@@ -59,17 +59,13 @@ def to_scaled(params: Params, s: Scaling) -> Params:
     return {**params, "W1": (W * s.scale[None, :]).astype(dtype), "b1": b.astype(dtype)}
 
 
-class StandardizedSource(ChunkSource):
-    """``source`` with every chunk of X scaled by ``scaling`` as it is read (the labels as stored).
-
-    Reads go through the storage library's path of ``source`` (no direct arrays: their chunks
-    are the stored values), the stamp, fingerprint and warnings are ``source``'s own, and closing
-    it leaves ``source`` open (its owner closes it)."""
+class StandardizedSource(SourceView):
+    """``source`` with every chunk of X scaled by ``scaling`` as it is read (the labels as stored),
+    through the storage library's path (direct arrays hold the stored values)."""
 
     def __init__(self, source: ChunkSource, scaling: Scaling) -> None:
-        self.__dict__.update(source.__dict__)  # shapes, names, chunks, attributes, warnings
-        self.format, self.codec = source.format, source.codec
-        self.source, self.scaling, self.direct = source, scaling, None
+        super().__init__(source)
+        self.scaling, self.direct = scaling, None
 
     def _read(self, start: int, stop: int, into: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         X, Y = self.source._read(start, stop)
@@ -78,21 +74,6 @@ class StandardizedSource(ChunkSource):
     def arrays(self) -> tuple[Any, Any]:
         X, Y = self.source.arrays()
         return _ScaledArray(X, self.scaling), Y
-
-    def will_read(self, c: int) -> None:
-        self.source.will_read(c)
-
-    def stamp(self) -> str:
-        return self.source.stamp()
-
-    def fingerprint(self) -> dict[str, Any]:
-        return self.source.fingerprint()
-
-    def stored_bytes(self) -> tuple[int, int]:
-        return self.source.stored_bytes()
-
-    def close(self) -> None:
-        pass
 
 
 class _ScaledArray:

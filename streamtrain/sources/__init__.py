@@ -11,6 +11,7 @@ from ._direct import stage_rows
 from ._integrity import MISSING_CHUNKS, nonfinite_error, read_columns
 from ._layout import LAYOUTS, check_layout
 from ._memory import ArraySource
+from ._view import SourceView
 
 __all__ = [
     "FORMATS",
@@ -19,6 +20,7 @@ __all__ = [
     "ArraySource",
     "ChunkSource",
     "DataError",
+    "SourceView",
     "default_chunk_size",
     "format_of",
     "is_hdf5",
