@@ -195,7 +195,7 @@ class DirectArray:
             if size < expected or (located.size < 0 and size > expected):
                 os.close(fd)
                 if size > expected:
-                    raise self._damaged(start, width, ValueError(f"more than the {expected} bytes of its shape"))
+                    raise self._damaged(start, width, self._too_long())
                 raise self._short(start, width, max(size, 0))
         return _RowsAt(fd, first, step, width * itemsize)
 
@@ -240,7 +240,7 @@ class DirectArray:
             n = _read_full(f, out.data.cast("B"))
             extra = located.size < 0 and f.read(1)  # a whole-file chunk must end here
         if extra:
-            raise ValueError(f"more than the {out.nbytes} bytes of its shape")
+            raise self._too_long()
         return out[: n // self.dtype.itemsize]
 
     def _decode(self, located: ChunkBytes, into: np.ndarray | None) -> np.ndarray:
@@ -265,6 +265,10 @@ class DirectArray:
                 f"{MISSING_FLAG} reads such chunks as the fill value"
             )
         return self.fill
+
+    def _too_long(self) -> ValueError:
+        """What a chunk file longer than its shape is (``read`` and ``read_rows`` alike)."""
+        return ValueError(f"more than the {self.rows * self.chunk * self.dtype.itemsize} bytes of its shape")
 
     def _short(self, start: int, width: int, nbytes: int) -> DataError:
         what = f"{nbytes} bytes, not the {self.rows * self.chunk * self.dtype.itemsize} of its shape"
