@@ -33,6 +33,7 @@ import numpy as np
 from ._errors import ConfigError, check_choice, check_int
 from .labels import LabelRule
 from .sources import ChunkSource, stage_rows
+from .weights import Weighting
 
 __all__ = ["SHUFFLES", "Batch", "BatchStream", "Cursor", "Prefetcher", "Shuffle", "Span", "check_batching"]
 
@@ -91,6 +92,7 @@ class Batch(NamedTuple):
     X: np.ndarray  # (n_x, B)
     Y: np.ndarray  # (k, B)
     cursor: Cursor  # where the batch after this one starts
+    weights: np.ndarray | None = None  # (1, B): each sample's weight, from a stream given a weighting
 
 
 class Span(NamedTuple):
@@ -140,6 +142,8 @@ class BatchStream:
     Reads run ``prefetch`` units ahead in up to READERS threads (0: read in the caller's
     thread); ``io_wait_s`` is the time the consumer spent waiting for them. ``labels``: the
     rule every chunk's labels are checked by as it is read (see ``streamtrain.labels``).
+    ``weighting``: each batch's ``weights`` (see ``streamtrain.weights``); units then carry them
+    as one more row of Y, so that they are shuffled and cut into batches with their samples.
     """
 
     def __init__(
@@ -153,9 +157,11 @@ class BatchStream:
         prefetch: int = 2,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         labels: LabelRule | None = None,
+        weighting: Weighting | None = None,
     ) -> None:
         check_batching(batch_size, shuffle)
         self.source, self.batch_size, self.cursor, self.labels = source, int(batch_size), cursor, labels
+        self.weighting = weighting
         self.shuffle, self.dtype, self.prefetch = shuffle, np.dtype(dtype), prefetch
         self.chunks_per_unit = cursor.chunks_per_unit or chunks_per_unit(
             source, shuffle, buffer_bytes, prefetch, self.dtype.itemsize
@@ -203,13 +209,29 @@ class BatchStream:
         else:
             X, Y = self._read_side_by_side(bounds)
             X = X if permute is None else permute(X, arrays.empty(X.shape, X.dtype))
-        if permute is not None:
-            Y = permute(Y, np.empty_like(Y))
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf: named by the trainer, once
+            if self.weighting is not None:
+                Y = np.concatenate([np.asarray(Y, self.dtype), self._weights(Y, bounds).astype(self.dtype)])
+            if permute is not None:
+                Y = permute(Y, np.empty_like(Y))
             if X.dtype != self.dtype:
                 X = _cast(X, arrays.empty(X.shape, self.dtype))
             Y = np.asarray(Y, dtype=self.dtype)
         return pos, X, Y
+
+    def _weights(self, Y: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+        """The weights (1, width) of a unit's chunks, whose labels Y are side by side."""
+        assert self.weighting is not None
+        offsets = np.cumsum([0] + [b - a for a, b in bounds])
+        return np.concatenate(
+            [self.weighting(Y[:, i:j], a, b) for (a, b), i, j in zip(bounds, offsets, offsets[1:])], axis=1
+        )
+
+    def _batch(self, batch: Batch) -> Batch:
+        """A batch as yielded: with a weighting, its Y's last row is the samples' weights."""
+        if self.weighting is None:
+            return batch
+        return Batch(batch.X, batch.Y[:-1], batch.cursor, batch.Y[-1:])
 
     def _read_side_by_side(self, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         source, items = self.source, self.source.chunk_items
@@ -245,10 +267,11 @@ class BatchStream:
                         next_unit = min(pos + self.chunks_per_unit, self.source.n_chunks)
                         position, offset = (next_unit, 0) if i == n else (pos, i)
                         after = Cursor(c.seed, c.epoch, position, offset, self.chunks_per_unit)
-                        yield _join(pending, after)
+                        yield self._batch(_join(pending, after))
                         pending, have = [], 0
             if pending:  # the last, short batch of the epoch
-                yield _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
+                last = _join(pending, Cursor(c.seed, c.epoch, self.source.n_chunks, 0, self.chunks_per_unit))
+                yield self._batch(last)
 
     def _units_from_cursor(self) -> Generator[tuple[int, np.ndarray, np.ndarray, int], None, None]:
         """(position, X, Y, first sample) of each unit from the cursor on, read ahead by the reader
@@ -269,7 +292,9 @@ class BatchStream:
     def spans(self, max_samples: int) -> Generator[Span, None, None]:
         """The stream's batches (the same as iterating it, with the same cursors) in spans: runs of whole
         batches inside one unit, at most ``max_samples`` samples (at least one batch) each; a batch that
-        straddles two units, or the epoch's short last batch, is a span of its own."""
+        straddles two units, or the epoch's short last batch, is a span of its own. Spans carry no weights."""
+        if self.weighting is not None:
+            raise ValueError("spans carry no weights: iterate a weighted stream batch by batch")
         B, c = self.batch_size, self.cursor
         most = max(1, max_samples // B)
         pending: list[tuple[np.ndarray, np.ndarray]] = []

@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from .records import EpochRecord
     from .sources import ChunkSource
 
-__all__ = ["EXIT_CODES", "PROG", "add_arrays", "add_options", "add_progress", "main", "options_of", "warnings_as_lines"]
+__all__ = ["EXIT_CODES", "PROG", "add_arrays", "add_options", "add_progress", "main", "options_of"]
 
 PROG = "streamtrain"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+# evaluate's options, declared by compare (which has them all); missing_chunks is the opening's.
+EVALUATE_OPTIONS = ("scheduler", "missing_chunks", "weights", "class_weight", "unweighted")
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "a problem with the data (NaN/inf in it too), a file or an option value, named on one line",
@@ -46,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # message: every result is checked to be finite, and a non-finite one is an error naming why.
     warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
-        return args.run(args)
+        with warnings_as_lines():  # such as chunks of weights never written, met as training opens them
+            return args.run(args)
     except DivergedError as e:
         return _fail(str(e), EXIT_DIVERGED)
     except UserError as e:
@@ -120,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", metavar="MODEL", help="model file written by fit")
     e.add_argument("data", metavar="DATA", help="Zarr group or HDF5 file")
-    add_options(e, CompareConfig, only=("scheduler", "missing_chunks"))
+    add_options(e, CompareConfig, only=EVALUATE_OPTIONS)
     add_arrays(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_evaluate)
@@ -196,17 +199,20 @@ def add_progress(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """What the data holds that the user should know (DataWarning), as our own stderr lines."""
+    """What the data holds that the user should know (DataWarning), as our own stderr lines, when it is met."""
     from ._errors import DataWarning
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():  # restores showwarning too
         warnings.simplefilter("always", DataWarning)
-        try:
-            yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, DataWarning):
-                    print(f"{PROG}: warning: {_one_line(str(w.message))}", file=sys.stderr)
+        show = warnings.showwarning
+
+        def as_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, DataWarning):
+                return show(message, category, *args, **kwargs)
+            print(f"{PROG}: warning: {_one_line(str(message))}", file=sys.stderr)
+
+        warnings.showwarning = as_line
+        yield
 
 
 def _open(args: argparse.Namespace) -> ChunkSource:
@@ -248,7 +254,8 @@ def _fit(args: argparse.Namespace) -> int:
             **saving,
         )
         bayes_loss = source.attrs.get("bayes_loss")
-        if isinstance(bayes_loss, (int, float)) and not isinstance(bayes_loss, bool):  # the store's word only
+        plain = config.weights is None and config.class_weight is None  # the Bayes loss is the unweighted J's
+        if plain and isinstance(bayes_loss, (int, float)) and not isinstance(bayes_loss, bool):  # the store's word
             print(f"Bayes loss of this data (true model): {bayes_loss:.5f}")
     result.save(out)
     print(f"model written to {out}")
@@ -309,15 +316,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     check_scheduler(args.scheduler)  # before the data is opened
     t0 = time.perf_counter()
     with _open(args) as source:
-        result = evaluate(source, args.model, scheduler=args.scheduler)
+        options = {k: getattr(args, k) for k in EVALUATE_OPTIONS if k != "missing_chunks"}
+        result = evaluate(source, args.model, **options)
     result["seconds"] = time.perf_counter() - t0
     if args.json:
         print(to_json(result))
     else:
         accuracy = f"  accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+        weighted = f", weighted by {result['weighted']}" if "weighted" in result else ""
         print(
             f"{args.data}: loss {result['loss']:.6f}{accuracy}  over {result['m']:,} samples "
-            f"({result['seconds']:.2f} s, {args.scheduler})"
+            f"({result['seconds']:.2f} s, {args.scheduler}{weighted})"
         )
         for line in _metric_lines(result):
             print(f"  {line}")
@@ -333,8 +342,9 @@ def _metric_lines(r: dict[str, Any]) -> list[str]:
         per += "" if len(r["rmse"]) == 1 else "; R² " + " ".join(f"{v:.4f}" for v in r["r2"]) + ")"
         return [f"RMSE {r['rmse_mean']:.4g}  R² {r['r2_mean']:.4f}{per}"]
     pairs = "  ".join(f"{j}: {p:.3f}/{q:.3f}" for j, (p, q) in enumerate(zip(r["precision"], r["recall"])))
-    width = max(len(f"{v:,}") for row in r["confusion"] for v in row)
-    rows = ["  ".join(f"{v:>{width},}" for v in row) for row in r["confusion"]]
+    spec = ",.1f" if any(isinstance(v, float) for row in r["confusion"] for v in row) else ","  # weights summed
+    width = max(len(f"{v:{spec}}") for row in r["confusion"] for v in row)
+    rows = ["  ".join(f"{v:>{width}{spec}}" for v in row) for row in r["confusion"]]
     return [f"precision/recall by class  {pairs}", "confusion (rows: true class, columns: predicted):", *rows]
 
 
@@ -352,7 +362,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _compare_table(r: dict, model_path: str) -> str:
     lines = [
-        f"{r['data']}: m={r['m']:,}; {r['model']} model {model_path}, l2 {r['l2']}",
+        f"{r['data']}: m={r['m']:,}; {r['model']} model {model_path}, l2 {r['l2']}"
+        + (f", weighted by {r['weighted']}" if r["weighted"] else ""),
         f"exact J = {r['loss']:.6f}   |grad J| = {r['grad_norm']:.4e}   ({r['scheduler']}, {r['exact_seconds']:.2f} s)",
         f"per-sample gradient variance tr(S) = {r['trace_cov']:.4e}   "
         f"noise scale B_noise = tr(S)/|grad J|^2 = {_bounded(r['noise_scale'], ',.1f')}",

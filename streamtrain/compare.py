@@ -31,12 +31,13 @@ import numpy as np
 
 from .batches import BatchStream, Cursor
 from .binding import bind_fitted
-from .config import SCHEDULER_HELP, Declared, FitConfig, option, positive_int, same_as
+from .config import SCHEDULER_HELP, Declared, FitConfig, boolean, option, positive_int, same_as
 from .evaluation import check_finite
 from .full_batch import DEFAULT_SCHEDULER, FullBatch
 from .models import Model, Params, as_float64, batch_objective, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
+from .weights import Weighting, weighting_over
 
 __all__ = ["DEFAULT_BATCH_SIZES", "CompareConfig", "advice", "compare"]
 
@@ -68,6 +69,16 @@ class CompareConfig(Declared):
     seed: int = same_as(FitConfig, "seed")
     scheduler: str = same_as(FitConfig, "scheduler", DEFAULT_SCHEDULER, help=SCHEDULER_HELP, derived=None)
     missing_chunks: str | None = same_as(FitConfig, "missing_chunks")
+    weights: str | None = same_as(
+        FitConfig, "weights", help="weigh each sample by this (1, m) array of the store", derived="the model's own"
+    )
+    class_weight: str | None = same_as(
+        FitConfig,
+        "class_weight",
+        help="balanced: class c weighs n / (classes · n_c), counted over this store (accuracy is then balanced)",
+        derived="the model's own",
+    )
+    unweighted: bool = option(False, "count every sample once, whatever the model was trained with", check=boolean)
 
 
 def compare(
@@ -89,11 +100,10 @@ def compare(
     conclusions.
     """
     config = CompareConfig.from_options(options)
-    with bind_fitted(data, fitted, model, missing_chunks=config.missing_chunks) as (
-        params,
-        model,
-        trained_with,
-        source,
+    weighing = (config.weights, config.class_weight, config.unweighted, config.missing_chunks)
+    with (
+        bind_fitted(data, fitted, model, missing_chunks=config.missing_chunks) as (params, model, trained_with, source),
+        weighting_over(model, source, trained_with, *weighing) as weighting,
     ):
         l2 = l2_of(trained_with) if config.l2 is None else config.l2
         if train_batch_size is None and trained_with is not None and trained_with.batch_size != "full":
@@ -103,7 +113,7 @@ def compare(
         sizes = sorted({min(B, m) for B in (*(config.batch_sizes or DEFAULT_BATCH_SIZES), *extra)})
         params = as_float64(params)  # mini-batch gradients too are compared in float64
         t0 = time.perf_counter()
-        with FullBatch(source, model, scheduler=config.scheduler) as exact:
+        with FullBatch(source, model, scheduler=config.scheduler, weighting=weighting) as exact:
             loss, grad, totals = exact.objective_with_totals(params, l2=l2, sample_norms=True)
         exact_s = time.perf_counter() - t0
         # Σ‖g_i − ḡ‖²/m = Σ‖g_i‖²/m − ‖ḡ‖², over the data term only: the L2 term is the
@@ -114,7 +124,7 @@ def compare(
         check_finite(loss, g_norm, grad_sq)  # nothing below is computed from inf or NaN
         trace = max(0.0, grad_sq / m - norm(grad_sum) ** 2 / m**2)
         b_noise = _ratio(trace, g_norm**2)
-        rows = [_batch_row(source, model, params, grad, B, config, l2, trace) for B in sizes]
+        rows = [_batch_row(source, model, params, grad, B, config, l2, trace, weighting) for B in sizes]
     report = {
         "data": source.name,
         "m": m,
@@ -129,6 +139,7 @@ def compare(
         "suggested_batch_size": _suggest(b_noise, m),
         "exact_seconds": exact_s,
         "scheduler": config.scheduler,
+        "weighted": None if weighting is None else weighting.described,
         "train_batch_size": train_batch_size,
         "batch_sizes": rows,
     }
@@ -145,15 +156,18 @@ def _batch_row(
     config: CompareConfig,
     l2: float,
     trace: float,
+    weighting: Weighting | None,
 ) -> dict[str, Any]:
     """Cosine and relative error of the first ``config.batches`` whole mini-batches of size B."""
     m, g_norm = source.m, norm(grad)
     cursor = Cursor(config.seed, 0)
-    stream = BatchStream(source, B, cursor, shuffle=config.shuffle, dtype=np.float64, labels=model.labels)
+    stream = BatchStream(
+        source, B, cursor, shuffle=config.shuffle, dtype=np.float64, labels=model.labels, weighting=weighting
+    )
     cosines, errors = [], []
     with closing(iter(stream)) as it:
-        for X, Y, _ in itertools.islice((b for b in it if b.X.shape[1] == B), config.batches):
-            _, g, _ = batch_objective(model, params, X, Y, l2=l2, m=m)
+        for batch in itertools.islice((b for b in it if b.X.shape[1] == B), config.batches):
+            _, g, _ = batch_objective(model, params, batch.X, batch.Y, l2=l2, m=m, weights=batch.weights)
             dot, scale = sum(float(np.vdot(g[k], grad[k])) for k in grad), norm(g) * g_norm
             cosines.append(dot / scale if scale > 0 else 0.0)  # a zero gradient has no direction
             errors.append(_ratio(norm({k: g[k] - grad[k] for k in grad}), g_norm))

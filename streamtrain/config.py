@@ -27,6 +27,7 @@ from .lbfgs import LBFGS, MAX_ITER
 from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUTPUTS
 from .optim import OPTIMIZERS, SCHEDULES, check_decay
 from .sources import MISSING_CHUNKS
+from .weights import CLASS_WEIGHTS
 
 __all__ = [
     "DTYPES",
@@ -183,6 +184,12 @@ def _path(name: str, value: Any) -> str:
     return os.fspath(value)
 
 
+def _array_name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip("/"):
+        raise ConfigError(f"{name} must name an array of the store, got {value!r}")
+    return value
+
+
 def unit_interval(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
@@ -234,6 +241,7 @@ def _makes_exact_passes(batch_size: int | str, eval_exact_every: int | None) -> 
     return batch_size == "full" or eval_exact_every is not None
 
 
+_CLASS_WEIGHT_HELP = ", ".join(f"{k}: {v}" for k, v in CLASS_WEIGHTS.items())
 _MISSING_HELP = ", ".join(f"{k} ({v})" for k, v in MISSING_CHUNKS.items())
 
 
@@ -350,6 +358,20 @@ class FitConfig(Declared):
         "train on each feature scaled to mean 0 and variance 1 (mean and variance from one streamed pass, "
         "float64); the model is written for the data as stored",
         check=boolean,
+    )
+    weights: str | None = option(
+        None,
+        "weigh each sample by this (1, m) array of the store: J becomes the weighted mean loss (the weights "
+        "normalised to mean 1, so mini-batch gradients stay unbiased)",
+        check=_array_name,
+        parse=str,
+        metavar="NAME",
+    )
+    class_weight: str | None = option(
+        None,
+        f"{_CLASS_WEIGHT_HELP}; counted over the samples trained on (one pass over the labels), times --weights "
+        "when given",
+        choices=CLASS_WEIGHTS,
     )
     eval_exact_every: int | None = option(
         None,

@@ -17,6 +17,7 @@ from .metrics import metrics
 from .models import Model, Params, norm
 from .result import Fitted, l2_of
 from .sources import ChunkSource
+from .weights import weighting_over
 
 __all__ = ["check_finite", "evaluate", "loss_and_grad"]
 
@@ -42,16 +43,22 @@ def loss_and_grad(
     model: str | Model | None = None,
     l2: float | None = None,
     scheduler: str | None = DEFAULT_SCHEDULER,
+    weights: str | None = None,
+    class_weight: str | None = None,
+    unweighted: bool = False,
 ) -> tuple[float, Params]:
     """Exact J = (1/m) Σ loss + (λ/2m) Σ ‖W‖² and ∇J over a whole store, in one pass (float64).
 
     ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``
     (a ``Model``, or the name of a 1-layer model). ``l2`` is λ: by default the one the model
-    was trained with, 0 for bare parameters.
+    was trained with, 0 for bare parameters. The samples are weighed by ``weights`` (an array of
+    the store) and ``class_weight``, by default as the model was trained; ``unweighted=True``
+    counts each once (see ``streamtrain.weights``).
     """
     with (
         bind_fitted(data, fitted, model) as (params, model, config, source),
-        FullBatch(source, model, scheduler=scheduler) as exact,
+        weighting_over(model, source, config, weights, class_weight, unweighted) as weighting,
+        FullBatch(source, model, scheduler=scheduler, weighting=weighting) as exact,
     ):
         loss, grads = exact.loss_and_grad(params, l2=l2_of(config) if l2 is None else l2)
     return check_finite(loss, norm(grads)), grads
@@ -64,6 +71,9 @@ def evaluate(
     model: str | Model | None = None,
     scheduler: str | None = DEFAULT_SCHEDULER,
     missing_chunks: str | None = None,
+    weights: str | None = None,
+    class_weight: str | None = None,
+    unweighted: bool = False,
 ) -> dict[str, Any]:
     """Exact mean loss (no L2 term) and, for classifiers, accuracy of a model over a whole store,
     and the metrics of its kind (``streamtrain.metrics``: ROC-AUC; confusion, precision and
@@ -72,14 +82,21 @@ def evaluate(
     ``fitted`` is what ``fit`` returned, a model file, or bare parameters with their ``model``.
     One chunk at a time; ``scheduler="sync"`` streams the chunks without Dask. A store given by
     its path is opened with ``missing_chunks`` (see ``sources.open_source``).
+
+    Samples are weighed as the model was trained (``--weights``, ``--class-weight``), unless
+    ``weights=NAME``, ``class_weight="balanced"`` (accuracy is then balanced accuracy) or
+    ``unweighted=True`` say otherwise; ``"weighted"`` in the result says how.
     """
     with (
-        bind_fitted(data, fitted, model, missing_chunks=missing_chunks) as (params, model, _, source),
-        FullBatch(source, model, scheduler=scheduler) as exact,
+        bind_fitted(data, fitted, model, missing_chunks=missing_chunks) as (params, model, config, source),
+        weighting_over(model, source, config, weights, class_weight, unweighted, missing_chunks) as weighting,
+        FullBatch(source, model, scheduler=scheduler, weighting=weighting) as exact,
     ):
         t = exact.totals(params, grad=False)
         result: dict[str, Any] = {"loss": check_finite(t.loss / t.samples), "m": t.samples}
         if model.has_accuracy:
             result["accuracy"] = t.correct / t.samples
-        result.update(metrics(source, model, params))
+        if weighting is not None:
+            result["weighted"] = weighting.described
+        result.update(metrics(source, model, params, weighting))
     return result

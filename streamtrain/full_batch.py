@@ -27,6 +27,7 @@ from ._errors import ConfigError, DataError
 from .labels import LabelRule, check_labels
 from .models import Model, Params, Totals, add_totals, as_float64, objective
 from .sources import ChunkSource, nonfinite_error, read_columns
+from .weights import Weighting
 
 __all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "FullBatch", "check_address", "check_scheduler"]
 
@@ -102,11 +103,19 @@ class FullBatch:
     """Exact passes over one source with one scheduler: open once, pass many times, close.
 
     A LocalCluster or a connection to a remote scheduler is made here, once, so batch
-    gradient descent and L-BFGS pay for it once, not per step.
+    gradient descent and L-BFGS pay for it once, not per step. ``weighting``: each sample's
+    weight in the sums (see ``streamtrain.weights``), read with its chunk.
     """
 
-    def __init__(self, source: ChunkSource, model: Model, *, scheduler: str | None = DEFAULT_SCHEDULER) -> None:
-        self.source, self.model = source, model
+    def __init__(
+        self,
+        source: ChunkSource,
+        model: Model,
+        *,
+        scheduler: str | None = DEFAULT_SCHEDULER,
+        weighting: Weighting | None = None,
+    ) -> None:
+        self.source, self.model, self.weighting = source, model, weighting
         self.scheduler = check_scheduler(scheduler)
         self.passes = 0  # full passes over the store so far
         self._client: Any = None
@@ -121,7 +130,7 @@ class FullBatch:
         model's label rule, or holds NaN/inf that made its loss non-finite.
         """
         source = self.source
-        where = _Where(source.x_where, source.y_where, source.chunk_starts, self.model.labels)
+        where = _Where(source.x_where, source.y_where, source.chunk_starts, self.model.labels, self.weighting)
         task = functools.partial(
             _chunk_totals, self.model.totals, as_float64(params), where, grad=grad, sample_norms=sample_norms
         )
@@ -185,12 +194,14 @@ class FullBatch:
 @dataclass(frozen=True, eq=False)
 class _Where:
     """What a chunk task needs to name a bad chunk: the arrays' ``file/array``, each chunk's first
-    sample, and the labels' rule (None: any value). Small and picklable, for Dask workers."""
+    sample, and the labels' rule (None: any value); and how samples are weighed (None: once each).
+    Small and picklable, for Dask workers."""
 
     x: str
     y: str
     chunk_starts: np.ndarray
     labels: LabelRule | None
+    weighting: Weighting | None = None
 
 
 def _read_chunk(
@@ -237,17 +248,19 @@ def _chunk_totals(
     cache: casting a whole chunk at once doubles its memory traffic and the pass gets slower.
     A non-finite loss sends us looking for NaN/inf in the chunk (only then: no cost otherwise).
     """
-    if where.labels is not None:
-        try:
+    try:
+        if where.labels is not None:
             check_labels(Y, start, where.labels, where.y, where.chunk_starts)
-        except DataError as e:
-            return e
+        w = None if where.weighting is None else where.weighting(Y, start, start + X.shape[1])
+    except DataError as e:
+        return e
     width = max(1, CAST_BYTES // (8 * X.shape[0]))
     parts = (
         totals(
             params,
             _float64(X[:, s : s + width]),
             _float64(Y[:, s : s + width]),
+            weights=None if w is None else w[:, s : s + width],
             **kw,
         )
         for s in range(0, X.shape[1], width)

@@ -28,6 +28,10 @@ The objective
 over all m samples of the store. A mini-batch of B samples estimates it with
 (1/B) Σ_batch loss_i + (λ / 2m) Σ_l ‖W[l]‖²_F, whose gradient is an unbiased estimate of
 ∇J, and B-weighted mini-batch gradients over one epoch add up to ∇J exactly.
+
+With per-sample weights w_i (``streamtrain.weights``), loss_i becomes w_i loss_i, the w's
+normalised to mean 1 over the m samples: J is then the weighted mean loss, and the same
+mini-batch sums stay unbiased estimates (dividing a batch by its own Σ w would not be).
 """
 
 from __future__ import annotations
@@ -75,10 +79,10 @@ DEFAULT_ACTIVATION = "relu"
 class Totals(NamedTuple):
     """Sums over a set of samples (a batch, a chunk, a whole store)."""
 
-    loss: float  # Σ per-sample loss, accumulated in float64
+    loss: float  # Σ per-sample loss (times its weight, see ``weights``), accumulated in float64
     grads: Params | None  # Σ per-sample gradients (None when not asked for)
     samples: int  # samples summed over
-    correct: int  # samples whose predicted class equals the label (0 for identity outputs)
+    correct: float  # samples whose predicted class equals the label, or their weights summed (0 for identity)
     grad_sq: float | None = None  # Σ ‖per-sample gradient‖², for gradient-noise statistics
 
 
@@ -156,25 +160,52 @@ def _sigmoid_class(A: np.ndarray) -> np.ndarray:
     return A >= 0.5
 
 
-def _sigmoid_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
-    loss = float((softplus(Z) - Y * Z).sum(dtype=np.float64))
+# Each loss returns sums over the batch's columns: Σ w_i loss_i, Σ w_i [correct_i] and dZ[L] with
+# column i scaled by w_i; w (1, B) None counts every sample once (the unweighted sums, as fast as before).
+Loss = tuple[float, float, np.ndarray | None]
+
+
+def _weighed(per_sample: np.ndarray, w: np.ndarray | None) -> float:
+    """Σ w_i x_i over per-sample values x (1, B) or (B,), in float64; Σ x_i when w is None."""
+    if w is None:
+        return float(per_sample.sum(dtype=np.float64))
+    return float(np.dot(np.ravel(per_sample).astype(np.float64), np.ravel(w).astype(np.float64)))
+
+
+def _hits(hit: np.ndarray, w: np.ndarray | None) -> float:
+    """The samples predicted right (a bool per sample), counted, or their weights summed."""
+    return int(np.count_nonzero(hit)) if w is None else _weighed(hit, w)
+
+
+def _scaled(dZ: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    return dZ if w is None else dZ * w
+
+
+def _sigmoid_loss(Z: np.ndarray, Y: np.ndarray, grad: bool, w: np.ndarray | None = None) -> Loss:
+    per_sample = softplus(Z) - Y * Z
+    loss = float(per_sample.sum(dtype=np.float64)) if w is None else _weighed(per_sample.sum(axis=0), w)
     A = sigmoid(Z)
     hit = _sigmoid_class(A) == (Y == 1)
-    correct = int(np.count_nonzero(hit if hit.shape[0] == 1 else hit.all(axis=0)))
-    return loss, correct, A - Y if grad else None
+    correct = _hits(hit[0] if hit.shape[0] == 1 else hit.all(axis=0), w)
+    return loss, correct, _scaled(A - Y, w) if grad else None
 
 
-def _softmax_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
+def _softmax_loss(Z: np.ndarray, Y: np.ndarray, grad: bool, w: np.ndarray | None = None) -> Loss:
     A, S, log_total = _softmax(Z)
     # -Σ_j y_j log a_j = log Σ e^S - Σ_j y_j S_j for one-hot y: no log of a tiny a_j.
-    loss = float(log_total.sum(dtype=np.float64) - (Y * S).sum(dtype=np.float64))
-    correct = int(np.count_nonzero(Z.argmax(axis=0) == Y.argmax(axis=0)))
-    return loss, correct, A - Y if grad else None
+    if w is None:
+        loss = float(log_total.sum(dtype=np.float64) - (Y * S).sum(dtype=np.float64))
+    else:
+        loss = _weighed(log_total, w) - _weighed((Y * S).sum(axis=0), w)
+    correct = _hits(Z.argmax(axis=0) == Y.argmax(axis=0), w)
+    return loss, correct, _scaled(A - Y, w) if grad else None
 
 
-def _squared_loss(Z: np.ndarray, Y: np.ndarray, grad: bool) -> tuple[float, int, np.ndarray | None]:
+def _squared_loss(Z: np.ndarray, Y: np.ndarray, grad: bool, w: np.ndarray | None = None) -> Loss:
     D = Z - Y
-    return 0.5 * float(np.square(D, dtype=np.float64).sum()), 0, D if grad else None
+    squares = np.square(D, dtype=np.float64)
+    loss = 0.5 * (float(squares.sum()) if w is None else _weighed(squares.sum(axis=0), w))
+    return loss, 0, _scaled(D, w) if grad else None
 
 
 class Output(NamedTuple):
@@ -182,7 +213,7 @@ class Output(NamedTuple):
 
     model: str  # the 1-layer model with this output, and make-data's task of that name
     activation: Callable[[np.ndarray], np.ndarray]
-    loss: Callable[[np.ndarray, np.ndarray, bool], tuple[float, int, np.ndarray | None]]  # sums: loss, correct, dZ
+    loss: Callable[[np.ndarray, np.ndarray, bool, np.ndarray | None], Loss]  # sums: loss, correct, dZ
     predict: Callable[[np.ndarray], np.ndarray]  # A[L] -> what ``Model.predict`` returns
     labels: Callable[[int | None], LabelRule | None]  # the label rule, given the class count of class ids
     has_accuracy: bool
@@ -327,17 +358,26 @@ class Model:
         return OUTPUTS[self.output].predict(self.predict_proba(params, X))
 
     def totals(
-        self, params: Params, X: np.ndarray, Y: np.ndarray, *, grad: bool = True, sample_norms: bool = False
+        self,
+        params: Params,
+        X: np.ndarray,
+        Y: np.ndarray,
+        *,
+        weights: np.ndarray | None = None,
+        grad: bool = True,
+        sample_norms: bool = False,
     ) -> Totals:
         """Loss sums (and gradient sums by backpropagation) over the columns of X.
 
         dZ[L] = A[L] - Y; Σ dW[l] = dZ[l] @ A[l-1].T; Σ db[l] = Σ dZ[l];
         dZ[l-1] = (W[l].T @ dZ[l]) * g'(Z[l-1]). With ``sample_norms`` also Σ ‖g_i‖²:
         sample i's gradient of layer l is dz_i [a_i; 1]ᵀ, so its norm² is ‖dz_i‖² (‖a_i‖² + 1).
+        ``weights`` (1, B): sample i's loss, gradient and correct prediction count w_i times
+        (dz_i is scaled by w_i, and backpropagation carries the factor to every layer).
         """
         Zs, As = self._forward(params, X)
         Y = self._targets(Y, Zs[-1].shape[0])
-        loss, correct, dZ = OUTPUTS[self.output].loss(Zs[-1], Y, grad)
+        loss, correct, dZ = OUTPUTS[self.output].loss(Zs[-1], Y, grad, weights)
         if dZ is None:
             return Totals(loss, None, X.shape[1], correct)
         derivative = ACTIVATIONS[self.activation].derivative
@@ -388,10 +428,18 @@ def get_model(
 
 
 def batch_objective(
-    model: Model, params: Params, X: np.ndarray, Y: np.ndarray, *, l2: float = 0.0, m: int | None = None
-) -> tuple[float, Params, int]:
-    """Mini-batch estimate of J and ∇J, and the number of correct predictions in the batch."""
-    totals = model.totals(params, X, Y)
+    model: Model,
+    params: Params,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    l2: float = 0.0,
+    m: int | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[float, Params, float]:
+    """Mini-batch estimate of J and ∇J, and the number of correct predictions in the batch
+    (their weights summed, with ``weights``: see ``Model.totals``)."""
+    totals = model.totals(params, X, Y, weights=weights)
     loss, grads = objective(params, totals, l2=l2, m=m)
     return loss, grads, totals.correct
 

@@ -46,7 +46,7 @@ class EpochSums:
     """What an epoch's record is built from, summed over its steps so far."""
 
     loss: float = 0.0  # Σ batch loss × batch size
-    correct: int = 0
+    correct: float = 0  # correct predictions, or their weights summed (see ``streamtrain.weights``)
     samples: int = 0
     steps: int = 0
     seconds: float = 0.0  # before this process took over the epoch
@@ -78,7 +78,7 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, run: dict[str, Any], *, keep: int = 3) -> None:
         self.directory, self.run, self.keep = os.fspath(directory), run, keep
-        self._stamps: dict[str, str] = {}
+        self._stamps: dict[str, dict[str, str]] = {}
 
     def save(self, state: TrainState, seconds: float) -> str:
         """Write ``state`` (``seconds``: the epoch's time so far) and drop all but the newest ``keep``."""
@@ -126,14 +126,15 @@ class Checkpoints:
                 errors.append(str(e))
                 continue
             check_resumable(run, self.run, path)
-            self._stamps[path] = run.get("stamp", "")
+            self._stamps[path] = {k: v for k, v in run.items() if k.endswith("stamp") and isinstance(v, str)}
             return path, state
         if errors:
             raise DataError(f"{self.directory}: no checkpoint can be read ({errors[0]})")
         return None
 
-    def stamp_of(self, path: str) -> str:
-        """The data's stamp when the checkpoint ``newest`` returned was written."""
+    def stamps_of(self, path: str) -> dict[str, str]:
+        """The stamps of the data's files (``"stamp"``; ``"weights stamp"``) when the checkpoint ``newest``
+        returned was written (see ``training_data.Seen.stamps``)."""
         return self._stamps[path]
 
 
@@ -150,6 +151,10 @@ def _real(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _non_negative(v: Any) -> bool:
+    return _real(v) and v >= 0
+
+
 def _entries(checks: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
     """A check of a dict that has exactly the keys of ``checks``, each value passing its check."""
     return lambda v: isinstance(v, dict) and v.keys() == checks.keys() and all(checks[k](v[k]) for k in v)
@@ -164,7 +169,9 @@ _META_CHECKS: dict[str, Callable[[Any], bool]] = {
     "epoch": _whole(1),
     "step": _whole(0),
     "cursor": lambda v: v is None or _entries(_CURSOR_CHECKS)(v),
-    "sums": _entries({"loss": _real, "correct": _whole(0), "samples": _whole(0), "steps": _whole(0), "seconds": _real}),
+    "sums": _entries(
+        {"loss": _real, "correct": _non_negative, "samples": _whole(0), "steps": _whole(0), "seconds": _real}
+    ),
     "monitor": _entries(
         {"window": _whole(1), "steps": _whole(0), "average": _real, "start": lambda v: v is None or _real(v)}
     ),

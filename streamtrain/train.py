@@ -27,18 +27,18 @@ from .binding import bind
 from .config import CheckpointConfig, FitConfig
 from .divergence import WINDOW_SAMPLES, Monitor
 from .full_batch import FullBatch
-from .holdout import split_holdout
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
 from .outputs import check_output
-from .parameters import check_memory, check_params
+from .parameters import check_params
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
 from .resume import Checkpoints, TrainState, check_state
 from .small_batches import SPAN_SAMPLES, SmallBatches, small_batches
 from .sources import ChunkSource
-from .standardize import StandardizedSource, feature_scaling, to_raw, to_scaled
+from .standardize import to_raw, to_scaled
+from .training_data import Seen, training_data
 
 __all__ = ["fit"]
 
@@ -85,28 +85,16 @@ def fit(
         raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
     _check_outputs(data, metrics, saving.checkpoint_dir)
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
-    with bind(model, data, missing_chunks=config.missing_chunks) as (model, source):
+    with (
+        bind(model, data, missing_chunks=config.missing_chunks) as (model, source),
+        training_data(model, source, config) as seen,
+    ):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
-
-        check_memory(model, source.n_x, source.k, config.dtype)
-        training, held_out = (
-            (source, None) if config.holdout is None else split_holdout(source, config.holdout, config.seed)
-        )
-        scaling = feature_scaling(training) if config.standardize else None  # never from the held-out chunks
-        trained_on: ChunkSource = training
-        validation: ChunkSource | None = held_out
-        if scaling is not None:
-            trained_on = StandardizedSource(training, scaling)
-            validation = None if held_out is None else StandardizedSource(held_out, scaling)
-        if isinstance(config.batch_size, int) and config.batch_size > trained_on.m:
-            raise ConfigError(
-                f"batch_size {config.batch_size} is larger than m={trained_on.m} (the samples trained on); "
-                f"use {trained_on.m} or 'full' for batch gradient descent"
-            )
-        run = Run(model, trained_on, config, saving, progress, _emitter(metrics, on_epoch), validation)
+        run = Run(model, seen, config, saving, progress, _emitter(metrics, on_epoch))
         state = run.resumed() if resume else None
         if state is not None and on_resume is not None:
             on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
+        scaling = seen.scaling
         if state is None:
             initial = _initial_params(model, source, init, config)
             state = run.start(initial if scaling is None or init is None else to_scaled(initial, scaling))
@@ -152,17 +140,10 @@ class Run:
     """One training run on a bound store: its steps, checkpoints, divergence checks and stop requests."""
 
     def __init__(
-        self,
-        model: Model,
-        source: ChunkSource,
-        config: FitConfig,
-        saving: CheckpointConfig,
-        progress: bool | None,
-        emit: Emit,
-        validation: ChunkSource | None = None,
+        self, model: Model, seen: Seen, config: FitConfig, saving: CheckpointConfig, progress: bool | None, emit: Emit
     ) -> None:
-        self.model, self.source, self.config, self.emit = model, source, config, emit
-        self.validation = validation  # --holdout: the chunks each epoch's validation loss is over
+        source = seen.training
+        self.model, self.source, self.config, self.emit, self.seen = model, source, config, emit, seen
         self.show = sys.stderr.isatty() if progress is None else progress
         self.batch_size = source.m if config.batch_size == "full" else int(config.batch_size)
         self.lbfgs = config.optimizer == LBFGS
@@ -173,14 +154,12 @@ class Run:
             )
         rate = _rate(config, source.m)
         self.opt = None if self.lbfgs else _optimizer(config, rate)
-        self.small = small_batches(model, config, rate, source.m)  # None: the per-batch path
-        self.stamp = source.stamp()
+        self.small = None if seen.weighting else small_batches(model, config, rate, source.m)  # None: per batch
+        self.stamps = seen.stamps()
         self.checkpoints = None
         if saving.checkpoint_dir is not None:
             run = {"config": config.to_dict(), "model": model.to_dict(), "data": source.fingerprint()}
-            self.checkpoints = Checkpoints(
-                saving.checkpoint_dir, {**run, "stamp": self.stamp}, keep=saving.keep_checkpoints
-            )
+            self.checkpoints = Checkpoints(saving.checkpoint_dir, {**run, **self.stamps}, keep=saving.keep_checkpoints)
         self.every_steps, self.every_seconds = saving.checkpoint_every, saving.checkpoint_seconds
         self.last_checkpoint: str | None = None
         self.stop = StopRequest()
@@ -201,9 +180,11 @@ class Run:
         for chunk in chunk_order(source.n_chunks, config.shuffle, config.seed, 0):
             start, stop = source.chunk_bounds[chunk]
             X, Y = source.read(start, stop, labels=self.model.labels)
+            w = None if self.seen.weighting is None else self.seen.weighting(Y, start, stop)
             with np.errstate(invalid="ignore", over="ignore"):  # NaN data is found by the first step
                 X, Y = np.asarray(X, config.dtype), np.asarray(Y, config.dtype)
-                total += batch_objective(self.model, params, X, Y, l2=config.l2, m=source.m)[0] * (stop - start)
+                loss = batch_objective(self.model, params, X, Y, l2=config.l2, m=source.m, weights=w)[0]
+                total += loss * (stop - start)
             samples += stop - start
             if samples >= WINDOW_SAMPLES:
                 break
@@ -216,8 +197,8 @@ class Run:
             return None
         self.last_checkpoint, state = found
         assert self.checkpoints is not None
-        self.source.check_unchanged(
-            self.checkpoints.stamp_of(self.last_checkpoint), since=f"{self.last_checkpoint} was written"
+        self.seen.check_unchanged(
+            self.checkpoints.stamps_of(self.last_checkpoint), since=f"{self.last_checkpoint} was written"
         )
         try:
             check_params(self.model, state.params, self.source.n_x, self.source.k)
@@ -230,9 +211,14 @@ class Run:
     def train(self, state: TrainState) -> Params:
         """Run from ``state`` to the last epoch; the final parameters."""
         config = self.config
-        exact = FullBatch(self.source, self.model, scheduler=config.scheduler) if config.uses_exact_path else None
-        held = self.validation
-        self.held_out = None if held is None else FullBatch(held, self.model, scheduler=config.scheduler or "sync")
+        seen, model = self.seen, self.model
+        exact = None
+        if config.uses_exact_path:
+            exact = FullBatch(self.source, model, scheduler=config.scheduler, weighting=seen.weighting)
+        self.held_out = None
+        if seen.validation is not None:
+            scheduler = config.scheduler or "sync"
+            self.held_out = FullBatch(seen.validation, model, scheduler=scheduler, weighting=seen.validation_weighting)
         with exact or nullcontext(), self.held_out or nullcontext(), stop_requests() as self.stop:
             if exact is not None and self.lbfgs:
                 callback = self._lbfgs_record(state)
@@ -243,7 +229,7 @@ class Run:
         """Gradient descent: mini-batch epochs, or one exact full-batch step per epoch."""
         config, every = self.config, self.config.eval_exact_every
         while state.epoch <= config.epochs and not _stopped_early(state):
-            self.source.check_unchanged(self.stamp, since="training began")
+            self.seen.check_unchanged(self.stamps, since="training began")
             self._clock = (time.perf_counter(), state.sums.seconds)
             if exact is not None and config.batch_size == "full":
                 record = self._full_step(exact, state)
@@ -264,7 +250,7 @@ class Run:
             if self.checkpoints is not None:
                 self._save(state)
             self._stop_if_asked(state)
-        self.source.check_unchanged(self.stamp, since="training began")
+        self.seen.check_unchanged(self.stamps, since="training began")
         return state.best if config.early_stopping and state.best is not None else state.params
 
     def _watch_validation(self, state: TrainState, record: EpochRecord) -> EpochRecord:
@@ -293,6 +279,7 @@ class Run:
             prefetch=config.prefetch,
             buffer_bytes=config.buffer_bytes,
             labels=model.labels,
+            weighting=self.seen.weighting,
         )
         bar = Progress(f"epoch {state.epoch}/{config.epochs}", source.m, enabled=self.show)
         if self.small is not None:
@@ -315,10 +302,12 @@ class Run:
     def _batch_steps(self, stream: BatchStream, state: TrainState, bar: Progress) -> None:
         """One step per batch, in numpy (``models``, ``optim``): any model, any batch size."""
         model, config, sums, cursor = self.model, self.config, state.sums, stream.cursor
-        for X, Y, after in stream:
+        for X, Y, after, weights in stream:
             # Overflows warn nothing: a non-finite loss is looked into below, a growing one by the monitor.
             with np.errstate(invalid="ignore", over="ignore"):
-                loss, grads, n_correct = batch_objective(model, state.params, X, Y, l2=config.l2, m=self.source.m)
+                loss, grads, n_correct = batch_objective(
+                    model, state.params, X, Y, l2=config.l2, m=self.source.m, weights=weights
+                )
                 if not math.isfinite(loss):
                     raise self._non_finite(stream, cursor, after, loss, state)
                 state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]

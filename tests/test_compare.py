@@ -389,7 +389,7 @@ def test_rows_are_the_first_whole_batches_training_would_draw(
     _, exact = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler="sync")
     exact = flatten(exact)
     errors, cosines = [], []
-    for X_b, Y_b, _ in BatchStream(source, B, Cursor(9, 0), shuffle=shuffle, dtype=np.float64):
+    for X_b, Y_b, *_ in BatchStream(source, B, Cursor(9, 0), shuffle=shuffle, dtype=np.float64):
         if X_b.shape[1] == B and len(errors) < asked:
             g = flatten(batch_objective(LOGISTIC, params, X_b, Y_b, l2=l2, m=1000)[1])
             errors.append(np.linalg.norm(g - exact) / np.linalg.norm(exact))

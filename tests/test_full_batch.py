@@ -75,7 +75,7 @@ def test_dask_numpy_and_weighted_minibatch_mean_agree(
             buffer_bytes=(2 + 2 + READERS) * 3 * (5 + 1) * 128 * 8,  # units of 3 chunks (prefetch 2)
         )
         loss, grad, seen, n_batches = 0.0, {k: np.zeros_like(v) for k, v in params.items()}, 0, 0
-        for Xb, Yb, _ in stream:
+        for Xb, Yb, *_ in stream:
             b_loss, b_grad, _ = batch_objective(LOGISTIC, params, Xb, Yb, l2=l2, m=m)
             w = Xb.shape[1] / m
             loss += w * b_loss
@@ -116,7 +116,7 @@ def test_every_model_minibatch_mean_with_l2_equals_the_full_batch_gradient(zarr_
         params = {k: rng.standard_normal(v.shape) for k, v in model.init(4, source.k, np.dtype(np.float64), 0).items()}
         expected = {s: loss_and_grad(path, params, model=model, l2=l2, scheduler=s) for s in ("sync", "threads")}
         loss, grad = 0.0, {k: np.zeros_like(v) for k, v in params.items()}
-        for Xb, Yb, _ in BatchStream(source, 45, Cursor(seed=1, epoch=0), shuffle="buffer", dtype=np.float64):
+        for Xb, Yb, *_ in BatchStream(source, 45, Cursor(seed=1, epoch=0), shuffle="buffer", dtype=np.float64):
             b_loss, b_grad, _ = batch_objective(model, params, Xb, Yb, l2=l2, m=m)
             loss += Xb.shape[1] / m * b_loss
             grad = {k: grad[k] + Xb.shape[1] / m * b_grad[k] for k in grad}

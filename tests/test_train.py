@@ -146,7 +146,7 @@ def test_epoch_e_of_fit_takes_the_batches_of_the_stream_of_epoch_e_minus_1(make_
     source, B, lr = ArraySource(X, Y, chunk_size=16), 20, 0.2
     expected = LOGISTIC.init(5, 1, np.dtype(np.float64), 0)
     for epoch in (0, 1):
-        for X_b, Y_b, _ in BatchStream(source, B, Cursor(7, epoch), shuffle="chunks", dtype=np.float64):
+        for X_b, Y_b, *_ in BatchStream(source, B, Cursor(7, epoch), shuffle="chunks", dtype=np.float64):
             _, grads = objective(expected, LOGISTIC.totals(expected, X_b, Y_b))
             expected = {k: expected[k] - lr * grads[k] for k in expected}
     result = streamtrain.fit(source, batch_size=B, epochs=2, lr=lr, shuffle="chunks", seed=7, dtype="float64")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,8 @@ class ChunkSource:
     # X's and Y's chunks read from the files themselves (see ``_direct``), when the backend found
     # nothing in their metadata that needs the library; None: every read goes through it.
     direct: tuple[DirectArray, DirectArray] | None = None
+    # Other per-sample arrays by name, for a store held in memory (``ArraySource``'s ``arrays``).
+    named: Mapping[str, np.ndarray] = MappingProxyType({})
 
     def __init__(
         self,
