@@ -10,7 +10,7 @@ import argparse
 import time
 import warnings
 
-from .cli import add_arrays, add_options, add_progress, options_of, warnings_as_lines
+from .cli import add_arrays, add_options, add_progress, options_of
 
 __all__ = ["add_data_commands"]
 
@@ -126,11 +126,10 @@ def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     t0 = time.perf_counter()
-    with warnings_as_lines():
-        r = predict(
-            args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
-            codec=args.codec, overwrite=args.overwrite, progress=args.progress,
-        )  # fmt: skip
+    r = predict(
+        args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
+        codec=args.codec, overwrite=args.overwrite, progress=args.progress,
+    )  # fmt: skip
     what = "probabilities" if args.proba else "predictions"
     print(
         f"wrote {args.out} ({r['format']}): {what} P ({r['rows']}, {r['m']:,}) {r['dtype']} "
@@ -144,14 +143,14 @@ def _convert(args: argparse.Namespace) -> int:
 
     config = ConvertConfig.from_options(options_of(args, ConvertConfig))
     t0 = time.perf_counter()
-    with warnings_as_lines():
-        r = convert(
-            args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
-            overwrite=args.overwrite, progress=args.progress,
-        )  # fmt: skip
+    r = convert(
+        args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
+        overwrite=args.overwrite, progress=args.progress,
+    )  # fmt: skip
+    weights = f", weights {r['weights']} (1, {r['m']:,}) {r['x_dtype']}" if r["weights"] else ""
     print(
         f"wrote {args.dst} ({r['format']}, codec {r['codec']}, chunks of {r['chunk']:,}): "
-        f"X ({r['n_x']}, {r['m']:,}) {r['x_dtype']}, Y ({r['k']}, {r['m']:,}) {r['y_dtype']} "
+        f"X ({r['n_x']}, {r['m']:,}) {r['x_dtype']}, Y ({r['k']}, {r['m']:,}) {r['y_dtype']}{weights} "
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return 0

@@ -5,10 +5,12 @@ Inputs: a Zarr group or HDF5 file in either layout (``layout``, see ``sources._l
 a Parquet file (one sample per row; the ``parquet`` extra).
 Labels come from the store's or archive's Y array (``y``), a column of the samples
 (``label_column``: its index, or its name in a CSV header), or a separate ``.npy`` file
-(``labels``). Every input is read in blocks of samples and written in slabs of whole chunks:
-memory stays flat in m. The store is built under a temporary name and swapped in when complete
-(``outputs.swap_in``), so a half-converted store never looks complete. ``shuffle`` writes the
-samples in a random order (``_external_shuffle``: buckets on disk beside the store, deleted after).
+(``labels``). Per-sample weights, for ``fit --weights W``, come from a column of a file or an
+array of a store (``weights``) and are written as the array W. Every input is read in blocks of
+samples and written in slabs of whole chunks: memory stays flat in m. The store is built under a
+temporary name and swapped in when complete (``outputs.swap_in``), so a half-converted store never
+looks complete. ``shuffle`` writes the samples in a random order (``_external_shuffle``: buckets
+on disk beside the store, deleted after).
 
 Values are stored exactly as numpy reads them, X in ``dtype`` (float32 by default); labels keep
 an integer or boolean dtype, and are float32 otherwise.
@@ -16,6 +18,7 @@ an integer or boolean dtype, and are float32 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
@@ -32,11 +35,12 @@ from ._progress import Progress
 from .config import DTYPES, Declared, FitConfig, option, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, scratch_name, swap_in
 from .sources import FORMATS, default_chunk_size, format_of, open_source
-from .writing import CODECS, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store
+from .writing import CODECS, Column, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["ConvertConfig", "convert"]
 
 BLOCK = 65_536  # samples read from the input at a time
+WEIGHTS = "W"  # the array convert writes per-sample weights to
 SHUFFLE_BYTES = 256 * 2**20  # --shuffle's buckets: each is held in memory once, to permute it
 
 
@@ -51,6 +55,12 @@ class ConvertConfig(Declared):
         metavar="J",
     )
     labels: str | None = option(None, "a .npy file of labels, (m,) or (m, k) (with --layout columns: (k, m))")
+    weights: str | None = option(
+        None,
+        "each sample's weight: a column of a CSV, Parquet or array file (its index, or its name in a header), or "
+        f"an array of a Zarr/HDF5 store (its name); written as the array {WEIGHTS}, for fit --weights {WEIGHTS}",
+        metavar="J|NAME",
+    )
     delimiter: str = option(",", "CSV field separator", metavar="C")
     format: str | None = option(None, "output format", choices=FORMATS, derived="hdf5 for *.h5/*.hdf5, else zarr")
     chunk: int | None = option(
@@ -62,13 +72,15 @@ class ConvertConfig(Declared):
 
 
 class Input(NamedTuple):
-    """An input's samples: its shapes, and its columns in blocks (X (n_x, b), Y (k, b)) in order."""
+    """An input's samples: its shapes, and its columns in blocks (X (n_x, b), Y (k, b)) in order; with
+    ``weighted``, each block's X has one more row, the samples' weights (shuffled with them)."""
 
     m: int
     n_x: int
     k: int
     y_dtype: np.dtype
     blocks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    weighted: bool = False
 
 
 def convert(
@@ -97,6 +109,7 @@ def convert(
     samples = _input(src, c, x, y, layout)
     chunk = min(c.chunk or default_chunk_size(samples.n_x, np.dtype(c.dtype).itemsize), samples.m)
     shapes = Shapes(samples.m, samples.n_x, samples.k, c.dtype, samples.y_dtype)
+    columns = shapes.columns() + ([Column(WEIGHTS, 1, c.dtype)] if samples.weighted else [])
     remove_stale_partials(path)
     tmp = partial_name(path)
     try:
@@ -107,19 +120,26 @@ def convert(
             dtypes = (np.dtype(c.dtype), samples.y_dtype)
             blocks = shuffled(blocks, samples.m, dtypes, scratch_name(path), c.seed, SHUFFLE_BYTES)
         slabs = reslab(blocks, samples.m, slab_samples(chunk, shapes.n_x * np.dtype(c.dtype).itemsize))
-        write_store(tmp, fmt, _shown(slabs, bar, c.dtype, samples.y_dtype), shapes.columns(), shapes.m, chunk, c.codec)
+        shown = _shown(slabs, bar, c.dtype, samples.y_dtype, samples.weighted)
+        write_store(tmp, fmt, shown, columns, shapes.m, chunk, c.codec)
         bar.close()
         origin = {"converted_from": os.path.abspath(src), "layout": layout}
         set_attrs(tmp, fmt, {**origin, **({"shuffled_with_seed": c.seed} if shuffle else {})})
         swap_in(tmp, path)
     finally:
         remove_leftovers(path)
-    return {**shapes._asdict(), "format": fmt, "chunk": chunk, "codec": c.codec, "y_dtype": str(samples.y_dtype)}
+    written = {"format": fmt, "chunk": chunk, "codec": c.codec, "y_dtype": str(samples.y_dtype)}
+    return {**shapes._asdict(), **written, "weights": WEIGHTS if samples.weighted else None}
 
 
-def _shown(slabs: Iterator, bar: Progress, x_dtype: str, y_dtype: np.dtype) -> Iterator:
+def _shown(slabs: Iterator, bar: Progress, x_dtype: str, y_dtype: np.dtype, weighted: bool) -> Iterator:
+    """Slabs as written: X, Y (and the weights, X's last row as read) in their dtypes; progress shown."""
     for start, (X, Y) in slabs:
-        yield start, X.astype(x_dtype, copy=False), Y.astype(y_dtype, copy=False)
+        X = X.astype(x_dtype, copy=False)
+        yield (
+            start,
+            *((X[:-1], Y.astype(y_dtype, copy=False), X[-1:]) if weighted else (X, Y.astype(y_dtype, copy=False))),
+        )
         bar.update(start + X.shape[1])
 
 
@@ -146,13 +166,20 @@ def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str) -> Input:
             f"{src}: a store's labels are its array {y!r} (--y); --label-column and --labels are for files"
         )
     source = open_source(src, x=x, y=y, layout=layout)
+    weights = None if c.weights is None else open_source(src, x=c.weights, y=None, layout=layout)
+    if weights is not None and (weights.n_x, weights.m) != (1, source.m):
+        raise DataError(
+            f"{weights.x_where}: expected one weight per sample, (1, {source.m}); got ({weights.n_x}, {weights.m})"
+        )
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        with source:
+        with source, weights or contextlib.nullcontext():
             for a, b in source.chunk_bounds:
-                yield source.read(a, b)
+                X, Y = source.read(a, b)
+                yield (X if weights is None else np.vstack([X, weights.read(a, b)[0]])), Y
 
-    return Input(source.m, source.n_x, source.k, _label_dtype(source.arrays()[1].dtype), blocks)
+    y_dtype = _label_dtype(source.arrays()[1].dtype)
+    return Input(source.m, source.n_x, source.k, y_dtype, blocks, weights is not None)
 
 
 def _from_arrays(src: str, A: np.ndarray, Y: np.ndarray | None, c: ConvertConfig, layout: str) -> Input:
@@ -161,10 +188,10 @@ def _from_arrays(src: str, A: np.ndarray, Y: np.ndarray | None, c: ConvertConfig
         raise DataError(f"{src}: expected a 2-D array of samples, got shape {A.shape}")
     rows = layout == "rows"
     m, width = (A.shape[0], A.shape[1]) if rows else (A.shape[1], A.shape[0])
-    features = np.arange(width)
-    if c.label_column is not None:
-        j = _column_index(c.label_column, width, src)
-        features, Y = np.delete(features, j), (A[:, j] if rows else A[j])
+    label = None if c.label_column is None else _column_index(c.label_column, width, src)
+    features = _features(width, label, c.weights, src)
+    if label is not None:
+        Y = A[:, label] if rows else A[label]
     elif c.labels is not None:
         Y = np.load(c.labels, mmap_mode="r")
     if Y is None:
@@ -174,7 +201,7 @@ def _from_arrays(src: str, A: np.ndarray, Y: np.ndarray | None, c: ConvertConfig
     if Y.ndim != 2 or y_samples != m:
         hint = " (or the other --layout)" if Y.ndim == 2 and (Y.shape[1] if rows else Y.shape[0]) == m else ""
         raise DataError(f"{src}: {m} samples but labels shaped {Y.shape}{hint}")
-    whole = len(features) == width  # no label column to leave out: slice, do not gather
+    whole = features == list(range(width))  # no column to leave out or move: slice, do not gather
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for a in range(0, m, BLOCK):
@@ -186,7 +213,8 @@ def _from_arrays(src: str, A: np.ndarray, Y: np.ndarray | None, c: ConvertConfig
                 yield (block if whole else block[features]), np.asarray(Y[:, a : a + BLOCK])
 
     k = Y.shape[1] if rows else Y.shape[0]
-    return Input(m, len(features), k, _label_dtype(Y.dtype), blocks)
+    weighted = c.weights is not None
+    return Input(m, len(features) - weighted, k, _label_dtype(Y.dtype), blocks, weighted)
 
 
 def _from_csv(src: str, c: ConvertConfig) -> Input:
@@ -201,7 +229,7 @@ def _from_csv(src: str, c: ConvertConfig) -> Input:
     if c.label_column is None:
         raise ConfigError(f"{src}: name the column of labels: --label-column J (or its name in the header)")
     j = _column_index(c.label_column, width, src, header)
-    features = np.delete(np.arange(width), j)
+    features = _features(width, j, c.weights, src, header)
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         with open(src, encoding="utf-8") as f:
@@ -214,7 +242,8 @@ def _from_csv(src: str, c: ConvertConfig) -> Input:
                 line_no += len(chunk)
                 yield values[:, features].T, values[:, [j]].T
 
-    return Input(m, width - 1, 1, np.dtype("float32"), blocks)
+    weighted = c.weights is not None
+    return Input(m, len(features) - weighted, 1, np.dtype("float32"), blocks, weighted)
 
 
 def _from_parquet(src: str, c: ConvertConfig) -> Input:
@@ -236,7 +265,7 @@ def _from_parquet(src: str, c: ConvertConfig) -> Input:
         if not _is_numeric_arrow(field.type):
             raise DataError(f"{src}: column {field.name!r} is {field.type}, not numeric")
     y_type = schema.field(j).type
-    features = [name for i, name in enumerate(names) if i != j]
+    features = [names[i] for i in _features(len(names), j, c.weights, src, names)]
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for batch in pq.ParquetFile(src).iter_batches(batch_size=BLOCK):
@@ -244,7 +273,8 @@ def _from_parquet(src: str, c: ConvertConfig) -> Input:
             yield X, batch.column(names[j]).to_numpy(zero_copy_only=False)[None, :]
 
     m = pq.ParquetFile(src).metadata.num_rows
-    return Input(m, len(features), 1, _label_dtype(y_type.to_pandas_dtype()), blocks)
+    weighted = c.weights is not None
+    return Input(m, len(features) - weighted, 1, _label_dtype(y_type.to_pandas_dtype()), blocks, weighted)
 
 
 def _is_numeric_arrow(arrow_type: Any) -> bool:
@@ -269,6 +299,17 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _features(
+    width: int, label: int | None, weights: str | None, src: str, header: list[str] | None = None
+) -> list[int]:
+    """The columns that are X, in order, then the weights' column (``weights``) when given: X's last
+    row as read. The label's and weights' columns are not features."""
+    w = None if weights is None else _column_index(weights, width, src, header)
+    if w is not None and w == label:
+        raise ConfigError(f"{src}: column {weights!r} cannot hold both the labels and the weights")
+    return [i for i in range(width) if i not in (label, w)] + ([] if w is None else [w])
 
 
 def _column_index(column: str | int, width: int, src: str, header: list[str] | None = None) -> int:

@@ -221,3 +221,47 @@ def test_a_parquet_file_round_trips_by_row_group_batches(tmp_path, samples, monk
     pq.write_table(pa.table({"a": [1.0, 2.0], "name": ["x", "y"], "t": [0, 1]}), tmp_path / "s.parquet")
     with pytest.raises(DataError, match=re.escape("column 'name' is string, not numeric")):
         convert(tmp_path / "s.parquet", tmp_path / "p.zarr", label_column="t")
+
+
+def _weights_back(path):
+    with open_source(path, x="W", y=None) as w:
+        return np.hstack([w.read(a, b)[0] for a, b in w.chunk_bounds])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_weights_column_of_a_csv_is_written_as_w_and_shuffled_with_its_sample(tmp_path, samples, shuffle):
+    X, y = samples
+    w = np.arange(M) + 0.5  # each sample's weight names it
+    lines = ["a,w,b,c,label,d,e"] + [
+        ",".join(f"{v:.17g}" for v in (row[0], wi, *row[1:3], label, *row[3:])) for row, wi, label in zip(X, w, y)
+    ]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    r = convert(tmp_path / "d.csv", tmp_path / "o.zarr", label_column="label", weights="w", chunk=100, shuffle=shuffle)
+    assert (r["n_x"], r["weights"]) == (N_X, "W")
+    Xs, Ys, _ = read_back(tmp_path / "o.zarr")
+    Ws = _weights_back(tmp_path / "o.zarr")
+    order = (Ws[0] - 0.5).astype(int)  # where each written sample came from
+    assert sorted(order) == list(range(M)) and (order != np.arange(M)).any() == shuffle
+    np.testing.assert_array_equal(Xs, X[order].T.astype("float32"))
+    np.testing.assert_array_equal(Ys, y[None, order].astype("float32"))
+    result = streamtrain.fit(tmp_path / "o.zarr", model="softmax", weights="W", batch_size=50, epochs=1)
+    assert result.config.weights == "W"
+
+
+def test_weights_from_a_npy_column_and_from_a_stores_array(tmp_path, samples, rows_store):
+    X, y = samples
+    w = np.random.default_rng(1).random(M)
+    np.save(tmp_path / "a.npy", np.hstack([w[:, None], X, y[:, None]]))  # weights first: moved to the end
+    convert(tmp_path / "a.npy", tmp_path / "o.zarr", layout="rows", label_column="-1", weights="0", chunk=128)
+    Xs, _, _ = read_back(tmp_path / "o.zarr")
+    np.testing.assert_array_equal(Xs, X.T.astype("float32"))
+    np.testing.assert_array_equal(_weights_back(tmp_path / "o.zarr"), w[None].astype("float32"))
+    src = rows_store(X.T.astype("float32"), y[None], 64, suffix=".h5")
+    import h5py
+
+    with h5py.File(src, "a") as f:
+        f.create_dataset("sw", data=w, chunks=(64,))
+    convert(src, tmp_path / "o2.zarr", layout="rows", weights="sw", chunk=256)
+    np.testing.assert_array_equal(_weights_back(tmp_path / "o2.zarr"), w[None].astype("float32"))
+    with pytest.raises(ConfigError, match="cannot hold both the labels and the weights"):
+        convert(tmp_path / "a.npy", tmp_path / "o3.zarr", layout="rows", label_column="-1", weights="-1")
