@@ -52,8 +52,9 @@ class StoredWeights:
         if source.format == "memory":
             if name not in source.named:
                 raise DataError(f"{self.where}: no such array; the arrays given are {sorted(source.named) or 'none'}")
+            (a, b), array = source.chunk_bounds[0], source.named[name]  # a view's first chunk may start past 0
             self._open: Callable[[], ChunkSource] = functools.partial(
-                ArraySource, source.named[name], None, chunk_size=source.chunk_bounds[0][1], name=source.name, x=name
+                ArraySource, array, None, chunk_size=b - a, name=source.name, x=name
             )
         else:
             self._open = functools.partial(
