@@ -6,6 +6,8 @@
 (1, 100)
 """
 
+__version__ = "0.1.0"  # the package's version, read by pyproject.toml and every report of it
+
 from ._errors import ConfigError, DataError, DataWarning, DivergedError, UserError
 from ._signals import Interrupted
 from .batches import BatchStream, Cursor
@@ -44,6 +46,7 @@ __all__ = [
     "Interrupted",
     "Model",
     "UserError",
+    "__version__",
     "compare",
     "convert",
     "evaluate",
