@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
+
 if TYPE_CHECKING:
     from .records import EpochRecord
     from .sources import ChunkSource
@@ -41,13 +43,16 @@ EXIT_CODES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     from ._errors import DivergedError, UserError
 
     # numpy's overflow/invalid warnings (from Dask's threads too) would break the one-line
     # message: every result is checked to be finite, and a non-finite one is an error naming why.
     warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     try:
+        if getattr(args, "config", None) is not None:
+            args = _with_job(parser, args, argv)
         with warnings_as_lines():  # such as chunks of weights never written, met as training opens them
             return args.run(args)
     except DivergedError as e:
@@ -91,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     f = sub.add_parser(
@@ -100,7 +105,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a model by streaming mini-batches X{t}, Y{t} from a store; "
         "prints one line per epoch and where the model file went.",
     )
-    f.add_argument("data", metavar="DATA", help="Zarr group (directory) or HDF5 file with X (n_x, m), Y (1, m)")
+    f.add_argument(
+        "data", metavar="DATA", nargs="?", help="Zarr group (directory) or HDF5 file with X (n_x, m), Y (1, m)"
+    )
+    f.add_argument(
+        "--config",
+        metavar="JOB.toml",
+        help="read the options from a job file (one key per option: batch_size = 1000, data = ...); "
+        "flags given here win over it",
+    )
     add_options(f, FitConfig)
     f.add_argument("--init", metavar="MODEL", help="warm start from this model file")
     f.add_argument("--out", metavar="MODEL.npz", help="model file to write (default: DATA's name + -model.npz)")
@@ -114,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_arrays(f)
     add_progress(f)
-    f.set_defaults(run=_fit)
+    f.set_defaults(run=_fit, command=f)
 
     e = sub.add_parser(
         "evaluate",
@@ -229,10 +242,33 @@ def _open(args: argparse.Namespace) -> ChunkSource:
     return source
 
 
+def _with_job(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """The arguments again, with the job file's values (``jobs.read_job``) as the command's defaults:
+    a flag given on the command line wins over the file. A value written as text is read as its flag
+    reads it (batch_size = "full", hidden = "64,32"); one it cannot read is an error naming the key."""
+    from ._errors import ConfigError
+    from .jobs import read_job
+
+    job = read_job(args.config)
+    for action in args.command._actions:  # argparse keeps its actions there; it has no public view of them
+        value = job.get(action.dest)
+        if isinstance(value, str) and callable(action.type):
+            try:
+                job[action.dest] = action.type(value)
+            except (ValueError, TypeError, ConfigError) as e:
+                raise ConfigError(f"{args.config}: {action.dest} = {value!r}: {e}") from None
+    args.command.set_defaults(**job)
+    return parser.parse_args(argv)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from .config import CheckpointConfig, FitConfig
     from .train import fit
 
+    if args.data is None:  # a usage error (exit 2), as a missing argument is
+        args.command.error("the following arguments are required: DATA (or data = ... in --config)")
     config = FitConfig.from_options(options_of(args, FitConfig))  # checked before the data is opened
     saving = options_of(args, CheckpointConfig)
     CheckpointConfig.from_options(saving)
@@ -389,15 +425,6 @@ def _bounded(x: float | None, spec: str) -> str:
 def _default_model_path(data: str) -> str:
     stem, _ = os.path.splitext(os.path.normpath(data))
     return f"{stem}-model.npz"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("streamtrain")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 if __name__ == "__main__":
