@@ -16,7 +16,7 @@ __all__ = ["add_data_commands"]
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
-    """The parsers of inspect, predict, convert and make-data, under ``sub``."""
+    """The parsers of inspect, info, predict, convert and make-data, under ``sub``."""
     from .convert import ConvertConfig
     from .synthetic import DataConfig
 
@@ -32,6 +32,17 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     add_arrays(i)
     i.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     i.set_defaults(run=_inspect)
+
+    n = sub.add_parser(
+        "info",
+        help="how a model file was made, and the command that makes it again",
+        description="A model file's model and parameters, the data it was trained on, its options, its final "
+        "metrics, the versions of the packages that trained it, and the streamtrain fit command that trains the "
+        "same model again.",
+    )
+    n.add_argument("model", metavar="MODEL", help="model file written by fit")
+    n.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    n.set_defaults(run=_info)
 
     r = sub.add_parser(
         "predict",
@@ -119,6 +130,39 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"  features: {len(f['constant'])} constant, {f['nonfinite']:,} NaN or infinite values")
     for warning in r["warnings"]:
         print(f"warning: {warning}")
+    return 0
+
+
+# What info shows of the last epoch's record: how good the model is, not how fast it was trained.
+FINAL_METRICS = ("loss", "accuracy", "exact_loss", "exact_accuracy", "validation_loss", "validation_accuracy")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .provenance import describe
+    from .records import to_json
+    from .result import load
+
+    d = describe(load(args.model), args.model)
+    if args.json:
+        print(to_json(d))
+        return 0
+    model, data = d["model"], d["data"]
+    shapes = ", ".join(f"{k} ({', '.join(map(str, s))})" for k, s in d["parameters"].items())
+    print(f"{args.model}: {model['name']} model, {model['output']} output, {d['dtype']}: {shapes}")
+    if data:
+        print(
+            f"trained on {data.get('path')} ({data.get('format')}, X ({data.get('n_x')}, {data.get('m'):,}) "
+            f"{data.get('dtype')} in chunks of {data.get('chunk'):,}, codec {data.get('codec')})"
+        )
+    final = d["final"]
+    if final is not None:
+        shown = "  ".join(f"{k} {final[k]:.6g}" for k in FINAL_METRICS if final.get(k) is not None)
+        print(f"final, after {d['epochs']} epochs: {shown}")
+    found = d.get("versions")
+    print("versions: " + (", ".join(f"{k} {v}" for k, v in found.items()) if found else "not recorded (an older file)"))
+    if d.get("init"):
+        print(f"warm start: {d['init']}")
+    print(f"made again by: {d['command'] or 'no command (trained on arrays in memory)'}")
     return 0
 
 

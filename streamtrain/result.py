@@ -2,7 +2,8 @@
 
 Model files (``FitResult.save`` / ``load``) hold the parameters as arrays and the rest as JSON
 (see ``checkpoint.py``): the model (``Model.to_dict``), the resolved configuration
-(``FitConfig.to_dict``), the data's fingerprint and the history of epoch records.
+(``FitConfig.to_dict``), the data's fingerprint, the history of epoch records and how the model
+was made (``provenance``: the package versions, the warm start; see ``streamtrain.provenance``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FitResult:
     config: FitConfig
     history: list[EpochRecord] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # the training store's fingerprint
+    provenance: dict[str, Any] = field(
+        default_factory=dict
+    )  # package versions, warm start (see streamtrain.provenance)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The output layer for each column of X (n_x, m): P(y = 1 | x) (1, m) for sigmoid,
@@ -59,6 +63,7 @@ class FitResult:
             "config": self.config.to_dict(),
             "data": self.data,
             "history": [r.to_dict() for r in self.history],
+            "provenance": self.provenance,
         }
         save_model(path, self.params, meta)
 
@@ -91,7 +96,8 @@ def _result(params: Params, meta: dict[str, Any]) -> FitResult:
     if config.model != model.name:
         raise ConfigError(f"the configuration trains a {config.model} model, the file holds a {model.name} model")
     history = [EpochRecord.from_dict(_record(r)) for r in _entry(meta, "history", list, [])]
-    return FitResult(params, model, config, history, _entry(meta, "data", dict, {}))
+    data, made = _entry(meta, "data", dict, {}), _entry(meta, "provenance", dict, {})
+    return FitResult(params, model, config, history, data, made)
 
 
 def _check_fits(model: Model, params: Params) -> None:

@@ -32,6 +32,7 @@ from .models import Model, Params, batch_objective, get_model, norm
 from .optim import Optimizer, OptimizerState, get_optimizer, schedule
 from .outputs import check_output
 from .parameters import check_params
+from .provenance import provenance
 from .records import EpochRecord, append_jsonl
 from .result import FitResult, load
 from .resume import Checkpoints, TrainState, check_state
@@ -100,7 +101,7 @@ def fit(
             state = run.start(initial if scaling is None or init is None else to_scaled(initial, scaling))
         params = run.train(state)
         params = params if scaling is None else to_raw(params, scaling)  # for the data as stored
-        return FitResult(params, model, config, state.history, source.fingerprint())
+        return FitResult(params, model, config, state.history, source.fingerprint(), provenance(init))
 
 
 _CHECKPOINT_OPTIONS = {f.name for f in dataclasses.fields(CheckpointConfig)}
