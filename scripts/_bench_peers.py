@@ -53,6 +53,45 @@ def _torch_epoch(torch: Any, X: np.ndarray, Y: np.ndarray, batch_size: int, lr: 
     return time.perf_counter() - t0
 
 
+def torch_loader(store: str, batch_size: int, samples: int, batch_reads: bool) -> float:
+    """Seconds a PyTorch DataLoader takes to deliver ``samples`` shuffled samples of a zarr store, as
+    its documentation builds one: a map-style Dataset whose items are samples (``batch_reads``
+    False: ``X[:, i]`` per sample), or one zarr read per batch of random indices (``batch_reads``:
+    ``X.get_orthogonal_selection`` through a BatchSampler). Neither knows the chunks: every read of
+    a sample or a batch decodes the whole chunks it touches."""
+    torch = _needs("torch", "torch")
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    X, Y = group["X"], group["Y"]
+    data = torch.utils.data
+
+    class Samples(data.Dataset):
+        def __len__(self) -> int:
+            return X.shape[1]
+
+        def __getitem__(self, i: Any) -> tuple[np.ndarray, np.ndarray]:
+            if batch_reads:  # a list of indices, sorted so zarr reads each chunk once
+                index = np.sort(np.asarray(i))
+                return X.get_orthogonal_selection((slice(None), index)).T, Y.get_orthogonal_selection(
+                    (slice(None), index)
+                ).T
+            return X[:, i], Y[:, i]
+
+    generator = torch.Generator().manual_seed(0)
+    if batch_reads:
+        sampler = data.BatchSampler(data.RandomSampler(Samples(), generator=generator), batch_size, drop_last=False)
+        loader = data.DataLoader(Samples(), sampler=sampler, batch_size=None)
+    else:
+        loader = data.DataLoader(Samples(), batch_size=batch_size, shuffle=True, generator=generator)
+    seen, t0 = 0, time.perf_counter()
+    for x, _ in loader:
+        seen += x.shape[0]
+        if seen >= samples:
+            break
+    return time.perf_counter() - t0
+
+
 def _sgd_classifier(lr: float) -> Any:
     linear_model = _needs("sklearn.linear_model", "scikit-learn")
     # Plain SGD on the log-loss at a constant rate, no penalty, samples in the order given: the

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from _bench_data import STORES, Chunk, chunk_bytes, describe, ensure_store, evict, machine, read_chunks, run_child
-from _bench_peers import Skipped, sklearn_batches, sklearn_sgd, torch_epoch
+from _bench_peers import Skipped, sklearn_batches, sklearn_sgd, torch_epoch, torch_loader
 from _bench_report import Measured, Results, Row, as_json, at_least, at_most, table
 
 import streamtrain
@@ -42,6 +42,9 @@ from streamtrain.optim import get_optimizer
 B, LR = 1000, 0.5  # batch size and learning rate of every B = 1000 row
 SGD_LR = 0.01  # the B = 1 rows: a rate per-sample steps stay stable at
 MEMORY_M, SGD_M = 500_000, 300_000  # in-memory samples of the step, peer and B = 1 rows (at most)
+# Samples a PyTorch DataLoader delivers per round (per sample reads, per batch reads): each read
+# decodes whole chunks, so an epoch at m = 5M takes hours; a few seconds' worth is scaled to m.
+LOADER_SAMPLES = {False: 300, True: 4 * B}
 LOGISTIC = streamtrain.get_model("logistic")
 
 
@@ -151,6 +154,21 @@ def peer(run: Callable[..., float], b: Bench) -> Measured:
     return Measured(b.per_m(run(X, Y, B, LR), X.shape[1]))
 
 
+def loader_streamtrain(b: Bench) -> Measured:
+    """One epoch of ``iter_batches`` (shuffle buffer, the default), samples first as a torch loop takes them."""
+    seen, t0 = 0, time.perf_counter()
+    for batch in streamtrain.iter_batches(b.stores["raw"], batch_size=B, samples_first=True):
+        seen += batch.X.shape[0]  # handed over as it comes: the loop's own work is not the loader's
+    assert seen == b.m
+    return Measured(time.perf_counter() - t0)
+
+
+def loader_torch(batch_reads: bool, b: Bench) -> Measured:
+    """A PyTorch DataLoader over raw.zarr for LOADER_SAMPLES shuffled samples, scaled to m."""
+    samples = min(b.m, LOADER_SAMPLES[batch_reads])
+    return Measured(b.per_m(torch_loader(b.stores["raw"], B, samples, batch_reads), samples))
+
+
 def sgd_streamtrain(b: Bench) -> Measured:
     """B = 1: one epoch of fit over ``sgd_m`` in-memory samples, in samples/s."""
     X, Y = (a[:, : b.sgd_m] for a in b.memory)
@@ -223,6 +241,12 @@ ROWS = [
         floor="step", ref="fit.memory", targets=(at_least(4, "fit.memory"),), stores=RAW),
     Row("peer.sklearn", "sklearn partial_fit, same batches (scaled)", partial(peer, sklearn_batches), floor="step",
         ref="fit.memory", targets=(at_least(10, "fit.memory"),), stores=RAW),
+    Row("loader.streamtrain", "raw zarr: iter_batches, shuffle buffer, an epoch", loader_streamtrain,
+        floor="read.raw.files", stores=RAW),
+    Row("loader.torch", "raw zarr: PyTorch DataLoader, a zarr read per sample (scaled)",
+        partial(loader_torch, False), ref="loader.streamtrain", stores=RAW),
+    Row("loader.torch.batch", "raw zarr: PyTorch DataLoader, a zarr read per batch (scaled)",
+        partial(loader_torch, True), ref="loader.streamtrain", stores=RAW),
     Row("sgd1.streamtrain", "B = 1: fit on in-memory samples", sgd_streamtrain, unit="samples/s",
         targets=(at_least(1_000_000),), stores=RAW),
     Row("sgd1.sklearn", "B = 1: sklearn partial_fit on the block", sgd_sklearn, unit="samples/s",

@@ -18,6 +18,7 @@ from .convert import ConvertConfig, convert
 from .evaluation import evaluate, loss_and_grad
 from .full_batch import FullBatch
 from .inspection import inspect
+from .loader import iter_batches
 from .models import Model, get_model
 from .predict import predict
 from .records import EpochRecord
@@ -53,6 +54,7 @@ __all__ = [
     "fit",
     "get_model",
     "inspect",
+    "iter_batches",
     "load",
     "load_model",
     "loss_and_grad",
