@@ -10,7 +10,7 @@ import argparse
 import time
 import warnings
 
-from .cli import add_arrays, add_options, add_progress, options_of
+from .cli import add_arrays, add_options, add_progress, options_of, progress_of
 
 __all__ = ["add_data_commands"]
 
@@ -172,7 +172,7 @@ def _predict(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = predict(
         args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
-        codec=args.codec, overwrite=args.overwrite, progress=args.progress,
+        codec=args.codec, overwrite=args.overwrite, progress=progress_of(args),
     )  # fmt: skip
     what = "probabilities" if args.proba else "predictions"
     print(
@@ -189,7 +189,7 @@ def _convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = convert(
         args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
-        overwrite=args.overwrite, progress=args.progress,
+        overwrite=args.overwrite, progress=progress_of(args),
     )  # fmt: skip
     weights = f", weights {r['weights']} (1, {r['m']:,}) {r['x_dtype']}" if r["weights"] else ""
     print(
@@ -205,7 +205,7 @@ def _make_data(args: argparse.Namespace) -> int:
 
     config = DataConfig.from_options(options_of(args, DataConfig))
     t0 = time.perf_counter()
-    attrs = make_data(args.out, config, overwrite=args.overwrite, progress=args.progress)
+    attrs = make_data(args.out, config, overwrite=args.overwrite, progress=progress_of(args))
     task = TASKS[config.task]
     m, k = config.m, task.y_rows(task.rows(config))
     print(

@@ -1,9 +1,15 @@
-"""A one-line progress display on stderr, redrawn at most a few times a second."""
+"""The progress bar on stderr: samples done, samples/s, running loss, time left, share waiting on reads.
+
+Drawn by tqdm: one small pure-Python package with no dependencies of its own, imported only when a
+bar is drawn (46 ms), which measures rates and time left, fits the bar to the terminal's width and
+redraws at most a few times a second. rich draws richer bars, but brings pygments and
+markdown-it with it for one line of text.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
+from typing import Any
 
 __all__ = ["Progress", "read_share"]
 
@@ -19,30 +25,32 @@ def read_share(waited_s: float, seconds: float, *, verdict: bool = False) -> str
 
 
 class Progress:
+    """A bar of ``total`` samples labelled ``label``; nothing at all unless ``enabled``."""
+
     def __init__(self, label: str, total: int, *, enabled: bool, every_s: float = 0.25) -> None:
-        self.label, self.total, self.enabled, self.every_s = label, total, enabled, every_s
-        self._t0 = self._last = time.perf_counter()
-        self._drawn = False
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, desc=label, unit=" samples", unit_scale=True, mininterval=every_s,
+                file=sys.stderr, leave=False, dynamic_ncols=True,
+            )  # fmt: skip
 
     def update(self, done: int, loss: float | None = None, waited_s: float | None = None) -> None:
-        """Redraw with ``done`` of ``total`` samples, the running ``loss`` and the seconds so far
-        spent waiting for data (shown as a share of the time: is the disk or the CPU the limit?)."""
-        if not self.enabled:
+        """Show ``done`` of ``total`` samples, the running ``loss`` and the seconds so far spent waiting
+        for data (as a share of the time: is the disk or the CPU the limit?)."""
+        bar = self._bar
+        if bar is None:
             return
-        now = time.perf_counter()
-        if now - self._last < self.every_s and done < self.total:
-            return
-        self._last = now
-        rate = done / max(now - self._t0, 1e-9)
-        bar = "#" * int(20 * done / self.total)
-        shown = f"loss {loss:.5f}  " if loss is not None else ""
-        reads = f"  {read_share(waited_s, now - self._t0)}" if waited_s is not None else ""
-        line = f"\r{self.label} [{bar:<20}] {100 * done / self.total:5.1f}% {shown}{rate:,.0f} samples/s{reads} "
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        self._drawn = True
+        shown = [f"loss {loss:.5f}"] if loss is not None else []
+        if waited_s is not None:
+            shown.append(read_share(waited_s, bar.format_dict["elapsed"]))
+        bar.set_postfix_str(", ".join(shown), refresh=False)
+        bar.update(done - bar.n)  # redraws when mininterval has passed
+        if done >= bar.total:
+            bar.refresh()  # the whole epoch, shown even when it took less than mininterval
 
     def close(self) -> None:
-        if self._drawn:
-            sys.stderr.write("\r\033[K")  # clear the line; the caller prints the epoch summary
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.close()  # leave=False: the line is cleared; the caller prints the epoch summary

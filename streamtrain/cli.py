@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .records import EpochRecord
     from .sources import ChunkSource
 
-__all__ = ["EXIT_CODES", "PROG", "add_arrays", "add_options", "add_progress", "main", "options_of"]
+__all__ = ["EXIT_CODES", "PROG", "add_arrays", "add_options", "add_progress", "main", "options_of", "progress_of"]
 
 PROG = "streamtrain"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--init", metavar="MODEL", help="warm start from this model file")
     f.add_argument("--out", metavar="MODEL.npz", help="model file to write (default: DATA's name + -model.npz)")
     f.add_argument("--metrics", metavar="FILE.jsonl", help="append one JSON line per epoch here")
+    f.add_argument(
+        "--log-every",
+        type=int,
+        metavar="N",
+        help="also append a step record (step, epoch, samples seen, loss, learning rate, time) every N steps "
+        "to --metrics",
+    )
     add_options(f, CheckpointConfig)
     f.add_argument(
         "--resume",
@@ -206,8 +213,14 @@ def add_progress(p: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress line on stderr (default: only on a terminal)",
+        help="progress bar on stderr (default: only on a terminal)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar, nor a line per epoch")
+
+
+def progress_of(args: argparse.Namespace) -> bool | None:
+    """Whether to draw the progress bar: never with --quiet, else as --progress says (None: on a terminal)."""
+    return False if args.quiet else args.progress
 
 
 @contextlib.contextmanager
@@ -273,8 +286,9 @@ def _fit(args: argparse.Namespace) -> int:
     saving = options_of(args, CheckpointConfig)
     CheckpointConfig.from_options(saving)
     out = _checked_outputs(args)
+    say = (lambda line: None) if args.quiet else print  # --quiet: the model file's line only
     with _open(args) as source:
-        print(
+        say(
             f"{args.data}: n_x={source.n_x} m={source.m:,} in {source.n_chunks} chunks "
             f"({source.format}, {source.dtype}, codec {source.codec})"
         )
@@ -282,17 +296,18 @@ def _fit(args: argparse.Namespace) -> int:
             source,
             config,
             init=args.init,
-            progress=args.progress,
+            progress=progress_of(args),
             metrics=args.metrics,
-            on_epoch=_print_epoch,
+            log_every=args.log_every,
+            on_epoch=None if args.quiet else _print_epoch,
             resume=args.resume,
-            on_resume=_print_resumed,
+            on_resume=None if args.quiet else _print_resumed,
             **saving,
         )
         bayes_loss = source.attrs.get("bayes_loss")
         plain = config.weights is None and config.class_weight is None  # the Bayes loss is the unweighted J's
         if plain and isinstance(bayes_loss, (int, float)) and not isinstance(bayes_loss, bool):  # the store's word
-            print(f"Bayes loss of this data (true model): {bayes_loss:.5f}")
+            say(f"Bayes loss of this data (true model): {bayes_loss:.5f}")
     result.save(out)
     print(f"model written to {out}")
     return 0
@@ -308,6 +323,8 @@ def _checked_outputs(args: argparse.Namespace) -> str:
     from ._errors import ConfigError
     from .outputs import check_output
 
+    if args.log_every is not None and args.metrics is None:
+        raise ConfigError("--log-every N appends step records to the metrics file: give --metrics FILE.jsonl")
     out = check_output(args.out or _default_model_path(args.data), "model", data=args.data)
     if args.metrics is not None:
         metrics = check_output(args.metrics, "metrics", data=args.data)

@@ -19,7 +19,7 @@ from .result import Fitted, l2_of
 from .sources import ChunkSource
 from .weights import weighting_over
 
-__all__ = ["check_finite", "evaluate", "loss_and_grad"]
+__all__ = ["check_finite", "evaluate", "exact_fields", "loss_and_grad", "validation_fields"]
 
 
 def check_finite(loss: float, *more: float) -> float:
@@ -100,3 +100,17 @@ def evaluate(
             result["weighted"] = weighting.described
         result.update(metrics(source, model, params, weighting))
     return result
+
+
+def exact_fields(exact: FullBatch, params: Params, l2: float) -> dict[str, Any]:
+    """Exact J, ‖∇J‖ and accuracy over the whole store (one pass), for a mini-batch epoch's record."""
+    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
+    accuracy = totals.correct / totals.samples if exact.model.has_accuracy else None
+    return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": accuracy}
+
+
+def validation_fields(held_out: FullBatch, params: Params) -> dict[str, Any]:
+    """The mean loss (no L2 term, as evaluate) and accuracy over the held-out chunks (one pass)."""
+    totals = held_out.totals(params, grad=False)
+    accuracy = totals.correct / totals.samples if held_out.model.has_accuracy else None
+    return {"validation_loss": totals.loss / totals.samples, "validation_accuracy": accuracy}

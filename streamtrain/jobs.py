@@ -39,6 +39,8 @@ RUN_KEYS: dict[str, type] = {
     "y": str,
     "layout": str,
     "progress": bool,
+    "quiet": bool,
+    "log_every": int,
 }
 JOB_KEYS = (*(f.name for c in (FitConfig, CheckpointConfig) for f in dataclasses.fields(c)), *RUN_KEYS)
 

@@ -21,11 +21,14 @@ per-epoch schedule is the same function with ``every = steps per epoch``, so α 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ._errors import check_int, check_number, lookup
+
+if TYPE_CHECKING:
+    from .config import FitConfig  # which imports this module's registries
 
 __all__ = [
     "OPTIMIZERS",
@@ -41,6 +44,8 @@ __all__ = [
     "lr_at",
     "lr_steps",
     "momentum",
+    "optimizer_of",
+    "rate_of",
     "rmsprop",
     "schedule",
     "sgd",
@@ -249,3 +254,15 @@ def schedule(
     check_int("every", every)
     every, step_size, d = int(every), int(step_size), checked_decay or 0.0
     return lambda step: kind.rate(lr, d, step // every, step_size)
+
+
+def rate_of(config: FitConfig, m: int) -> Callable[[int], float]:
+    """The learning rate of ``config`` at each step, following the schedule."""
+    B = m if config.batch_size == "full" else int(config.batch_size)
+    every = 1 if config.lr_per == "step" else -(-m // B)  # steps per epoch
+    return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=every)
+
+
+def optimizer_of(config: FitConfig, rate: Callable[[int], float]) -> Optimizer:
+    """The optimizer ``config`` names, with its hyperparameters, stepping at ``rate``."""
+    return get_optimizer(config.optimizer, rate, beta1=config.beta1, beta2=config.beta2, eps=config.eps)

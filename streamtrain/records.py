@@ -3,7 +3,8 @@
 Mini-batch epochs, exact full-batch steps and L-BFGS iterations all build an ``EpochRecord``;
 ``FitResult.history``, the JSONL metrics file, ``on_epoch`` callbacks and the command line's
 epoch lines all read the same record. Fields a producer does not measure stay None and are
-left out of the JSON.
+left out of the JSON. With ``log_every`` the metrics file also holds a ``StepRecord`` every N
+steps: the lines with a ``step`` key.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EpochRecord", "append_jsonl", "is_record", "to_json"]
+__all__ = ["Emit", "EpochRecord", "StepRecord", "append_jsonl", "emitter", "is_record", "last_step", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,40 @@ class EpochRecord:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimizer step, logged every ``log_every`` steps."""
+
+    step: int  # optimizer updates so far in the run, this one included: strictly increasing in a file
+    epoch: int
+    samples_seen: int  # samples stepped over so far in the run, this step's batch included
+    loss: float  # this step's batch loss (J of the batch)
+    lr: float  # the learning rate this step was taken with
+    seconds: float  # training time so far in the run (the finished epochs' and this one's)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def last_step(path: str | os.PathLike) -> int:
+    """The largest step of a metrics file's step records, 0 when it has none (or no file): a resumed
+    run logs the steps after it only, which are the steps a stopped run had not logged yet."""
+    if not os.path.isfile(path):
+        return 0
+    last = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if '"step"' not in line:  # only step records are parsed
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:  # the line a killed run was writing
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                last = max(last, record["step"])
+    return last
+
+
 def is_record(d: Any) -> bool:
     """Whether ``d`` (read from a file) can be an ``EpochRecord``: its fields only, with at least
     the epoch, loss and time."""
@@ -61,7 +97,7 @@ def is_record(d: Any) -> bool:
 _FIELDS = {f.name for f in dataclasses.fields(EpochRecord)}
 
 
-def append_jsonl(path: str | os.PathLike, record: EpochRecord) -> None:
+def append_jsonl(path: str | os.PathLike, record: EpochRecord | StepRecord) -> None:
     """Append the record to a JSON-lines metrics file, one object per line."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(to_json(record.to_dict()) + "\n")
@@ -82,3 +118,18 @@ def _unbounded_as_null(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_unbounded_as_null(v) for v in value]
     return value
+
+
+Emit = Callable[[EpochRecord], None]
+
+
+def emitter(metrics: str | os.PathLike | None, on_epoch: Emit | None) -> Emit:
+    """What to do with each epoch's record: append it to the ``metrics`` file, call ``on_epoch`` with it."""
+
+    def emit(record: EpochRecord) -> None:
+        if metrics is not None:
+            append_jsonl(metrics, record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    return emit

@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -26,24 +26,24 @@ from .batches import BatchStream, Cursor, chunk_order
 from .binding import bind
 from .config import CheckpointConfig, FitConfig
 from .divergence import WINDOW_SAMPLES, Monitor
+from .evaluation import exact_fields, validation_fields
 from .full_batch import FullBatch
 from .lbfgs import LBFGS, lbfgs
 from .models import Model, Params, batch_objective, get_model, norm
-from .optim import Optimizer, OptimizerState, get_optimizer, schedule
+from .optim import OptimizerState, optimizer_of, rate_of
 from .outputs import check_output
 from .parameters import check_params
 from .provenance import provenance
-from .records import EpochRecord, append_jsonl
-from .result import FitResult, load
+from .records import Emit, EpochRecord, emitter
+from .result import FitResult
 from .resume import Checkpoints, TrainState, check_state
 from .small_batches import SPAN_SAMPLES, SmallBatches, small_batches
 from .sources import ChunkSource
 from .standardize import to_raw, to_scaled
-from .training_data import Seen, training_data
+from .steplog import StepLog
+from .training_data import Seen, initial_params, training_data
 
 __all__ = ["fit"]
-
-Emit = Callable[[EpochRecord], None]
 
 
 def fit(
@@ -54,6 +54,7 @@ def fit(
     init: Params | str | os.PathLike | None = None,
     progress: bool | None = None,
     metrics: str | os.PathLike | None = None,
+    log_every: int | None = None,
     on_epoch: Emit | None = None,
     resume: bool = False,
     on_resume: Callable[[str, int, int], None] | None = None,
@@ -74,7 +75,8 @@ def fit(
 
     ``init`` warm-starts from a params dict or a model file. ``progress`` draws a progress
     line on stderr (default: only when stderr is a terminal). ``metrics`` appends one JSON line
-    per epoch to that file, and ``on_epoch`` is called with the same ``EpochRecord``.
+    per epoch to that file, and ``on_epoch`` is called with the same ``EpochRecord``; with
+    ``log_every=N`` the file also gets a ``StepRecord`` every N steps (see ``streamtrain.steplog``).
 
     SIGINT and SIGTERM stop the run after the current step, with a checkpoint when a directory
     is set, by raising ``Interrupted`` (a ``KeyboardInterrupt``). A diverged run raises
@@ -85,19 +87,20 @@ def fit(
     if resume and saving.checkpoint_dir is None:
         raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
     _check_outputs(data, metrics, saving.checkpoint_dir)
+    step_log = None if log_every is None else StepLog(metrics, log_every)
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
     with (
         bind(model, data, missing_chunks=config.missing_chunks) as (model, source),
         training_data(model, source, config) as seen,
     ):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
-        run = Run(model, seen, config, saving, progress, _emitter(metrics, on_epoch))
+        run = Run(model, seen, config, saving, progress, emitter(metrics, on_epoch), step_log)
         state = run.resumed() if resume else None
         if state is not None and on_resume is not None:
             on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
         scaling = seen.scaling
         if state is None:
-            initial = _initial_params(model, source, init, config)
+            initial = initial_params(model, source, init, config)
             state = run.start(initial if scaling is None or init is None else to_scaled(initial, scaling))
         params = run.train(state)
         params = params if scaling is None else to_raw(params, scaling)  # for the data as stored
@@ -116,35 +119,22 @@ def _check_outputs(data: ChunkSource | str | os.PathLike, metrics: Any, checkpoi
         check_output(checkpoint_dir, "checkpoint-dir", data=where)
 
 
-def _emitter(metrics: str | os.PathLike | None, on_epoch: Emit | None) -> Emit:
-    def emit(record: EpochRecord) -> None:
-        if metrics is not None:
-            append_jsonl(metrics, record)
-        if on_epoch is not None:
-            on_epoch(record)
-
-    return emit
-
-
-def _rate(config: FitConfig, m: int) -> Callable[[int], float]:
-    """The learning rate of ``config`` at each step, following the schedule."""
-    B = m if config.batch_size == "full" else int(config.batch_size)
-    every = 1 if config.lr_per == "step" else -(-m // B)  # steps per epoch
-    return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=every)
-
-
-def _optimizer(config: FitConfig, rate: Callable[[int], float]) -> Optimizer:
-    return get_optimizer(config.optimizer, rate, beta1=config.beta1, beta2=config.beta2, eps=config.eps)
-
-
 class Run:
     """One training run on a bound store: its steps, checkpoints, divergence checks and stop requests."""
 
     def __init__(
-        self, model: Model, seen: Seen, config: FitConfig, saving: CheckpointConfig, progress: bool | None, emit: Emit
+        self,
+        model: Model,
+        seen: Seen,
+        config: FitConfig,
+        saving: CheckpointConfig,
+        progress: bool | None,
+        emit: Emit,
+        step_log: StepLog | None = None,
     ) -> None:
         source = seen.training
         self.model, self.source, self.config, self.emit, self.seen = model, source, config, emit, seen
+        self.step_log = step_log
         self.show = sys.stderr.isatty() if progress is None else progress
         self.batch_size = source.m if config.batch_size == "full" else int(config.batch_size)
         self.lbfgs = config.optimizer == LBFGS
@@ -153,8 +143,8 @@ class Run:
                 "L-BFGS runs cannot be checkpointed: scipy keeps its curvature pairs to itself, so a resumed run "
                 "would differ; leave checkpoint_dir unset (each iteration is one exact pass)"
             )
-        rate = _rate(config, source.m)
-        self.opt = None if self.lbfgs else _optimizer(config, rate)
+        self.rate = rate = rate_of(config, source.m)
+        self.opt = None if self.lbfgs else optimizer_of(config, rate)
         self.small = None if seen.weighting else small_batches(model, config, rate, source.m)  # None: per batch
         self.stamps = seen.stamps()
         self.checkpoints = None
@@ -241,9 +231,9 @@ class Run:
                     and every is not None
                     and (state.epoch % every == 0 or state.epoch == config.epochs)
                 ):
-                    record = dataclasses.replace(record, **_exact_fields(exact, state.params, config.l2))
+                    record = dataclasses.replace(record, **exact_fields(exact, state.params, config.l2))
             if self.held_out is not None:
-                record = dataclasses.replace(record, **_validation_fields(self.held_out, state.params))
+                record = dataclasses.replace(record, **validation_fields(self.held_out, state.params))
                 if config.early_stopping:
                     record = self._watch_validation(state, record)
             state.finish_epoch(record)
@@ -314,6 +304,7 @@ class Run:
                 state.params, state.opt = self.opt.update(grads, state.opt, state.params)  # type: ignore[union-attr]
             sums.loss, sums.correct = sums.loss + loss * X.shape[1], sums.correct + n_correct
             sums.samples, sums.steps = sums.samples + X.shape[1], sums.steps + 1
+            self._log_steps(state, [loss], X.shape[1])
             state.cursor = cursor = after
             bar.update(sums.samples, sums.loss / sums.samples, stream.io_wait_s)
             self._check_divergence(state, loss)
@@ -337,6 +328,7 @@ class Run:
                 state.opt = state.opt._replace(step=state.opt.step + result.done)
                 sums.loss, sums.correct = result.total, sums.correct + result.correct
                 sums.samples, sums.steps = sums.samples + result.done * span.width, sums.steps + result.done
+                self._log_steps(state, result.losses[: result.done], span.width)
                 first += result.done
                 state.cursor = span.cursor(first)
                 if result.done < count:
@@ -363,6 +355,21 @@ class Run:
             samples_per_s=m / seconds,
             accuracy=totals.correct / m if exact.model.has_accuracy else None,
             grad_norm=norm(grads),
+        )
+
+    def _log_steps(self, state: TrainState, losses: Sequence[float] | np.ndarray, width: int) -> None:
+        """Step records (``log_every``) of the steps just taken: ``losses``, the last one ``state.opt.step``."""
+        if self.step_log is None or not len(losses):
+            return
+        history = state.history
+        self.step_log.add(
+            int(state.opt.step) - len(losses) + 1,
+            losses,
+            width,
+            epoch=state.epoch,
+            samples_before=sum(r.samples or 0 for r in history) + state.sums.samples - len(losses) * width,
+            lr=self.rate,
+            seconds=sum(r.seconds for r in history) + self._seconds(),
         )
 
     def _after_steps(self, state: TrainState) -> None:
@@ -426,35 +433,6 @@ class Run:
         return record
 
 
-def _exact_fields(exact: FullBatch, params: Params, l2: float) -> dict[str, Any]:
-    """Exact J, ‖∇J‖ and accuracy over the whole store (one pass), for a mini-batch epoch's record."""
-    loss, grads, totals = exact.objective_with_totals(params, l2=l2)
-    accuracy = totals.correct / totals.samples if exact.model.has_accuracy else None
-    return {"exact_loss": loss, "exact_grad_norm": norm(grads), "exact_accuracy": accuracy}
-
-
 def _stopped_early(state: TrainState) -> bool:
     """Whether the last epoch ended the run (--early-stopping): a resumed run then trains no further."""
     return bool(state.history) and (state.history[-1].stop or "").startswith("early stopping")
-
-
-def _validation_fields(held_out: FullBatch, params: Params) -> dict[str, Any]:
-    """The mean loss (no L2 term, as evaluate) and accuracy over the held-out chunks (one pass)."""
-    totals = held_out.totals(params, grad=False)
-    accuracy = totals.correct / totals.samples if held_out.model.has_accuracy else None
-    return {"validation_loss": totals.loss / totals.samples, "validation_accuracy": accuracy}
-
-
-def _initial_params(
-    model: Model, source: ChunkSource, init: Params | str | os.PathLike | None, config: FitConfig
-) -> Params:
-    dtype = np.dtype(config.dtype)
-    if init is None:
-        return model.init(source.n_x, source.k, dtype, config.seed)
-    if not isinstance(init, dict):
-        warm = load(init)
-        if warm.model.name != model.name:
-            raise ConfigError(f"warm start from a {warm.model.name!r} model, but training {model.name!r}")
-        init = warm.params
-    check_params(model, init, source.n_x, source.k)
-    return {k: np.array(v, dtype=dtype) for k, v in init.items()}  # a copy: never train in place

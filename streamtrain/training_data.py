@@ -3,20 +3,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import numpy as np
+
 from ._errors import ConfigError
 from .config import FitConfig
 from .holdout import split_holdout
-from .models import Model
-from .parameters import check_memory
+from .models import Model, Params
+from .parameters import check_memory, check_params
+from .result import load
 from .sources import ChunkSource
 from .standardize import Scaling, StandardizedSource, feature_scaling
 from .weights import Weighting, weighting
 
-__all__ = ["Seen", "training_data"]
+__all__ = ["Seen", "initial_params", "training_data"]
 
 
 class Seen(NamedTuple):
@@ -68,3 +72,20 @@ def training_data(model: Model, source: ChunkSource, config: FitConfig) -> Itera
 
 def _scaled(source: ChunkSource, scaling: Scaling | None) -> ChunkSource:
     return source if scaling is None else StandardizedSource(source, scaling)
+
+
+def initial_params(
+    model: Model, source: ChunkSource, init: Params | str | os.PathLike | None, config: FitConfig
+) -> Params:
+    """The parameters training starts from: ``model``'s own initial ones (from the seed), or a copy of
+    ``init`` (parameters, or a model file's), in the training dtype, checked to fit the store."""
+    dtype = np.dtype(config.dtype)
+    if init is None:
+        return model.init(source.n_x, source.k, dtype, config.seed)
+    if not isinstance(init, dict):
+        warm = load(init)
+        if warm.model.name != model.name:
+            raise ConfigError(f"warm start from a {warm.model.name!r} model, but training {model.name!r}")
+        init = warm.params
+    check_params(model, init, source.n_x, source.k)
+    return {k: np.array(v, dtype=dtype) for k, v in init.items()}  # a copy: never train in place

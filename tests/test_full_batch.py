@@ -20,11 +20,10 @@ import streamtrain
 from streamtrain import ArraySource, BatchStream, ConfigError, Cursor, DataError, FullBatch, full_batch, get_model
 from streamtrain.batches import READERS
 from streamtrain.binding import bind
-from streamtrain.evaluation import evaluate, loss_and_grad
+from streamtrain.evaluation import evaluate, exact_fields, loss_and_grad
 from streamtrain.full_batch import check_scheduler
 from streamtrain.lbfgs import lbfgs
 from streamtrain.models import batch_objective, norm, objective
-from streamtrain.train import _exact_fields
 
 LOGISTIC = get_model("logistic")
 
@@ -220,7 +219,7 @@ def test_l2_term_of_float32_params_is_computed_in_float64(flatten, make_logistic
     _, grad = loss_and_grad(source, params, model=LOGISTIC, l2=50.0, scheduler="sync")
     assert _rel(grad, ref_grad) <= 1e-12
     with FullBatch(source, LOGISTIC, scheduler="sync") as fb:
-        record = _exact_fields(fb, params, 50.0)
+        record = exact_fields(fb, params, 50.0)
     assert _rel(record["exact_loss"], ref_loss) <= 1e-12
     assert _rel(record["exact_grad_norm"], np.linalg.norm(flatten(ref_grad))) <= 1e-12
 
@@ -406,8 +405,8 @@ def test_exact_record_agrees_with_loss_and_grad_and_evaluate(scheduler, make_log
     source = ArraySource(X, Y, chunk_size=128)
     params, l2 = make_logistic_params(4), 3.0
     with FullBatch(source, LOGISTIC, scheduler=scheduler) as fb:
-        record = _exact_fields(fb, params, l2)
-        record_no_l2 = _exact_fields(fb, params, 0.0)
+        record = exact_fields(fb, params, l2)
+        record_no_l2 = exact_fields(fb, params, 0.0)
         assert fb.passes == 2  # one pass over the store per record
     loss, grad = loss_and_grad(source, params, model=LOGISTIC, l2=l2, scheduler=scheduler)
     ev = evaluate(source, params, model=LOGISTIC, scheduler=scheduler)
