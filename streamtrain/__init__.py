@@ -17,6 +17,7 @@ from .evaluation import evaluate, loss_and_grad
 from .full_batch import FullBatch
 from .inspection import inspect
 from .models import Model, get_model
+from .plots import PlotConfig, plot
 from .predict import predict
 from .records import EpochRecord
 from .result import FitResult, load
@@ -43,6 +44,7 @@ __all__ = [
     "FullBatch",
     "Interrupted",
     "Model",
+    "PlotConfig",
     "UserError",
     "compare",
     "convert",
@@ -55,6 +57,7 @@ __all__ = [
     "loss_and_grad",
     "make_data",
     "open_source",
+    "plot",
     "predict",
     "save_model",
 ]
