@@ -20,6 +20,7 @@ from .full_batch import FullBatch
 from .inspection import inspect
 from .loader import iter_batches
 from .models import Model, get_model
+from .plots import PlotConfig, plot
 from .predict import predict
 from .records import EpochRecord
 from .result import FitResult, load
@@ -46,6 +47,7 @@ __all__ = [
     "FullBatch",
     "Interrupted",
     "Model",
+    "PlotConfig",
     "UserError",
     "__version__",
     "compare",
@@ -60,6 +62,7 @@ __all__ = [
     "loss_and_grad",
     "make_data",
     "open_source",
+    "plot",
     "predict",
     "save_model",
 ]

@@ -1,4 +1,4 @@
-"""The data commands of ``streamtrain``: inspect, predict, convert and make-data (see ``cli``).
+"""The commands of ``streamtrain`` around training: inspect, predict, convert, make-data and plot (see ``cli``).
 
 Each parser's options come from their declarations, as for ``fit``; the handlers call the library
 and print one summary line (inspect: its report), warnings about the data as lines of their own.
@@ -16,8 +16,9 @@ __all__ = ["add_data_commands"]
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
-    """The parsers of inspect, info, predict, convert and make-data, under ``sub``."""
+    """The parsers of inspect, info, predict, convert, make-data and plot, under ``sub``."""
     from .convert import ConvertConfig
+    from .plots import PlotConfig
     from .synthetic import DataConfig
 
     i = sub.add_parser(
@@ -95,6 +96,19 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     add_progress(d)
     d.set_defaults(run=_make_data)
+
+    g = sub.add_parser(
+        "plot",
+        help="loss curves of runs against samples seen, as a PNG",
+        description="Draw the training loss of one or several runs, and their exact and validation losses when "
+        "measured, against the samples seen, on one figure: the metrics files written by fit --metrics (their "
+        "step records too, as a thin line). Needs matplotlib: pip install 'streamtrain[plot]'.",
+    )
+    g.add_argument("runs", nargs="+", metavar="RUN.jsonl", help="metrics files written by fit --metrics")
+    g.add_argument("-o", "--out", required=True, metavar="PNG", help="the image to write (*.png)")
+    add_options(g, PlotConfig)
+    g.add_argument("--overwrite", action="store_true", help="replace PNG if it exists (a PNG image only)")
+    g.set_defaults(run=_plot)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -213,4 +227,16 @@ def _make_data(args: argparse.Namespace) -> int:
         f"X ({config.n_x}, {m}) float32, Y ({k}, {m}) {task.y_dtype} in {time.perf_counter() - t0:.1f} s; "
         f"Bayes loss {attrs['bayes_loss']:.5f}"
     )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plots import PlotConfig, plot
+
+    config = PlotConfig.from_options(options_of(args, PlotConfig))
+    r = plot(args.runs, args.out, config, overwrite=args.overwrite)
+    scale = "log" if r["log_x"] else "linear"
+    counts = {"run": r["runs"], "curve": len(r["curves"])}
+    counted = ", ".join(f"{n} {what}{'s' if n != 1 else ''}" for what, n in counts.items())
+    print(f"wrote {r['out']} ({r['width']}x{r['height']} PNG): {counted} of loss against samples seen ({scale} x)")
     return 0

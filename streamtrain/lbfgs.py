@@ -36,8 +36,9 @@ def lbfgs(
     """Minimise J with scipy's L-BFGS-B on exact losses and gradients (one pass per evaluation).
 
     Stops after ``max_iter`` iterations or when J stops improving at float64 precision. Each
-    iteration's record (J, ‖∇J‖, passes so far) goes to ``callback``; the last one also says
-    whether and why L-BFGS stopped. Returns params in the dtype they came in.
+    iteration's record (J, ‖∇J‖, passes so far, the samples its own passes read) goes to
+    ``callback``; the last one also says whether and why L-BFGS stopped. Returns params in the
+    dtype they came in.
     """
     try:
         from scipy.optimize import minimize
@@ -56,25 +57,27 @@ def lbfgs(
         last["grad_norm"] = norm(grads)
         return loss, np.concatenate([grads[k].ravel() for k in keys])
 
-    last: dict[str, float] = {"t": time.perf_counter()}
+    last: dict[str, float] = {"t": time.perf_counter(), "passes": exact.passes}
     records: list[EpochRecord] = []
 
     def on_iteration(intermediate_result: Any) -> None:
         # Held back one iteration, so the last record can also say why L-BFGS stopped.
         if records and callback is not None:
             callback(records[-1])
-        now = time.perf_counter()
-        # L-BFGS-B reports the point it accepted, which is the one it evaluated last.
+        now, passes = time.perf_counter(), exact.passes
+        # L-BFGS-B reports the point it accepted, which is the one it evaluated last. Its samples
+        # are the ones read since the last record: m per pass, and a line search may make more than one.
         records.append(
             EpochRecord(
                 epoch=len(records) + 1,
                 loss=float(intermediate_result.fun),
                 grad_norm=last["grad_norm"],
-                passes=exact.passes,
+                passes=passes,
                 seconds=now - last["t"],
+                samples=int(passes - last["passes"]) * exact.source.m,
             )
         )
-        last["t"] = now
+        last["t"], last["passes"] = now, passes
 
     theta0 = np.concatenate([np.asarray(params[k], np.float64).ravel() for k in keys])
     result = minimize(

@@ -4,7 +4,8 @@
 directory a file is written into exists and is writable, the path is not the data being read
 (nor inside a Zarr store's directory), and an existing path is written over only when it is a
 streamtrain output of that kind (see ``KINDS``). Existing files are recognised cheaply: a model
-file by its metadata entry alone, a metrics file by its first line, a store by its header.
+file by its metadata entry alone, a metrics file by its first line, a store by its header, an
+image by the PNG signature.
 
 A new store is built under ``partial_name(path)`` and put in place by ``swap_in``, so that an
 interruption at any moment leaves a complete store at ``path``: the old one or the new one.
@@ -30,6 +31,7 @@ from .sources import is_hdf5
 
 __all__ = [
     "KINDS",
+    "PNG_SIGNATURE",
     "OutputKind",
     "aside_name",
     "check_output",
@@ -164,6 +166,19 @@ def _is_zarr_group(path: str) -> bool:
     return isinstance(meta, dict) and meta.get("node_type") == "group"
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _image_problem(path: str) -> str | None:
+    if os.path.isdir(path):
+        return "is a directory; name a PNG file"
+    if os.path.isfile(path):  # not a pipe or a device, whose reading would block
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE:
+                return None
+    return "exists and is not a PNG image; not replacing it: choose another path"
+
+
 def _checkpoint_dir_problem(path: str) -> str | None:
     return None if os.path.isdir(path) else "exists and is not a directory; name a directory for checkpoints"
 
@@ -173,6 +188,7 @@ KINDS: dict[str, OutputKind] = {
     "metrics": OutputKind(_metrics_problem, in_place=True, needs_overwrite=False),
     "store": OutputKind(_store_problem, in_place=False, needs_overwrite=True),
     "checkpoint-dir": OutputKind(_checkpoint_dir_problem, in_place=True, needs_overwrite=False),
+    "image": OutputKind(_image_problem, in_place=False, needs_overwrite=True),
 }
 
 

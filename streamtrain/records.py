@@ -25,7 +25,7 @@ class EpochRecord:
     epoch: int  # 1-based; an L-BFGS iteration counts as an epoch
     loss: float  # the epoch's mean mini-batch loss, or the exact J for full-batch steps and L-BFGS
     seconds: float
-    samples: int | None = None  # samples stepped over (m for a full-batch step)
+    samples: int | None = None  # samples stepped over (m for a full-batch step, m per pass for L-BFGS)
     steps: int | None = None  # optimizer updates in the epoch
     samples_per_s: float | None = None
     io_wait_s: float | None = None  # time the step waited on reads

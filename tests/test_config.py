@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import streamtrain
-from streamtrain import CheckpointConfig, CompareConfig, ConfigError, ConvertConfig, DataConfig, FitConfig
+from streamtrain import CheckpointConfig, CompareConfig, ConfigError, ConvertConfig, DataConfig, FitConfig, PlotConfig
 from streamtrain.cli import _parser, main
 from streamtrain.jobs import RUN_KEYS
 from streamtrain.optim import OPTIMIZERS, SCHEDULES, Rule, Schedule
@@ -30,6 +30,7 @@ COMMANDS = {
     "compare": (CompareConfig,),
     "make-data": (DataConfig,),
     "convert": (ConvertConfig,),
+    "plot": (PlotConfig,),
 }
 
 

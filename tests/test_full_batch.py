@@ -587,6 +587,9 @@ def test_lbfgs_records_report_the_evaluation_at_the_accepted_point(flatten, make
     )
     assert len(records) >= 3
     assert records[-1].passes == len(evaluations)
+    # Samples read, as a mini-batch epoch counts them: m per pass (plots put runs on one axis by it).
+    before = [0] + [r.passes for r in records[:-1]]
+    assert [r.samples for r in records] == [800 * (r.passes - p) for r, p in zip(records, before)]
     for r in records:
         loss, grad_norm = evaluations[r.passes - 1]
         assert r.loss == loss

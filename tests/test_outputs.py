@@ -243,7 +243,19 @@ def test_store_kind_needs_overwrite_and_a_store(stores, tmp_path):
         check_output(tmp_path / "photos", "store", overwrite=True)
 
 
+def test_image_kind_needs_overwrite_and_a_png(tmp_path):
+    png, text = tmp_path / "c.png", tmp_path / "notes.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50))
+    text.write_text("notes")
+    with pytest.raises(DataError, match="already exists"):
+        check_output(png, "image")
+    assert check_output(png, "image", overwrite=True) == str(png)
+    with pytest.raises(DataError, match=r"notes\.png: exists and is not a PNG image; not replacing it"):
+        check_output(text, "image", overwrite=True)
+    assert check_output(tmp_path / "new.png", "image") == str(tmp_path / "new.png")
+
+
 def test_kinds_are_a_table():
-    assert set(KINDS) == {"model", "metrics", "store", "checkpoint-dir"}
+    assert set(KINDS) == {"model", "metrics", "store", "checkpoint-dir", "image"}
     with pytest.raises(ConfigError, match="unknown output kind 'cache'"):
         check_output("x", "cache")
