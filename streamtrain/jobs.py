@@ -38,6 +38,7 @@ RUN_KEYS: dict[str, type] = {
     "x": str,
     "y": str,
     "layout": str,
+    "storage_option": list,  # ["KEY=VALUE", ...], as --storage-option gives them
     "progress": bool,
     "quiet": bool,
     "log_every": int,
