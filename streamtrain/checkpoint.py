@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import stat
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Collection
@@ -199,7 +200,8 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int, dtyp
         try:
             read_header = _HEADERS[npformat.read_magic(f)]
             shape, fortran, dtype = read_header(f, max_header_size=MAX_HEADER)
-        except (KeyError, ValueError, EOFError):
+        # numpy parses a header as Python literals: broken text raises tokenize's and ast's errors too.
+        except (KeyError, ValueError, EOFError, SyntaxError, tokenize.TokenError):
             raise _Damaged(f"{name}: not a valid .npy array header") from None
         _check_header(name, shape, dtype, info.file_size - f.tell(), dtypes)
         try:

@@ -123,6 +123,15 @@ def test_a_header_claiming_a_huge_array_is_refused_without_allocating_it(tmp_pat
     assert "W1.npy" in message and "(100000000, 100000000)" in message
 
 
+@pytest.mark.parametrize("text", ["{'descr': '<f8', 'shape': (1, '", '{\'descr\': """x', "{'descr': <f8}"])
+def test_a_header_that_is_not_python_literals_is_a_damaged_member(tmp_path, trained, text):
+    """numpy reads a header with tokenize and ast: an unterminated string raised TokenError (found by hypothesis)."""
+    header = text.encode("latin1") + b" " * (64 - (10 + len(text) + 1) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    path = _replace_member(trained[1], tmp_path / "broken.npz", "W1.npy", npy)
+    assert "W1.npy: not a valid .npy array header" in _load_error(path)
+
+
 @pytest.mark.parametrize(
     "header, data, fragment",
     [
