@@ -272,7 +272,7 @@ def test_any_store_attributes_train_or_exit_1_without_a_traceback(attrs, backend
         code, err = run_cli(
             "fit", str(path), f"--model={model}", "--epochs=1", "--batch-size=4", "--out", str(folder / "m.npz")
         )
-    assert code in (0, 1), (code, err)
+    assert code in (0, 1, 3), (code, err)  # 3: diverged (an mlp told its task is linear, on 8 samples)
     if code:
         one_line_error(err)
 
