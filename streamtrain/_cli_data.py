@@ -10,7 +10,7 @@ import argparse
 import time
 import warnings
 
-from .cli import add_arrays, add_options, add_progress, options_of
+from .cli import add_arrays, add_options, add_progress, add_storage_options, options_of, storage_options_of
 
 __all__ = ["add_data_commands"]
 
@@ -46,6 +46,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--proba", action="store_true", help="probabilities (the output layer) instead of classes")
     r.add_argument("--x", default="X", metavar="NAME", help="array holding X (default: %(default)s)")
     r.add_argument("--layout", default="columns", choices=("columns", "rows"), help="as for fit (default: %(default)s)")
+    add_storage_options(r)
     r.add_argument("--format", choices=("zarr", "hdf5"), help="output format (default: hdf5 for *.h5, else zarr)")
     r.add_argument("--codec", default="none", choices=("none", "zstd", "gzip"), help="compression (default: none)")
     r.add_argument("--overwrite", action="store_true", help="replace PRED if it exists (a store only)")
@@ -93,7 +94,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():  # chunks never written are part of the report
         warnings.simplefilter("ignore", DataWarning)
-        r = inspect(args.data, x=args.x, y=args.y, layout=args.layout, scan=args.scan)
+        r = inspect(
+            args.data, x=args.x, y=args.y, layout=args.layout, scan=args.scan, storage_options=storage_options_of(args)
+        )
     if args.json:
         print(to_json(r))
         return 0
@@ -128,7 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = predict(
         args.model, args.data, args.out, proba=args.proba, x=args.x, layout=args.layout, format=args.format,
-        codec=args.codec, overwrite=args.overwrite, progress=args.progress,
+        codec=args.codec, overwrite=args.overwrite, progress=args.progress, storage_options=storage_options_of(args),
     )  # fmt: skip
     what = "probabilities" if args.proba else "predictions"
     print(
@@ -145,7 +148,7 @@ def _convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = convert(
         args.src, args.dst, config, x=args.x, y=args.y, layout=args.layout, shuffle=args.shuffle,
-        overwrite=args.overwrite, progress=args.progress,
+        overwrite=args.overwrite, progress=args.progress, storage_options=storage_options_of(args),
     )  # fmt: skip
     weights = f", weights {r['weights']} (1, {r['m']:,}) {r['x_dtype']}" if r["weights"] else ""
     print(

@@ -24,7 +24,17 @@ if TYPE_CHECKING:
     from .records import EpochRecord
     from .sources import ChunkSource
 
-__all__ = ["EXIT_CODES", "PROG", "add_arrays", "add_options", "add_progress", "main", "options_of"]
+__all__ = [
+    "EXIT_CODES",
+    "PROG",
+    "add_arrays",
+    "add_options",
+    "add_progress",
+    "add_storage_options",
+    "main",
+    "options_of",
+    "storage_options_of",
+]
 
 PROG = "streamtrain"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
@@ -186,6 +196,24 @@ def add_arrays(p: argparse.ArgumentParser) -> None:
         help="columns: X (n_x, m), Y (k, m), one sample per column; rows: a store written samples-first, "
         "X (m, n_x) chunked along its rows, Y (m,) or (m, k), transposed chunk by chunk (default: %(default)s)",
     )
+    add_storage_options(p)
+
+
+def add_storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="for DATA at a URL (s3://, gs://, memory://, file://...): an option of its fsspec filesystem, "
+        "such as anon=true; the value is read as JSON when it parses, else as text; repeatable",
+    )
+
+
+def storage_options_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--storage-option KEY=VALUE`` pairs given, as a dict (None: none); ConfigError for a malformed one."""
+    from .sources import parse_storage_options
+
+    return None if not args.storage_option else parse_storage_options(args.storage_option)
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:
@@ -223,7 +251,14 @@ def _open(args: argparse.Namespace) -> ChunkSource:
 
     with warnings.catch_warnings():  # printed below as our own lines, not as Python warnings
         warnings.simplefilter("ignore", DataWarning)
-        source = open_source(args.data, x=args.x, y=args.y, missing_chunks=args.missing_chunks, layout=args.layout)
+        source = open_source(
+            args.data,
+            x=args.x,
+            y=args.y,
+            missing_chunks=args.missing_chunks,
+            layout=args.layout,
+            storage_options=storage_options_of(args),
+        )
     for note in source.warnings:
         print(f"{PROG}: warning: {_one_line(note)}", file=sys.stderr)
     return source
@@ -387,6 +422,12 @@ def _bounded(x: float | None, spec: str) -> str:
 
 
 def _default_model_path(data: str) -> str:
+    """DATA's name with -model.npz: next to DATA, or for a store at a URL in the current directory
+    (models are written to local paths)."""
+    from .sources import is_url
+
+    if is_url(data):
+        data = data.rstrip("/").rpartition("/")[2]
     stem, _ = os.path.splitext(os.path.normpath(data))
     return f"{stem}-model.npz"
 

@@ -19,11 +19,12 @@ an integer or boolean dtype, and are float32 otherwise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +35,7 @@ from ._external_shuffle import shuffled
 from ._progress import Progress
 from .config import DTYPES, Declared, FitConfig, option, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, scratch_name, swap_in
-from .sources import FORMATS, default_chunk_size, format_of, open_source
+from .sources import FORMATS, default_chunk_size, format_of, is_url, open_source, url_only_zarr
 from .writing import CODECS, Column, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store
 
 __all__ = ["ConvertConfig", "convert"]
@@ -42,6 +43,7 @@ __all__ = ["ConvertConfig", "convert"]
 BLOCK = 65_536  # samples read from the input at a time
 WEIGHTS = "W"  # the array convert writes per-sample weights to
 SHUFFLE_BYTES = 256 * 2**20  # --shuffle's buckets: each is held in memory once, to permute it
+_FILE_SUFFIXES = (".csv", ".txt", ".parquet", ".npy", ".npz")  # inputs read as files (local only), not as stores
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,20 @@ def convert(
     shuffle: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Write the samples of ``src`` to a new column store at ``dst``; return what was written
     (m, n_x, k, dtypes, format, chunk, codec). See the module docstring. ``shuffle``: in a random
     order drawn from ``seed`` (see ``_external_shuffle``), so that a store sorted by label or time
-    trains well from sequential reads."""
+    trains well from sequential reads. ``storage_options``: for a Zarr ``src`` at a URL (see
+    ``open_source``); ``dst`` is a local path."""
     c = ConvertConfig.from_options({**(config.to_dict() if config else {}), **options})
     src = os.fspath(src)
     fmt = c.format or format_of(dst)
     check_codec(fmt, c.codec)
     path = check_output(dst, "store", data=src, overwrite=overwrite)
-    samples = _input(src, c, x, y, layout)
+    samples = _input(src, c, x, y, layout, storage_options)
     chunk = min(c.chunk or default_chunk_size(samples.n_x, np.dtype(c.dtype).itemsize), samples.m)
     shapes = Shapes(samples.m, samples.n_x, samples.k, c.dtype, samples.y_dtype)
     columns = shapes.columns() + ([Column(WEIGHTS, 1, c.dtype)] if samples.weighted else [])
@@ -123,7 +127,7 @@ def convert(
         shown = _shown(slabs, bar, c.dtype, samples.y_dtype, samples.weighted)
         write_store(tmp, fmt, shown, columns, shapes.m, chunk, c.codec)
         bar.close()
-        origin = {"converted_from": os.path.abspath(src), "layout": layout}
+        origin = {"converted_from": src if is_url(src) else os.path.abspath(src), "layout": layout}
         set_attrs(tmp, fmt, {**origin, **({"shuffled_with_seed": c.seed} if shuffle else {})})
         swap_in(tmp, path)
     finally:
@@ -143,11 +147,13 @@ def _shown(slabs: Iterator, bar: Progress, x_dtype: str, y_dtype: np.dtype, weig
         bar.update(start + X.shape[1])
 
 
-def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str) -> Input:
+def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str, storage_options: Any) -> Input:
     """The samples of ``src``, by its kind (see the module docstring)."""
-    if not os.path.exists(src):
-        raise DataError(f"{src}: no such file or directory")
     lower = src.lower()
+    if is_url(src) and lower.endswith(_FILE_SUFFIXES):
+        raise url_only_zarr(src, "a file of samples")
+    if not is_url(src) and not os.path.exists(src):
+        raise DataError(f"{src}: no such file or directory")
     if lower.endswith(".csv") or lower.endswith(".txt"):
         return _from_csv(src, c)
     if lower.endswith(".parquet"):
@@ -165,8 +171,9 @@ def _input(src: str, c: ConvertConfig, x: str, y: str, layout: str) -> Input:
         raise ConfigError(
             f"{src}: a store's labels are its array {y!r} (--y); --label-column and --labels are for files"
         )
-    source = open_source(src, x=x, y=y, layout=layout)
-    weights = None if c.weights is None else open_source(src, x=c.weights, y=None, layout=layout)
+    open_array = functools.partial(open_source, src, layout=layout, storage_options=storage_options)
+    source = open_array(x=x, y=y)
+    weights = None if c.weights is None else open_array(x=c.weights, y=None)
     if weights is not None and (weights.n_x, weights.m) != (1, source.m):
         raise DataError(
             f"{weights.x_where}: expected one weight per sample, (1, {source.m}); got ({weights.n_x}, {weights.m})"

@@ -121,6 +121,7 @@ class FullBatch:
         self._client: Any = None
         self._cluster: Any = None
         if self.scheduler not in ("threads", "sync"):
+            _check_workers_can_read(source, self.scheduler)
             self._client, self._cluster = _connect(self.scheduler)
 
     def totals(self, params: Params, *, grad: bool = True, sample_norms: bool = False) -> Totals:
@@ -281,6 +282,17 @@ def _float64(A: np.ndarray) -> np.ndarray:
     # A signalling NaN (random bytes decode to some) makes the cast warn; the NaN is named after.
     with np.errstate(invalid="ignore"):
         return np.asarray(A, dtype=np.float64)
+
+
+def _check_workers_can_read(source: ChunkSource, scheduler: str) -> None:
+    """ConfigError for a store held in this process's memory (memory://) and workers in other
+    processes: there the store is empty, and zarr reads every chunk as missing, as fill values."""
+    remote = source.remote
+    if remote is not None and remote.protocol == "memory" and not scheduler.startswith("inproc://"):
+        raise ConfigError(
+            f"{source.name}: a memory:// store lives in this process, and the workers of scheduler {scheduler!r} "
+            f"run in others: use threads or sync"
+        )
 
 
 def _connect(address: str) -> tuple[Any, Any]:

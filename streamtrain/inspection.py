@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,16 +37,24 @@ READ_SAMPLES = 3  # chunks read to estimate an epoch's read time
 
 
 def inspect(
-    data: ChunkSource | str | os.PathLike, *, x: str = "X", y: str = "Y", layout: str = "columns", scan: bool = False
+    data: ChunkSource | str | os.PathLike,
+    *,
+    x: str = "X",
+    y: str = "Y",
+    layout: str = "columns",
+    scan: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report on a store (a dict of plain values; see the module docstring). Chunks never written
     are reported, not refused; a store that cannot be opened is a DataError as for training (a
-    samples-first store opened as columns says to pass ``layout="rows"``)."""
+    samples-first store opened as columns says to pass ``layout="rows"``). ``storage_options``:
+    for a store at a URL (see ``open_source``)."""
     if isinstance(data, ChunkSource):
         return _report(data, scan)
     from .sources import open_source
 
-    with open_source(data, x=x, y=y, missing_chunks="fill", layout=layout) as source:
+    options = storage_options
+    with open_source(data, x=x, y=y, missing_chunks="fill", layout=layout, storage_options=options) as source:
         return _report(source, scan)
 
 

@@ -1,10 +1,11 @@
 """Where results go: every output path is checked before any work, and nothing a user made is destroyed.
 
 ``check_output(path, kind, data=..., overwrite=...)`` runs before a command reads its data: the
-directory a file is written into exists and is writable, the path is not the data being read
-(nor inside a Zarr store's directory), and an existing path is written over only when it is a
-streamtrain output of that kind (see ``KINDS``). Existing files are recognised cheaply: a model
-file by its metadata entry alone, a metrics file by its first line, a store by its header.
+path is local (a store may be read from a URL; nothing is written to one), the directory a file
+is written into exists and is writable, the path is not the data being read (nor inside a Zarr
+store's directory), and an existing path is written over only when it is a streamtrain output
+of that kind (see ``KINDS``). Existing files are recognised cheaply: a model file by its
+metadata entry alone, a metrics file by its first line, a store by its header.
 
 A new store is built under ``partial_name(path)`` and put in place by ``swap_in``, so that an
 interruption at any moment leaves a complete store at ``path``: the old one or the new one.
@@ -26,7 +27,7 @@ from typing import Any, NamedTuple
 from ._errors import ConfigError, DataError, lookup
 from ._signals import signals_deferred
 from .checkpoint import FORMAT, file_format, pid_alive
-from .sources import is_hdf5
+from .sources import is_hdf5, is_url, local_path
 
 __all__ = [
     "KINDS",
@@ -66,7 +67,10 @@ def check_output(
     ``overwrite`` allows replacing an existing output of a kind that needs it (a store).
     """
     spec = lookup(KINDS, kind, "output kind")
-    path = os.path.normpath(_path_text(path, kind))
+    text = _path_text(path, kind)
+    if is_url(text):  # stores are read from URLs (see sources._remote), never written to them
+        raise ConfigError(f"{text}: the {kind} is written to a local path, not a URL; copy it to its place afterwards")
+    path = os.path.normpath(text)
     if data is not None:
         _check_not_data(path, os.fspath(data))
     if not os.path.lexists(path):
@@ -93,6 +97,8 @@ def _path_text(path: object, kind: str) -> str:
 
 
 def _check_not_data(path: str, data: str) -> None:
+    if is_url(data):  # a file:// URL names a local store; another URL, none
+        data = local_path(data) or ""
     if not os.path.exists(data):
         return  # nothing there to destroy; opening it will say so
     here, there = os.path.realpath(path), os.path.realpath(data)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -43,9 +43,11 @@ def predict(
     codec: str = "none",
     overwrite: bool = False,
     progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the predictions of ``fitted`` (a model file, a FitResult, or parameters with ``model``)
-    for every sample of ``data`` to a new store at ``out``; return its shape, dtype and format."""
+    for every sample of ``data`` to a new store at ``out``; return its shape, dtype and format.
+    ``storage_options``: for ``data`` at a URL (see ``open_source``); ``out`` is a local path."""
     fmt = format or format_of(out)
     check_codec(fmt, codec)
     path = check_output(
@@ -53,7 +55,11 @@ def predict(
     )
     params, model, _ = unpack(fitted, model)
     check_values(params)
-    source = data if isinstance(data, ChunkSource) else open_source(data, x=x, y=None, layout=layout)
+    source = (
+        data
+        if isinstance(data, ChunkSource)
+        else open_source(data, x=x, y=None, layout=layout, storage_options=storage_options)
+    )
     try:
         n_in = params["W1"].shape[1]
         if n_in != source.n_x:

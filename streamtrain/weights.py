@@ -58,7 +58,13 @@ class StoredWeights:
             )
         else:
             self._open = functools.partial(
-                open_source, source.name, x=name, y=None, layout=source.layout, missing_chunks=missing_chunks or "fill"
+                open_source,
+                source.name,
+                x=name,
+                y=None,
+                layout=source.layout,
+                missing_chunks=missing_chunks or "fill",
+                storage_options=None if source.remote is None else source.remote.storage_options,
             )
         self._source: ChunkSource | None = self._open()
         self._lock = threading.Lock()

@@ -73,7 +73,7 @@ def test_every_declared_option_has_a_flag_made_from_its_declaration(command):
 
 
 def test_fit_has_no_flag_for_a_training_option_that_is_not_declared():
-    run_options = {"help", "data", "init", "out", "metrics", "x", "y", "layout", "progress", "resume"}
+    run_options = {"help", "data", "init", "out", "metrics", "x", "y", "layout", "storage_option", "progress", "resume"}
     flags = {a.dest for a in _subparser("fit")._actions} - run_options
     assert flags == {f.name for f in (*dataclasses.fields(FitConfig), *dataclasses.fields(CheckpointConfig))}
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from ._base import ChunkSource, DataError, check_missing_chunks, default_chunk_size
 from ._direct import stage_rows
 from ._integrity import MISSING_CHUNKS, nonfinite_error, read_columns
 from ._layout import LAYOUTS, check_layout
 from ._memory import ArraySource
+from ._remote import check_storage_options, is_url, local_path, parse_storage_options, url_only_zarr
 from ._view import SourceView
 
 __all__ = [
@@ -24,11 +26,15 @@ __all__ = [
     "default_chunk_size",
     "format_of",
     "is_hdf5",
+    "is_url",
+    "local_path",
     "nonfinite_error",
     "open_source",
     "opened",
+    "parse_storage_options",
     "read_columns",
     "stage_rows",
+    "url_only_zarr",
 ]
 
 FORMATS = ("zarr", "hdf5")
@@ -49,8 +55,14 @@ def open_source(
     missing_chunks: str | None = None,
     direct: bool = True,
     layout: str = "columns",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ChunkSource:
     """Open a Zarr group (a directory, or ``*.zarr``) or an HDF5 file (``*.h5``) for streaming.
+
+    A URL that fsspec knows (``s3://bucket/data.zarr``, ``gs://``, ``memory://``, ``file://``)
+    names a Zarr group read through zarr's ``FsspecStore``, its filesystem opened with
+    ``storage_options`` (``{"anon": True}``, credentials, an endpoint: see ``_remote``); it needs
+    ``pip install 'streamtrain[remote]'`` and the protocol's own package (s3fs, gcsfs).
 
     ``x`` and ``y`` name the arrays inside the store; ``y=None`` opens X alone, samples without
     labels (to predict: Y reads as empty columns, and training refuses the store). Raises
@@ -70,17 +82,23 @@ def open_source(
     """
     missing_chunks, layout = check_missing_chunks(missing_chunks), check_layout(layout)
     path = os.fspath(path)
-    if not os.path.exists(path):
+    storage_options = check_storage_options(path, storage_options)
+    url = is_url(path)
+    if url and format_of(path) == "hdf5":  # h5py reads local files
+        raise url_only_zarr(path, "an HDF5 file")
+    if not url and not os.path.exists(path):
         raise DataError(f"{path}: no such file or directory")
     # Backends import lazily: zarr and h5py cost ~0.3 s to import, and only one is needed.
-    if os.path.isfile(path) and (format_of(path) == "hdf5" or is_hdf5(path)):
+    if not url and os.path.isfile(path) and (format_of(path) == "hdf5" or is_hdf5(path)):
         from ._hdf5 import HDF5Source
 
         return HDF5Source(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct, layout=layout)
-    if os.path.isdir(path):
+    if url or os.path.isdir(path):
         from ._zarr import ZarrSource
 
-        return ZarrSource(path, x=x, y=y, missing_chunks=missing_chunks, direct=direct, layout=layout)
+        return ZarrSource(
+            path, x=x, y=y, missing_chunks=missing_chunks, direct=direct, layout=layout, storage_options=storage_options
+        )
     raise DataError(f"{path}: neither a Zarr directory nor an HDF5 file")
 
 

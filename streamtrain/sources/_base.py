@@ -25,6 +25,7 @@ from ..labels import LabelRule, check_labels
 from ._direct import DirectArray
 from ._integrity import DEFAULT_MISSING, MISSING_CHUNKS, Missing, chunk_index, nonfinite_error, read_columns
 from ._layout import NoLabels, RowsArray, check_layout
+from ._remote import Remote
 from ._stamp import ROOT, changed_parts, join_parts
 
 __all__ = ["ChunkSource", "DataError", "check_missing_chunks", "default_chunk_size"]
@@ -69,6 +70,9 @@ class ChunkSource:
     direct: tuple[DirectArray, DirectArray] | None = None
     # Other per-sample arrays by name, for a store held in memory (``ArraySource``'s ``arrays``).
     named: Mapping[str, np.ndarray] = MappingProxyType({})
+    # A store read from a URL through fsspec: its filesystem and the storage options that opening
+    # it again by name needs (see ``_remote``); None for a local path or arrays in memory.
+    remote: Remote | None = None
 
     def __init__(
         self,
@@ -261,9 +265,12 @@ class ChunkSource:
 
     @property
     def read_path(self) -> str:
-        """How chunks are read: ``direct`` (the files' bytes, see ``_direct``) or through the storage library."""
+        """How chunks are read: ``direct`` (the files' bytes, see ``_direct``) or through the storage
+        library (over fsspec for a URL, which has no files to read directly)."""
         if self.direct is not None:
             return "direct"
+        if self.remote is not None:
+            return f"{self.format} library over fsspec ({self.remote.protocol})"
         return "in memory" if self.format == "memory" else f"{self.format} library"
 
     def arrays(self) -> tuple[Any, Any]:

@@ -4,6 +4,12 @@ A stamp is built from ``os.stat`` (inode, size, modification time), never from t
 taking one costs a directory listing, not a read. It is a JSON object of named parts (the store
 root, each array) mapped to short strings, so a changed stamp can say which part changed; the
 same files give the same stamp in any process.
+
+A store at a URL (see ``_remote``) has no inodes to stat: its parts digest a listing of its keys
+with each one's size and the version its filesystem reports (S3's ETag, GCS's generation, a
+modification time), one listing request per thousand keys on S3 against a read per chunk in an
+epoch. A key rewritten with the same size is noticed only where the filesystem reports such a
+version (each named here does; memory:// reports when a key was written).
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 
 from .._errors import DataError
 
-__all__ = ["ROOT", "changed_parts", "dir_part", "file_part", "join_parts"]
+__all__ = ["GONE", "ROOT", "changed_parts", "dir_part", "file_part", "join_parts", "listing_part"]
 
 GONE = "gone"
 ROOT = "the store"  # the part that stands for the whole store: its root directory or file
@@ -35,9 +42,14 @@ def dir_part(path: str, recursive: bool = True) -> str:
     size and modification time, or ``gone``."""
     if not os.path.isdir(path):
         return GONE
-    entries = sorted(_files(path, "", recursive))
-    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
-    return f"{len(entries)} files {digest}"
+    return listing_part(_files(path, "", recursive))
+
+
+def listing_part(entries: Iterable[str]) -> str:
+    """Files, one text each (its relative path and what changes when it is written): ``N files <digest>``."""
+    ordered = sorted(entries)
+    digest = hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:16]
+    return f"{len(ordered)} files {digest}"
 
 
 def _files(root: str, rel: str, recursive: bool) -> list[str]:

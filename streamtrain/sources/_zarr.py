@@ -6,7 +6,8 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numcodecs
@@ -20,6 +21,7 @@ from zarr.storage import LocalStore
 from ._base import ChunkSource, DataError, bounds_from_chunk_size, chunk_indices
 from ._direct import ChunkBytes, DirectArray
 from ._integrity import Missing, brief
+from ._remote import Remote, is_url
 from ._stamp import ROOT, dir_part, file_part
 
 __all__ = ["ZarrSource"]
@@ -48,10 +50,15 @@ class ZarrSource(ChunkSource):
         missing_chunks: str | None = None,
         direct: bool = True,
         layout: str = "columns",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(os.fspath(path), x, y, must_exist=True, layout=layout)
+        name = os.fspath(path)
+        super().__init__(name, x, y, must_exist=not is_url(name), layout=layout)
+        # A URL is read through fsspec (see _remote); a local path as a LocalStore, even one with "::" in it.
+        self.remote = Remote.open(name, storage_options) if is_url(name) else None
+        where, options = (Path(name), None) if self.remote is None else (name, dict(self.remote.storage_options))
         try:
-            group = _quietly(zarr.open_group, self.name, mode="r")
+            group = _quietly(zarr.open_group, where, mode="r", storage_options=options)
         except Exception as e:  # zarr raises several types for "not a group"
             raise DataError(f"{self._metadata_file('') or self.name}: not a Zarr group ({brief(e)})") from None
         X, Y = self._array(group, x), None if y is None else self._array(group, y)
@@ -92,6 +99,8 @@ class ZarrSource(ChunkSource):
 
     def _metadata_file(self, key: str) -> str | None:
         """The metadata file of the node at ``key`` ('' for the group), when one exists."""
+        if self.remote is not None:
+            return next((self.remote.join(key, f) for f in _METADATA_FILES if self.remote.isfile(key, f)), None)
         paths = (os.path.join(self.name, key, f) for f in _METADATA_FILES)
         return next((p for p in paths if os.path.isfile(p)), None)
 
@@ -107,12 +116,18 @@ class ZarrSource(ChunkSource):
         return None
 
     def stored_bytes(self) -> tuple[int, int]:
-        y_bytes = _tree_bytes(os.path.join(self.name, self.y_name)) if self.y_name is not None else 0
-        return _tree_bytes(os.path.join(self.name, self.x_name)), y_bytes
+        return self._array_bytes(self.x_name), 0 if self.y_name is None else self._array_bytes(self.y_name)
+
+    def _array_bytes(self, key: str) -> int:
+        """Bytes of the files of the array ``key`` (its metadata and chunks)."""
+        return _tree_bytes(os.path.join(self.name, key)) if self.remote is None else self.remote.tree_bytes(key)
 
     def _stamp_parts(self) -> dict[str, str]:
         # The root directory (replaced or not), the group's own metadata files, and every file
-        # of each array (metadata and chunks).
+        # of each array (metadata and chunks); at a URL, the same but the root (see _stamp).
+        if self.remote is not None:
+            arrays = {name: self.remote.stamp_part(name) for name in (self.x_name, self.y_name) if name is not None}
+            return {"group metadata": self.remote.stamp_part("", recursive=False), **arrays}
         return {
             ROOT: file_part(self.name, contents=False),
             "group metadata": dir_part(self.name, recursive=False),
