@@ -179,7 +179,8 @@ def _info(args: argparse.Namespace) -> int:
     print("versions: " + (", ".join(f"{k} {v}" for k, v in found.items()) if found else "not recorded (an older file)"))
     if d.get("init"):
         print(f"warm start: {d['init']}")
-    print(f"made again by: {d['command'] or 'no command (trained on arrays in memory)'}")
+    why = "went on from an earlier run's state" if d.get("continued") else "trained on arrays in memory"
+    print(f"made again by: {d['command'] or f'no command ({why})'}")
     return 0
 
 

@@ -349,9 +349,13 @@ class Model:
                 As.append(g(Zs[-1]))
         return Zs, As
 
+    def scores(self, params: Params, X: np.ndarray) -> np.ndarray:
+        """The output layer's Z[L] for each column of X, before its activation: logits (decision values)."""
+        return self._forward(params, X)[0][-1]
+
     def predict_proba(self, params: Params, X: np.ndarray) -> np.ndarray:
         """The output layer A[L] for each column of X: probabilities, or values for identity."""
-        return OUTPUTS[self.output].activation(self._forward(params, X)[0][-1])
+        return OUTPUTS[self.output].activation(self.scores(params, X))
 
     def predict(self, params: Params, X: np.ndarray) -> np.ndarray:
         """(1, m) 0/1 for sigmoid, (1, m) class ids for softmax, (k, m) values for identity."""

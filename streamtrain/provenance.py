@@ -40,12 +40,14 @@ def versions() -> dict[str, str]:
 IN_MEMORY = "parameters given in memory"  # a warm start that no file holds
 
 
-def provenance(init: Params | str | os.PathLike | None) -> dict[str, Any]:
+def provenance(init: Params | str | os.PathLike | None, *, continued: bool = False) -> dict[str, Any]:
     """What a model file records of how it was made, besides its configuration and data: the
-    versions, and the warm start's file (absolute) when there was one."""
-    if init is None:
-        return {"versions": versions()}
-    return {"versions": versions(), "init": IN_MEMORY if isinstance(init, dict) else os.path.abspath(init)}
+    versions, the warm start's file (absolute) when there was one, and whether the run went on
+    from an earlier one's state (``fit(state=...)``, as ``partial_fit`` does: no one command)."""
+    made: dict[str, Any] = {"versions": versions()}
+    if init is not None:
+        made["init"] = IN_MEMORY if isinstance(init, dict) else os.path.abspath(init)
+    return {**made, "continued": True} if continued else made
 
 
 def command_line(result: FitResult, out: str | os.PathLike) -> list[str] | None:
@@ -69,7 +71,7 @@ def command_line(result: FitResult, out: str | os.PathLike) -> list[str] | None:
         if data.get(name, default) != default:
             argv += [f"--{name}", str(data[name])]
     init = result.provenance.get("init")
-    if init == IN_MEMORY:
+    if init == IN_MEMORY or result.provenance.get("continued"):
         return None
     if init is not None:
         argv += ["--init", str(init)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .models import Model, Params, get_model
 from .outputs import check_output
 from .parameters import check_params
 from .records import EpochRecord, is_record
+
+if TYPE_CHECKING:
+    from .resume import TrainState
 
 __all__ = ["FitResult", "Fitted", "l2_of", "load", "unpack"]
 
@@ -35,9 +38,10 @@ class FitResult:
     config: FitConfig
     history: list[EpochRecord] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # the training store's fingerprint
-    provenance: dict[str, Any] = field(
-        default_factory=dict
-    )  # package versions, warm start (see streamtrain.provenance)
+    provenance: dict[str, Any] = field(default_factory=dict)  # package versions, warm start: streamtrain.provenance
+    # Where training left off, for ``fit(state=...)`` to go on from; never saved. None after runs that
+    # cannot go on (L-BFGS, --standardize) and for loaded models.
+    state: TrainState | None = None
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """The output layer for each column of X (n_x, m): P(y = 1 | x) (1, m) for sigmoid,

@@ -52,6 +52,7 @@ def fit(
     /,
     *,
     init: Params | str | os.PathLike | None = None,
+    state: TrainState | None = None,
     progress: bool | None = None,
     metrics: str | os.PathLike | None = None,
     log_every: int | None = None,
@@ -73,10 +74,15 @@ def fit(
     ``checkpoint_dir`` (from the start when there is none) and ends bit-identical to a run never
     stopped; ``on_resume(path, epoch, step)`` is told which checkpoint it continues from.
 
-    ``init`` warm-starts from a params dict or a model file. ``progress`` draws a progress
-    line on stderr (default: only when stderr is a terminal). ``metrics`` appends one JSON line
-    per epoch to that file, and ``on_epoch`` is called with the same ``EpochRecord``; with
-    ``log_every=N`` the file also gets a ``StepRecord`` every N steps (see ``streamtrain.steplog``).
+    ``init`` warm-starts from a params dict or a model file. ``state`` goes on from where an
+    earlier run of this process left off (its ``FitResult.state``), on the same or other data:
+    its parameters, the optimizer's moments and step count (which the schedule follows), its
+    epochs (the next one shuffles as that epoch of one longer run would) and history, up to epoch
+    ``epochs`` (counted from the first, as when resuming); ``streamtrain.sklearn``'s
+    ``partial_fit`` is built on it. ``progress`` draws a progress line on stderr (default: only
+    when stderr is a terminal). ``metrics`` appends one JSON line per epoch to that file, and
+    ``on_epoch`` is called with the same ``EpochRecord``; with ``log_every=N`` the file also gets a
+    ``StepRecord`` every N steps (see ``streamtrain.steplog``).
 
     SIGINT and SIGTERM stop the run after the current step, with a checkpoint when a directory
     is set, by raising ``Interrupted`` (a ``KeyboardInterrupt``). A diverged run raises
@@ -86,6 +92,8 @@ def fit(
     config = FitConfig.from_options({**(config.to_dict() if config else {}), **options})
     if resume and saving.checkpoint_dir is None:
         raise ConfigError("resume needs checkpoint_dir: the directory the checkpoints were written to")
+    if state is not None and (resume or init is not None):
+        raise ConfigError("state goes on from its own parameters: leave init and resume unset")
     _check_outputs(data, metrics, saving.checkpoint_dir)
     step_log = None if log_every is None else StepLog(metrics, log_every)
     model = get_model(config.model, hidden=config.hidden, activation=config.activation, output=config.output)
@@ -95,8 +103,9 @@ def fit(
     ):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
         run = Run(model, seen, config, saving, progress, emitter(metrics, on_epoch), step_log)
-        state = run.resumed() if resume else None
-        if state is not None and on_resume is not None:
+        continued = state is not None
+        state = run.resumed() if resume else None if state is None else run.continued(state)
+        if resume and state is not None and on_resume is not None:
             on_resume(str(run.last_checkpoint), state.epoch, int(state.opt.step))
         scaling = seen.scaling
         if state is None:
@@ -104,7 +113,9 @@ def fit(
             state = run.start(initial if scaling is None or init is None else to_scaled(initial, scaling))
         params = run.train(state)
         params = params if scaling is None else to_raw(params, scaling)  # for the data as stored
-        return FitResult(params, model, config, state.history, source.fingerprint(), provenance(init))
+        going_on = None if run.lbfgs or scaling is not None else state  # a state whose params are those returned
+        made = provenance(init, continued=continued)
+        return FitResult(params, model, config, state.history, source.fingerprint(), made, going_on)
 
 
 _CHECKPOINT_OPTIONS = {f.name for f in dataclasses.fields(CheckpointConfig)}
@@ -162,6 +173,28 @@ class Run:
         opt = self.opt.init(params) if self.opt is not None else OptimizerState(0, {}, {})  # L-BFGS keeps its own
         start = None if self.batch_size == self.source.m else self._starting_loss(params)
         return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m, start))
+
+    def continued(self, state: TrainState) -> TrainState:
+        """A copy of ``state`` that this run goes on from (``fit``'s ``state``) at the start of its epoch, with a
+        divergence monitor for this run's data; ConfigError when the run cannot go on from it."""
+        if self.lbfgs or self.config.standardize:
+            why = "L-BFGS keeps its curvature pairs to itself" if self.lbfgs else "standardize scales each run's data"
+            raise ConfigError(f"a run cannot go on from a state: {why}")
+        if _stopped_early(state):
+            raise ConfigError("the run of this state stopped early; to train on from its parameters, use init")
+        if state.epoch > self.config.epochs:
+            raise ConfigError(f"epochs counts from the first: more than the state's {state.epoch - 1} to go on from it")
+        params = initial_params(self.model, self.source, state.params, self.config)  # checked, copied
+        fresh = self.start(params)
+        try:
+            check_state(dataclasses.replace(state, monitor=fresh.monitor), fresh.opt, fresh.monitor.window)
+        except ConfigError as e:
+            raise ConfigError(f"this run cannot go on from the state: {e}") from None
+        dtype = np.dtype(self.config.dtype)
+        opt = OptimizerState(
+            int(state.opt.step), *({k: np.array(a, dtype) for k, a in d.items()} for d in (state.opt.v, state.opt.s))
+        )
+        return TrainState(params, opt, fresh.monitor, state.epoch, history=list(state.history))
 
     def _starting_loss(self, params: Params) -> float:
         """The loss at ``params`` over the first chunks the first epoch reads, at least
