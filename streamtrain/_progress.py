@@ -37,15 +37,17 @@ class Progress:
                 file=sys.stderr, leave=False, dynamic_ncols=True,
             )  # fmt: skip
 
-    def update(self, done: int, loss: float | None = None, waited_s: float | None = None) -> None:
+    def update(self, done: int, loss: float | None = None, waited_s: float | None = None, on: str = "reads") -> None:
         """Show ``done`` of ``total`` samples, the running ``loss`` and the seconds so far spent waiting
-        for data (as a share of the time: is the disk or the CPU the limit?)."""
+        ``on`` something (as a share of the time): reads (is the disk or the CPU the limit?), or the
+        round barrier of ``--shards``."""
         bar = self._bar
         if bar is None:
             return
         shown = [f"loss {loss:.5f}"] if loss is not None else []
         if waited_s is not None:
-            shown.append(read_share(waited_s, bar.format_dict["elapsed"]))
+            share = read_share(waited_s, bar.format_dict["elapsed"])
+            shown.append(share if on == "reads" else share.replace("on reads", on))
         bar.set_postfix_str(", ".join(shown), refresh=False)
         bar.update(done - bar.n)  # redraws when mininterval has passed
         if done >= bar.total:

@@ -29,6 +29,8 @@ from .optim import OPTIMIZERS, SCHEDULES, check_decay
 from .sources import MISSING_CHUNKS
 from .weights import CLASS_WEIGHTS
 
+ROUND_SAMPLES = 2**20  # --sync-every's default: about a million samples a round, a second or two of steps
+
 __all__ = [
     "DTYPES",
     "MAX_BUFFER_MB",
@@ -373,6 +375,21 @@ class FitConfig(Declared):
         "when given",
         choices=CLASS_WEIGHTS,
     )
+    shards: int = option(
+        1,
+        "data-parallel training: K logical shards, each every K-th chunk of the epoch, stepping on its own and "
+        "averaged every --sync-every steps (local SGD); the rounds run on --scheduler. 1: one process",
+        check=positive_int,
+        metavar="K",
+    )
+    sync_every: int | None = option(
+        None,
+        "with --shards: steps each shard takes between averages (1: every step one global batch of K·B samples)",
+        check=positive_int,
+        parse=int,
+        metavar="H",
+        derived="about a million samples a round: 2^20 / B steps",
+    )
     eval_exact_every: int | None = option(
         None,
         "also compute the exact loss and gradient norm over all the data every N epochs and after the last "
@@ -405,13 +422,34 @@ class FitConfig(Declared):
             what = "gradient descent (not L-BFGS)" if lbfgs else "--holdout F: the validation loss it watches"
             raise ConfigError(f"--early-stopping needs {what}")
         hidden = self.hidden if self.hidden is not None else DEFAULT_HIDDEN if self.model == "mlp" else ()
+        sharded = self._sharding(batch, lbfgs)
         return {
+            "sync_every": sharded,
             "batch_size": batch,
             "epochs": self.epochs if self.epochs is not None else MAX_ITER if lbfgs else DEFAULT_EPOCHS,
             "lr_decay": check_decay(self.lr_schedule, self.lr_decay),
             "hidden": hidden,
-            "scheduler": self._scheduler_for(_makes_exact_passes(batch, self.eval_exact_every)),
+            "scheduler": self._scheduler_for(_makes_exact_passes(batch, self.eval_exact_every) or self.shards > 1),
         }
+
+    def _sharding(self, batch: int | str, lbfgs: bool) -> int | None:
+        """sync_every for a sharded run (its default from the batch size); None for one process."""
+        if self.shards == 1:
+            if self.sync_every is not None:
+                raise ConfigError("--sync-every would be unused: it is the steps between averages of --shards K > 1")
+            return None
+        if lbfgs or batch == "full" or self.holdout is not None or self.standardize:
+            what = (
+                "L-BFGS"
+                if lbfgs
+                else "--batch-size full"
+                if batch == "full"
+                else "--holdout"
+                if self.holdout
+                else "--standardize"
+            )
+            raise ConfigError(f"--shards trains by mini-batch steps on the whole store; it does not take {what}")
+        return self.sync_every or max(1, ROUND_SAMPLES // int(batch))
 
     def _scheduler_for(self, exact: bool) -> str | None:
         """The scheduler of exact passes (the default when none is given); None for a run without

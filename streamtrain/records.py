@@ -37,6 +37,8 @@ class EpochRecord:
     exact_accuracy: float | None = None
     validation_loss: float | None = None  # --holdout: the mean loss over the held-out chunks after the epoch
     validation_accuracy: float | None = None
+    rounds: int | None = None  # --shards: rounds of local SGD (in this process, when resumed mid-epoch)
+    barrier_s: float | None = None  # --shards: the shards' mean time waiting for the slowest, summed over rounds
     converged: bool | None = None  # the last L-BFGS iteration: did it converge,
     stop: str | None = None  # and why it stopped
 

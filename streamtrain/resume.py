@@ -64,10 +64,12 @@ class TrainState:
     sums: EpochSums = field(default_factory=EpochSums)
     history: list[EpochRecord] = field(default_factory=list)
     best: Params | None = None  # --early-stopping: the parameters of the epoch of lowest validation loss
+    # --shards K: where each shard's next batch starts in the epoch (None: a shard done), None at its start
+    shards: list[Cursor | None] | None = None
 
     def finish_epoch(self, record: EpochRecord) -> None:
         self.history.append(record)
-        self.epoch, self.cursor, self.sums = self.epoch + 1, None, EpochSums()
+        self.epoch, self.cursor, self.sums, self.shards = self.epoch + 1, None, EpochSums(), None
 
 
 class Checkpoints:
@@ -96,6 +98,7 @@ class Checkpoints:
             "epoch": state.epoch,
             "step": int(state.opt.step),
             "cursor": state.cursor.to_dict() if state.cursor is not None else None,
+            "shards": None if state.shards is None else [c and c.to_dict() for c in state.shards],
             "sums": {**dataclasses.asdict(state.sums), "seconds": seconds},
             "monitor": state.monitor.to_dict(),
             "history": [r.to_dict() for r in state.history],
@@ -179,6 +182,15 @@ _META_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+def _shard_cursors(saved: Any) -> list[Cursor | None] | None:
+    """The shards' cursors a checkpoint holds (see ``TrainState.shards``); ValueError for anything else."""
+    if saved is None:
+        return None
+    if not isinstance(saved, list) or not all(c is None or _entries(_CURSOR_CHECKS)(c) for c in saved):
+        raise ValueError(f"'shards' is {saved!r}"[:200])
+    return [None if c is None else Cursor.from_dict(c) for c in saved]
+
+
 def _damage(meta: dict[str, Any]) -> str | None:
     """What is wrong with a checkpoint's metadata, in words; None when nothing is."""
     for key, ok in _META_CHECKS.items():
@@ -209,6 +221,7 @@ def _read(path: str) -> tuple[dict[str, Any], TrainState]:
             sums=EpochSums(**meta["sums"]),
             history=[EpochRecord.from_dict(r) for r in meta["history"]],
             best=_prefixed(arrays, "best.") or None,
+            shards=_shard_cursors(meta.get("shards")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None

@@ -101,7 +101,8 @@ def fit(
         training_data(model, source, config) as seen,
     ):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
-        run = Run(model, seen, config, saving, progress, emitter(metrics, on_epoch), step_log)
+        kind = Run if config.shards == 1 else _sharded()
+        run = kind(model, seen, config, saving, progress, emitter(metrics, on_epoch), step_log)
         continued = state is not None
         state = run.resumed() if resume else None if state is None else run.continued(state)
         if resume and state is not None and on_resume is not None:
@@ -115,6 +116,12 @@ def fit(
         going_on = None if run.lbfgs or scaling is not None else state  # a state whose params are those returned
         made = provenance(init, continued=continued)
         return FitResult(params, model, config, state.history, source.fingerprint(), made, going_on)
+
+
+def _sharded() -> type[Run]:
+    from ._sharded_run import ShardedRun  # which builds on Run
+
+    return ShardedRun
 
 
 _CHECKPOINT_OPTIONS = {f.name for f in dataclasses.fields(CheckpointConfig)}

@@ -1,0 +1,102 @@
+"""``--shards K``: a run whose epochs are taken in rounds of local SGD (see ``streamtrain.shards``).
+
+The run is ``train.Run`` (epochs, records, exact passes, checkpoints, stop requests, resume); only
+an epoch's steps differ: each round sends the params to the K shards, each takes up to H steps on
+its own chunks, and the samples-weighted average is the next round's start. A checkpoint is written
+after every round (with the K cursors), so a run killed anywhere resumes at its last round, exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ._errors import ConfigError, DivergedError
+from ._progress import Progress
+from .batches import Cursor
+from .optim import OptimizerState
+from .records import EpochRecord
+from .resume import TrainState
+from .shards import RoundResult, RoundTask, Shards, average, shard_chunks, shard_seed
+from .train import Run
+
+__all__ = ["ShardedRun"]
+
+
+class ShardedRun(Run):
+    """A ``Run`` whose mini-batch epochs are rounds over ``config.shards`` shards on ``config.scheduler``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        K, n = self.config.shards, self.source.n_chunks
+        if n < K:
+            raise ConfigError(f"--shards {K} needs at least {K} chunks to deal; the store has {n}: store more chunks")
+        self.small = None  # rounds step batch by batch, in numpy
+        self.rounds: Shards | None = None
+
+    def train(self, state: TrainState) -> Any:
+        config = self.config
+        every = math.ceil(self.source.m / config.shards / self.batch_size)  # a shard's steps per epoch, about
+        assert config.sync_every is not None and config.scheduler is not None
+        task = RoundTask(self.source, self.model, config, (), config.sync_every, self.source.m, every)
+        with Shards(task, config.shards, config.scheduler) as self.rounds:
+            return super().train(state)
+
+    def _run_epoch(self, state: TrainState) -> EpochRecord:
+        """The rest of the epoch in rounds, from the shards' cursors; the epoch's record."""
+        config, K, sums = self.config, self.config.shards, state.sums
+        chunks = shard_chunks(self.source.n_chunks, K, config.shuffle, config.seed, state.epoch - 1)
+        cursors = state.shards or [Cursor(shard_seed(config.seed, K, k), state.epoch - 1) for k in range(K)]
+        bar = Progress(f"epoch {state.epoch}/{config.epochs}", self.source.m, enabled=self.show)
+        rounds, barrier = 0, 0.0
+        while any(c is not None for c in cursors):
+            t0 = time.perf_counter()
+            assert self.rounds is not None
+            results = self.rounds.round(state.params, state.opt, cursors, chunks)
+            wall = time.perf_counter() - t0
+            done = [r for r in results if r is not None]
+            barrier += sum(wall - r.seconds for r in done) / len(done)  # the shards' mean wait for the slowest
+            loss = self._step_to_average(state, results)
+            cursors = [_going_on(r, len(c)) for r, c in zip(results, chunks)]
+            state.shards, rounds = cursors if any(c is not None for c in cursors) else None, rounds + 1
+            bar.update(sums.samples, sums.loss / max(sums.samples, 1), barrier, on=f"at the barrier, round {rounds}")
+            self._check_divergence(state, loss)
+            if self.checkpoints is not None:
+                self._save(state)
+            self._stop_if_asked(state)
+        bar.close()
+        seconds = self._seconds()
+        return EpochRecord(
+            state.epoch, sums.loss / sums.samples, seconds, samples=sums.samples, steps=sums.steps,
+            samples_per_s=sums.samples / seconds, rounds=rounds, barrier_s=barrier,
+            accuracy=sums.correct / sums.samples if self.model.has_accuracy else None,
+        )  # fmt: skip
+
+    def _step_to_average(self, state: TrainState, results: list[RoundResult | None]) -> float:
+        """The round's average as the run's params and optimizer state; the round's mean batch loss."""
+        done = [r for r in results if r is not None and r.samples]
+        if not done:  # the shards' last batches were all taken already: nothing to average
+            return state.monitor.average
+        samples = sum(r.samples for r in done)
+        loss = sum(r.loss for r in done) / samples if samples else 0.0
+        if not math.isfinite(loss):
+            raise DivergedError(
+                f"the loss of round {state.opt.step} of epoch {state.epoch} is {loss}: {self._too_large}"
+            )
+        params, v, s = average(done, np.dtype(self.config.dtype))
+        state.params = params
+        state.opt = OptimizerState(state.opt.step + max(r.steps for r in done), v, s)
+        sums = state.sums
+        sums.loss, sums.correct = sums.loss + sum(r.loss for r in done), sums.correct + sum(r.correct for r in done)
+        sums.samples, sums.steps = sums.samples + samples, sums.steps + max(r.steps for r in done)
+        return loss
+
+
+def _going_on(result: RoundResult | None, n_chunks: int) -> Cursor | None:
+    """Where a shard goes on next round: its cursor, None once its epoch is done."""
+    if result is None or result.cursor.position >= n_chunks or not result.steps:
+        return None
+    return result.cursor

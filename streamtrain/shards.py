@@ -1,0 +1,211 @@
+"""Data-parallel training: local SGD over K logical shards, averaged every H steps (``shards``, ``sync_every``).
+
+Each epoch's chunk order (the one the single-process trainer would draw) is dealt to K shards,
+shard k taking ``order[k::K]``; a shard streams its chunks as an epoch of its own, in any shuffle
+mode (seeded by seed·K + k). A *round* is a pure function of (params, optimizer state, shard, its
+cursor, H): the shard's next H steps on its own batches, returning its params, optimizer state,
+cursor and sums (``shard_round``). The client averages the K results in shard order, in float64,
+weighted by the samples each stepped over, optimizer moments like the params (a heuristic: Adam's
+second moments are averaged, not recomputed), and starts the next round from the average. With
+H = 1 and plain SGD or momentum, a round is one step on the union of the K batches.
+
+Results depend on K, never on the workers: rounds are pure, and their results are added in shard
+order, so ``sync`` (one round after another in this process), ``threads`` and a Dask cluster give
+the same bits, and a round retried on another worker returns the same arrays. Each shard's BLAS
+calls run on one thread (``threadpool_limits``) wherever it runs, so that no sum depends on how
+many threads a machine lends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .batches import BatchStream, Cursor, chunk_order
+from .config import FitConfig
+from .holdout import ChunkSubset
+from .models import Model, Params, batch_objective
+from .optim import OptimizerState, optimizer_of, schedule
+from .sources import ChunkSource
+
+__all__ = ["RoundResult", "Shards", "average", "shard_chunks", "shard_round", "shard_seed"]
+
+
+def shard_chunks(n_chunks: int, K: int, shuffle: str, seed: int, epoch: int) -> list[np.ndarray]:
+    """Each shard's chunks in epoch ``epoch`` (0-based), in store order: every K-th of the epoch's order."""
+    order = chunk_order(n_chunks, shuffle, seed, epoch)
+    return [np.sort(order[k::K]) for k in range(K)]
+
+
+def shard_seed(seed: int, K: int, k: int) -> int:
+    """The seed of shard k's own shuffles: the run's seed for one shard, distinct ones for K."""
+    return seed * K + k
+
+
+class RoundResult(NamedTuple):
+    params: Params
+    v: Params
+    s: Params
+    cursor: Cursor  # where the shard's next batch starts
+    samples: int  # samples stepped over in the round
+    steps: int
+    loss: float  # Σ batch loss × batch size
+    correct: float
+    seconds: float  # the round's compute time on its worker
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What a worker needs for a shard's round besides the params: plain data, picklable."""
+
+    source: ChunkSource | None  # the training store (None in a task sent to a worker, which has it already)
+    model: Model
+    config: FitConfig
+    chunks: tuple[int, ...]  # the shard's chunks this epoch
+    steps: int  # H
+    m: int  # samples trained on, which scales the L2 term
+    every: int  # steps per epoch of a shard, for the learning-rate schedule
+
+
+def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cursor) -> RoundResult:
+    """Up to ``task.steps`` steps of one shard from ``cursor`` (fewer where its epoch ends)."""
+    t0 = time.perf_counter()
+    config, model = task.config, task.model
+    assert task.source is not None, "a round reads its shard of the training store"
+    shard = ChunkSubset(task.source, np.asarray(task.chunks))
+    stream = BatchStream(
+        shard, int(config.batch_size), cursor, shuffle=config.shuffle, dtype=config.dtype,
+        prefetch=config.prefetch, buffer_bytes=config.buffer_bytes, labels=model.labels,
+    )  # fmt: skip
+    optimizer = optimizer_of(config, _rate(config, task.every))
+    params = {k: v.copy() for k, v in params.items()}
+    steps = samples = 0
+    loss_sum = correct = 0.0
+    after = cursor
+    with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
+        it = iter(stream)
+        try:
+            for batch in it:
+                X, Y, after = batch.X, batch.Y, batch.cursor
+                loss, grads, hits = batch_objective(model, params, X, Y, l2=config.l2, m=task.m, weights=batch.weights)
+                params, opt = optimizer.update(grads, opt, params)
+                B = X.shape[1]
+                steps, samples, loss_sum, correct = steps + 1, samples + B, loss_sum + loss * B, correct + hits
+                if steps == task.steps or not math.isfinite(loss):
+                    break
+        finally:
+            it.close()
+    return RoundResult(params, opt.v, opt.s, after, samples, steps, loss_sum, correct, time.perf_counter() - t0)
+
+
+def _rate(config: FitConfig, every: int) -> Callable[[int], float]:
+    """The learning rate at each step: the schedule's t counts steps, or a shard's epochs of ``every`` steps."""
+    t_every = 1 if config.lr_per == "step" else every
+    return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=t_every)
+
+
+def _one_blas_thread() -> Any:
+    """BLAS on one thread while a round computes (threadpoolctl, with the distributed extra): a sum's
+    order then does not depend on the threads a worker or this process lends BLAS."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without it, sync and threads still agree: the same process, the same BLAS threads
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+class Shards:
+    """The rounds of one run: where they run (``scheduler``), and the average of their results."""
+
+    def __init__(self, task: RoundTask, K: int, scheduler: str) -> None:
+        self.task, self.K, self.scheduler = task, K, scheduler
+        self._client: Any = None
+        self._cluster: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._source_future: Any = None
+        if scheduler == "threads":
+            self._pool = ThreadPoolExecutor(K, thread_name_prefix="streamtrain-shard")
+        elif scheduler != "sync":
+            from .full_batch import _connect
+
+            self._client, self._cluster = _connect(scheduler)
+            # The store's description goes to every worker once; the params go once a round.
+            self._source_future = self._client.scatter(task.source, broadcast=True)
+
+    def round(
+        self, params: Params, opt: OptimizerState, cursors: Sequence[Cursor | None], chunks: Sequence[np.ndarray]
+    ) -> list[RoundResult | None]:
+        """Each shard's round from the same params and optimizer state (None for a shard whose epoch is done)."""
+        active = [(k, c) for k, c in enumerate(cursors) if c is not None]
+        tasks = {k: dataclasses.replace(self.task, chunks=tuple(int(x) for x in chunks[k])) for k, _ in active}
+        if self._client is not None:
+            done = self._dask_round(tasks, params, opt, active)
+        elif self._pool is not None:
+            futures = {k: self._pool.submit(shard_round, tasks[k], params, opt, c) for k, c in active}
+            done = {k: f.result() for k, f in futures.items()}
+        else:
+            done = {k: shard_round(tasks[k], params, opt, c) for k, c in active}
+        return [done.get(k) for k in range(len(cursors))]
+
+    def _dask_round(
+        self, tasks: dict[int, RoundTask], params: Params, opt: OptimizerState, active: list[tuple[int, Cursor]]
+    ) -> dict[int, RoundResult]:
+        """The round on a Dask cluster: the params broadcast once, a task per shard on a preferred worker
+        (shard k on worker k mod workers, for its cache), free to run elsewhere, retried if a worker dies."""
+        client = self._client
+        shared = client.scatter((params, opt), broadcast=True)
+        workers = sorted(client.scheduler_info()["workers"])
+        futures = {
+            k: client.submit(
+                _remote_round, self._source_future, dataclasses.replace(tasks[k], source=None), shared, c,
+                pure=False, workers=[workers[k % len(workers)]], allow_other_workers=True, retries=3,
+            )
+            for k, c in active
+        }  # fmt: skip
+        return {k: f.result() for k, f in futures.items()}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> Shards:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _remote_round(
+    source: ChunkSource, task: RoundTask, shared: tuple[Params, OptimizerState], cursor: Cursor
+) -> RoundResult:
+    params, opt = shared
+    return shard_round(dataclasses.replace(task, source=source), params, opt, cursor)
+
+
+def average(results: Sequence[RoundResult | None], dtype: Any) -> tuple[Params, Params, Params]:
+    """The params and optimizer moments of a round, each the samples-weighted mean of the shards' in
+    shard order, in float64, cast to ``dtype``."""
+    done = [r for r in results if r is not None and r.samples]
+    total = sum(r.samples for r in done)
+
+    def mean(field: str) -> Params:
+        first = getattr(done[0], field)
+        out = {k: np.zeros(v.shape, np.float64) for k, v in first.items()}
+        for r in done:
+            for k, v in getattr(r, field).items():
+                out[k] += (r.samples / total) * np.asarray(v, np.float64)
+        return {k: v.astype(dtype) for k, v in out.items()}
+
+    return mean("params"), mean("v"), mean("s")

@@ -1,0 +1,158 @@
+"""--shards K: local SGD over logical shards (streamtrain.shards, streamtrain._sharded_run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import streamtrain
+import streamtrain.shards
+from streamtrain import ConfigError, Cursor, FitConfig, get_model
+from streamtrain.batches import BatchStream
+from streamtrain.holdout import ChunkSubset
+from streamtrain.models import batch_objective
+from streamtrain.optim import get_optimizer
+from streamtrain.shards import RoundTask, shard_chunks, shard_round, shard_seed
+
+LOGISTIC = get_model("logistic")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shards") / "d.zarr"
+    streamtrain.make_data(path, m=4000, n_x=6, chunk=250, seed=5)
+    return path
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_one_shard_is_the_trainers_epoch(store):
+    """A round over every chunk, from the run's seed, takes the steps of fit's epoch, bit for bit."""
+    config = FitConfig(batch_size=32, lr=0.3, optimizer="momentum", seed=4)
+    trained = streamtrain.fit(store, config, epochs=1, progress=False)
+    with streamtrain.open_source(store) as source:
+        (chunks,) = shard_chunks(source.n_chunks, 1, config.shuffle, config.seed, 0)
+        task = RoundTask(source, LOGISTIC, config, tuple(chunks), 10**9, source.m, -(-source.m // 32))
+        params = LOGISTIC.init(source.n_x, 1, np.dtype("float32"), 4)
+        opt = get_optimizer("momentum", 0.3, beta1=0.9, beta2=0.999, eps=1e-8).init(params)
+        result = shard_round(task, params, opt, Cursor(shard_seed(4, 1, 0), 0))
+    assert result.samples == 4000 and same(result.params, trained.params)
+
+
+@pytest.mark.parametrize("options", [{}, {"model": "mlp", "hidden": [5], "optimizer": "adam", "lr": 0.01}])
+def test_shards_give_the_same_params_on_sync_and_threads(store, options):
+    runs = {
+        scheduler: streamtrain.fit(
+            store, shards=3, sync_every=7, batch_size=50, epochs=2, scheduler=scheduler, progress=False, **options
+        )
+        for scheduler in ("sync", "threads")
+    }
+    assert same(runs["sync"].params, runs["threads"].params)
+    record = runs["threads"].history[-1]
+    assert record.samples == 4000 and record.rounds >= 2000 // 50 // 7 and record.barrier_s >= 0
+
+
+def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(store, tmp_path):
+    pytest.importorskip("distributed")
+    script = tmp_path / "cluster.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import streamtrain
+        from distributed import LocalCluster
+
+        if __name__ == "__main__":
+            options = dict(shards=3, sync_every=7, batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01)
+            with LocalCluster(n_workers=int(sys.argv[1]), threads_per_worker=1, dashboard_address=None) as cluster:
+                result = streamtrain.fit({str(store)!r}, scheduler=cluster.scheduler_address, **options)
+            np.savez(sys.argv[2], **result.params)
+    """)
+    )
+    expected = streamtrain.fit(
+        store, shards=3, sync_every=7, batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01,
+        scheduler="sync",
+    )  # fmt: skip
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.npz"
+        proc = subprocess.run([sys.executable, str(script), str(workers), str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with np.load(out) as got:
+            assert same(dict(got), expected.params)
+
+
+def test_sync_every_step_is_one_step_on_the_global_batch(store):
+    """H = 1 with SGD: each round is one step on the K shards' batches side by side."""
+    K, B, lr = 2, 100, 0.2
+    config = FitConfig(shards=K, sync_every=1, batch_size=B, lr=lr, shuffle="none", dtype="float64", epochs=1)
+    result = streamtrain.fit(store, config, progress=False)
+    params = LOGISTIC.init(6, 1, np.dtype("float64"), 0)
+    with streamtrain.open_source(store) as source:
+        streams = [
+            BatchStream(ChunkSubset(source, chunks), B, Cursor(shard_seed(0, K, k), 0), dtype=np.float64)
+            for k, chunks in enumerate(shard_chunks(source.n_chunks, K, "none", 0, 0))
+        ]
+        for batches in zip(*streams):  # 8 chunks of 250: 2,000 samples and 20 batches a shard
+            X = np.concatenate([b.X for b in batches], axis=1)
+            Y = np.concatenate([b.Y for b in batches], axis=1)
+            _, grads, _ = batch_objective(LOGISTIC, params, X, Y, m=source.m)
+            params = {k: params[k] - lr * grads[k] for k in params}
+    for k in params:
+        np.testing.assert_allclose(result.params[k], params[k], rtol=1e-12, atol=1e-14)
+
+
+def test_a_run_stopped_mid_epoch_resumes_at_its_last_round_identical(store, tmp_path, monkeypatch):
+    options = dict(shards=3, sync_every=5, batch_size=40, epochs=2, optimizer="momentum", progress=False)
+    whole = streamtrain.fit(store, **options)
+    rounds = streamtrain.shards.Shards.round
+    seen = []
+
+    def killed_at_round_9(self, *args):
+        seen.append(1)
+        if len(seen) == 9:
+            raise KeyboardInterrupt  # the client dies: the checkpoint of round 8 is its last
+        return rounds(self, *args)
+
+    monkeypatch.setattr(streamtrain.shards.Shards, "round", killed_at_round_9)
+    with pytest.raises(KeyboardInterrupt):
+        streamtrain.fit(store, checkpoint_dir=tmp_path / "ckpt", **options)
+    monkeypatch.setattr(streamtrain.shards.Shards, "round", rounds)
+    resumed = streamtrain.fit(store, checkpoint_dir=tmp_path / "ckpt", resume=True, **options)
+    assert same(resumed.params, whole.params)
+    assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
+
+
+def test_more_shards_reach_the_optimum_about_as_soon(tmp_path):
+    """Logistic data: K = 2, 4, 8 get within 1e-3 of J* (L-BFGS) within one more epoch than K = 1."""
+    path = tmp_path / "cv.zarr"
+    streamtrain.make_data(path, m=32000, n_x=10, chunk=1000, seed=3)
+    optimum = streamtrain.fit(path, optimizer="lbfgs", progress=False).history[-1].loss
+    first = {}
+    for K in (1, 2, 4, 8):
+        shards = {} if K == 1 else {"shards": K, "sync_every": 8}
+        run = streamtrain.fit(
+            path, batch_size=64, lr=0.5, epochs=6, eval_exact_every=1, scheduler="sync", progress=False, **shards
+        )
+        gaps = [r.exact_loss - optimum for r in run.history]
+        first[K] = next((e for e, gap in enumerate(gaps, 1) if gap < 1e-3), 99)
+    assert all(first[K] <= first[1] + 1 for K in (2, 4, 8)), first
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"shards": 2, "batch_size": "full"}, "does not take --batch-size full"),
+        ({"shards": 2, "holdout": 0.25}, "does not take --holdout"),
+        ({"sync_every": 5}, "--sync-every would be unused"),
+        ({"shards": 17}, "needs at least 17 chunks"),
+    ],
+)
+def test_what_shards_cannot_do_is_said(store, options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        streamtrain.fit(store, progress=False, **options)
