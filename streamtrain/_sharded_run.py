@@ -41,7 +41,9 @@ class ShardedRun(Run):
         config = self.config
         every = math.ceil(self.source.m / config.shards / self.batch_size)  # a shard's steps per epoch, about
         assert config.sync_every is not None and config.scheduler is not None
-        task = RoundTask(self.source, self.model, config, (), config.sync_every, self.source.m, every)
+        task = RoundTask(
+            self.source, self.model, config, (), config.sync_every, self.source.m, every, self.seen.weighting
+        )
         with Shards(task, config.shards, config.scheduler) as self.rounds:
             return super().train(state)
 

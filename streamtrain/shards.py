@@ -35,6 +35,7 @@ from .holdout import ChunkSubset
 from .models import Model, Params, batch_objective
 from .optim import OptimizerState, optimizer_of, schedule
 from .sources import ChunkSource
+from .weights import Weighting
 
 __all__ = ["RoundResult", "Shards", "average", "shard_chunks", "shard_round", "shard_seed"]
 
@@ -73,6 +74,7 @@ class RoundTask:
     steps: int  # H
     m: int  # samples trained on, which scales the L2 term
     every: int  # steps per epoch of a shard, for the learning-rate schedule
+    weighting: Weighting | None = None  # --weights, --class-weight: normalised over all the samples trained on
 
 
 def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cursor) -> RoundResult:
@@ -83,7 +85,7 @@ def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cu
     shard = ChunkSubset(task.source, np.asarray(task.chunks))
     stream = BatchStream(
         shard, int(config.batch_size), cursor, shuffle=config.shuffle, dtype=config.dtype,
-        prefetch=config.prefetch, buffer_bytes=config.buffer_bytes, labels=model.labels,
+        prefetch=config.prefetch, buffer_bytes=config.buffer_bytes, labels=model.labels, weighting=task.weighting,
     )  # fmt: skip
     optimizer = optimizer_of(config, _rate(config, task.every))
     params = {k: v.copy() for k, v in params.items()}

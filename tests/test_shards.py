@@ -156,3 +156,20 @@ def test_more_shards_reach_the_optimum_about_as_soon(tmp_path):
 def test_what_shards_cannot_do_is_said(store, options, fragment):
     with pytest.raises(ConfigError, match=fragment):
         streamtrain.fit(store, progress=False, **options)
+
+
+def test_weights_weigh_the_shards_steps_too(store, tmp_path):
+    """With every weight 1, a weighted sharded run takes the unweighted one's steps (to rounding)."""
+    import zarr
+
+    path = tmp_path / "w.zarr"
+    streamtrain.make_data(path, m=2000, n_x=4, chunk=250, seed=1)
+    zarr.open_group(path, mode="a").create_array("w", data=np.ones((1, 2000)), chunks=(1, 250))
+    zarr.open_group(path, mode="a").create_array("w2", data=np.linspace(0.1, 3, 2000)[None, :], chunks=(1, 250))
+    options = dict(shards=2, sync_every=4, batch_size=50, epochs=1, scheduler="sync", progress=False, dtype="float64")
+    plain = streamtrain.fit(path, **options)
+    ones = streamtrain.fit(path, weights="w", **options)
+    skewed = streamtrain.fit(path, weights="w2", **options)
+    for k in plain.params:
+        np.testing.assert_allclose(ones.params[k], plain.params[k], rtol=1e-12)
+    assert not np.allclose(skewed.params["W1"], plain.params["W1"], rtol=1e-3)
