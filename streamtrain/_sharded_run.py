@@ -45,6 +45,7 @@ class ShardedRun(Run):
             self.source, self.model, config, (), config.sync_every, self.source.m, every, self.seen.weighting
         )
         with Shards(task, config.shards, config.scheduler) as self.rounds:
+            self._cluster_client = self.rounds.client  # exact passes (--eval-exact-every) on the same cluster
             return super().train(state)
 
     def _run_epoch(self, state: TrainState) -> EpochRecord:

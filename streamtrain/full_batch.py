@@ -114,13 +114,17 @@ class FullBatch:
         *,
         scheduler: str | None = DEFAULT_SCHEDULER,
         weighting: Weighting | None = None,
+        client: Any = None,
     ) -> None:
         self.source, self.model, self.weighting = source, model, weighting
         self.scheduler = check_scheduler(scheduler)
         self.passes = 0  # full passes over the store so far
         self._client: Any = None
         self._cluster: Any = None
-        if self.scheduler not in ("threads", "sync"):
+        self._own_client = client is None  # a client given (--shards' rounds) is its owner's to close
+        if client is not None:
+            self._client = client
+        elif self.scheduler not in ("threads", "sync"):
             _check_workers_can_read(source, self.scheduler)
             self._client, self._cluster = _connect(self.scheduler)
 
@@ -179,7 +183,7 @@ class FullBatch:
         return list(dask.compute(*parts, scheduler=self._client or "threads"))
 
     def close(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._own_client:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()

@@ -174,6 +174,11 @@ class Shards:
         }  # fmt: skip
         return {k: f.result() for k, f in futures.items()}
 
+    @property
+    def client(self) -> Any:
+        """The Dask client the rounds run on (None for sync and threads)."""
+        return self._client
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()

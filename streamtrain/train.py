@@ -174,13 +174,17 @@ class Run(Starts):
         self._clock = (time.perf_counter(), 0.0)  # the epoch's (start in this process, seconds before it)
         self._saved_at = time.monotonic()
 
+    _cluster_client: Any = None  # a Dask client the run already holds, for its exact passes too (--shards)
+
     def train(self, state: TrainState) -> Params:
         """Run from ``state`` to the last epoch; the final parameters."""
         config = self.config
         seen, model = self.seen, self.model
         exact = None
         if config.uses_exact_path:
-            exact = FullBatch(self.source, model, scheduler=config.scheduler, weighting=seen.weighting)
+            exact = FullBatch(
+                self.source, model, scheduler=config.scheduler, weighting=seen.weighting, client=self._cluster_client
+            )
         self.held_out = None
         if seen.validation is not None:
             scheduler = config.scheduler or "sync"

@@ -173,3 +173,10 @@ def test_weights_weigh_the_shards_steps_too(store, tmp_path):
     for k in plain.params:
         np.testing.assert_allclose(ones.params[k], plain.params[k], rtol=1e-12)
     assert not np.allclose(skewed.params["W1"], plain.params["W1"], rtol=1e-3)
+
+
+def test_exact_passes_of_a_sharded_run_use_its_scheduler(store):
+    run = streamtrain.fit(
+        store, shards=2, sync_every=10, batch_size=100, epochs=1, scheduler="sync", eval_exact_every=1, progress=False
+    )
+    assert run.history[-1].exact_loss == pytest.approx(streamtrain.evaluate(store, run, scheduler="sync")["loss"])
