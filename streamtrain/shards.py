@@ -23,7 +23,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -38,6 +38,8 @@ from .sources import ChunkSource
 from .weights import Weighting
 
 __all__ = ["RoundResult", "Shards", "average", "shard_chunks", "shard_round", "shard_seed"]
+
+_RESUBMITS = 3  # a round's shards resubmitted after their scattered inputs were lost, at most
 
 
 def shard_chunks(n_chunks: int, K: int, shuffle: str, seed: int, epoch: int) -> list[np.ndarray]:
@@ -140,7 +142,7 @@ class Shards:
 
             self._client, self._cluster = _connect(scheduler)
             # The store's description goes to every worker once; the params go once a round.
-            self._source_future = self._client.scatter(task.source, broadcast=True)
+            self._source_future = self._scatter(task.source)
 
     def round(
         self, params: Params, opt: OptimizerState, cursors: Sequence[Cursor | None], chunks: Sequence[np.ndarray]
@@ -161,18 +163,52 @@ class Shards:
         self, tasks: dict[int, RoundTask], params: Params, opt: OptimizerState, active: list[tuple[int, Cursor]]
     ) -> dict[int, RoundResult]:
         """The round on a Dask cluster: the params broadcast once, a task per shard on a preferred worker
-        (shard k on worker k mod workers, for its cache), free to run elsewhere, retried if a worker dies."""
+        (shard k on worker k mod workers, for its cache), free to run elsewhere, retried if a worker dies.
+
+        A task whose worker dies is run again elsewhere by the scheduler. But a dead worker may have
+        held the last copy of the scattered store description or params (a cluster of one worker, or
+        every holder gone): distributed then cancels the tasks that needed them, and a run would end
+        on a lost worker. A round is pure, so those shards' rounds are submitted again on the data
+        scattered afresh, and return the bits they would have.
+        """
+        done: dict[int, RoundResult] = {}
+        pending = dict(active)
+        for attempt in range(_RESUBMITS + 1):
+            futures = self._submit(tasks, params, opt, pending)
+            for k, future in futures.items():
+                try:
+                    done[k] = future.result()
+                except CancelledError:
+                    if attempt == _RESUBMITS:
+                        raise
+            pending = {k: c for k, c in pending.items() if k not in done}
+            if not pending:
+                break
+            self._source_future = self._scatter(self.task.source)
+        return done
+
+    def _submit(
+        self, tasks: dict[int, RoundTask], params: Params, opt: OptimizerState, cursors: dict[int, Cursor]
+    ) -> dict[int, Any]:
+        """The shards' tasks from these cursors, on the params and optimizer state scattered once."""
         client = self._client
-        shared = client.scatter((params, opt), broadcast=True)
-        workers = sorted(client.scheduler_info()["workers"])
-        futures = {
+        shared = self._scatter((params, opt))
+        workers = sorted(client.scheduler_info()["workers"])  # none while a lone worker restarts
+        return {
             k: client.submit(
                 _remote_round, self._source_future, dataclasses.replace(tasks[k], source=None), shared, c,
-                pure=False, workers=[workers[k % len(workers)]], allow_other_workers=True, retries=3,
+                pure=False, workers=[workers[k % len(workers)]] if workers else None, allow_other_workers=True,
+                retries=3,
             )
-            for k, c in active
+            for k, c in cursors.items()
         }  # fmt: skip
-        return {k: f.result() for k, f in futures.items()}
+
+    def _scatter(self, data: object) -> Any:
+        """``data`` on every worker, under a key of its own. A key named after the contents
+        (``hash=True``) would be the lost one again when the store description is scattered anew, or
+        the previous round's when a round changed nothing; scattering a key distributed is still
+        forgetting is how futures get cancelled under their users (dask/distributed#4612)."""
+        return self._client.scatter(data, broadcast=True, hash=False)
 
     @property
     def client(self) -> Any:
