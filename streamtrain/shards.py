@@ -163,7 +163,9 @@ class Shards:
         """The round on a Dask cluster: the params broadcast once, a task per shard on a preferred worker
         (shard k on worker k mod workers, for its cache), free to run elsewhere, retried if a worker dies."""
         client = self._client
-        shared = client.scatter((params, opt), broadcast=True)
+        # A key of its own each round (hash=False): params equal to the last round's would get its key
+        # while its future is being released, and the round would lose its inputs or hang.
+        shared = client.scatter((params, opt), broadcast=True, hash=False)
         workers = sorted(client.scheduler_info()["workers"])
         futures = {
             k: client.submit(
