@@ -200,3 +200,34 @@ def test_softmax_and_mlp_shards_end_as_low_as_one_process(tmp_path, model, optio
         )  # fmt: skip
         final[K] = run.history[-1].exact_loss
     assert all(final[K] <= final[1] + tolerance for K in (2, 4, 8)), final
+
+
+def test_rounds_from_unchanged_params_run_on_a_cluster(store, tmp_path):
+    """Rounds from the same params (a step too small to change a float32 does that) ran into the
+    last round's scatter: equal data got the same key as the future being released, and the round
+    hung on two workers (lost its inputs on one). Each round's scatter now has a key of its own."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "same_params.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import numpy as np
+        import streamtrain
+        from distributed import LocalCluster
+        from streamtrain import Cursor, FitConfig, get_model
+        from streamtrain.optim import get_optimizer
+        from streamtrain.shards import RoundTask, Shards, shard_chunks, shard_seed
+
+        if __name__ == "__main__":
+            model, source = get_model("logistic"), streamtrain.open_source({str(store)!r})
+            task = RoundTask(source, model, FitConfig(shards=2, batch_size=100), (), 1, source.m, 20)
+            params = model.init(source.n_x, 1, np.dtype("float32"), 0)
+            opt = get_optimizer("sgd", 0.1, beta1=0.9, beta2=0.999, eps=1e-8).init(params)
+            chunks = shard_chunks(source.n_chunks, 2, "buffer", 0, 0)
+            with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+                with Shards(task, 2, cluster.scheduler_address) as shards:
+                    for _ in range(10):
+                        shards.round(params, opt, [Cursor(shard_seed(0, 2, k), 0) for k in range(2)], chunks)
+    """)
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
