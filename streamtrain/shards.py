@@ -166,11 +166,17 @@ class Shards:
         # A key of its own each round (hash=False): params equal to the last round's would get its key
         # while its future is being released, and the round would lose its inputs or hang.
         shared = client.scatter((params, opt), broadcast=True, hash=False)
-        workers = sorted(client.scheduler_info()["workers"])
+        # Asked of the scheduler (nthreads), not scheduler_info(): the client refreshes that one in the
+        # background without its workers, so it can come back empty. Empty (every worker restarting):
+        # the tasks go wherever one comes up.
+        workers = sorted(client.nthreads())
+        where = {
+            k: {"workers": [workers[k % len(workers)]], "allow_other_workers": True} if workers else {} for k in tasks
+        }
         futures = {
             k: client.submit(
                 _remote_round, self._source_future, dataclasses.replace(tasks[k], source=None), shared, c,
-                pure=False, workers=[workers[k % len(workers)]], allow_other_workers=True, retries=3,
+                pure=False, retries=3, **where[k],
             )
             for k, c in active
         }  # fmt: skip
