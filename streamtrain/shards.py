@@ -193,7 +193,10 @@ class Shards:
         """The shards' tasks from these cursors, on the params and optimizer state scattered once."""
         client = self._client
         shared = self._scatter((params, opt))
-        workers = sorted(client.scheduler_info()["workers"])  # none while a lone worker restarts
+        # Asked of the scheduler (nthreads), not scheduler_info(): the client refreshes that one in the
+        # background without its workers, so it can come back empty. Empty (every worker restarting):
+        # the tasks go wherever one comes up.
+        workers = sorted(client.nthreads())
         return {
             k: client.submit(
                 _remote_round, self._source_future, dataclasses.replace(tasks[k], source=None), shared, c,
