@@ -146,6 +146,10 @@ def evict(store: str) -> None:
             os.close(fd)
 
 
+PACKAGES = ("streamtrain", "numpy", "zarr", "numcodecs", "h5py", "dask", "distributed", "torch", "scikit-learn",
+            "numba")  # fmt: skip
+
+
 def machine() -> dict[str, object]:
     """What the numbers ran on: CPU, cores, RAM, and the versions that matter."""
     cpu = platform.processor() or platform.machine()
@@ -156,7 +160,7 @@ def machine() -> dict[str, object]:
         pass
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = {}
-    for package in ("streamtrain", "numpy", "zarr", "numcodecs", "h5py", "dask", "torch", "scikit-learn", "numba"):
+    for package in PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return {

@@ -30,3 +30,17 @@ def test_bench_runs_a_few_rows_and_writes_its_table_and_json(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert set(rows) == {"read.raw.api", "read.raw.files", "step", "fit.raw.none", "exact.sync"}
     assert all(row["values"][0] > 0 for row in rows.values())
+
+
+def test_bench_shards_lists_its_rows_without_starting_a_cluster():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_shards.py"), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert names[0] == "fit" and {"K4.w2", "opt.K2.w2.H1", "round.w2"} <= set(names)
