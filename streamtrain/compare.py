@@ -31,7 +31,8 @@ import numpy as np
 
 from .batches import BatchStream, Cursor
 from .binding import bind_fitted
-from .config import SCHEDULER_HELP, Declared, FitConfig, boolean, option, positive_int, same_as
+from .config import SCHEDULER_HELP, FitConfig
+from .declared import Declared, boolean, option, positive_int, same_as
 from .evaluation import check_finite
 from .full_batch import DEFAULT_SCHEDULER, FullBatch
 from .models import Model, Params, as_float64, batch_objective, norm

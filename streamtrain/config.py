@@ -1,4 +1,4 @@
-"""Options declared once: type, default, allowed values, help text and check, in one field each.
+"""The training options, declared once: type, default, allowed values, help text and check, in one field each.
 
 ``FitConfig`` declares every training option. The library validates with it
 (``fit(data, **options)`` builds one), the command line derives its flags from it (name, type,
@@ -12,16 +12,24 @@ A field's choices come from the registry that implements them (``models.MODELS``
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import itertools
-import os
-from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
-from ._errors import ConfigError, check_choice, check_int, check_number
+from ._errors import ConfigError, check_int, check_number
 from .batches import DEFAULT_BUFFER_BYTES, SHUFFLES
+from .declared import (
+    Declared,
+    Names,
+    boolean,
+    non_negative,
+    non_negative_int,
+    option,
+    path,
+    positive,
+    positive_int,
+    unit_interval,
+)
 from .full_batch import DEFAULT_SCHEDULER, SCHEDULERS, check_scheduler
 from .lbfgs import LBFGS, MAX_ITER
 from .models import ACTIVATIONS, DEFAULT_ACTIVATION, DEFAULT_HIDDEN, MODELS, OUTPUTS
@@ -31,18 +39,7 @@ from .weights import CLASS_WEIGHTS
 
 ROUND_SAMPLES = 2**20  # --sync-every's default: about a million samples a round, a second or two of steps
 
-__all__ = [
-    "DTYPES",
-    "MAX_BUFFER_MB",
-    "MAX_PREFETCH",
-    "CheckpointConfig",
-    "Declared",
-    "FitConfig",
-    "Names",
-    "Option",
-    "option",
-    "same_as",
-]
+__all__ = ["DTYPES", "MAX_BUFFER_MB", "MAX_PREFETCH", "CheckpointConfig", "FitConfig"]
 
 DTYPES = ("float32", "float64")
 DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS = 256, 5
@@ -50,123 +47,11 @@ MAX_PREFETCH = 64  # chunks read ahead: more only holds memory, the reads stay s
 MAX_BUFFER_MB = 2**30  # a petabyte: beyond any machine, and still a whole number of bytes
 
 
-@dataclass(frozen=True)
-class Option:
-    """How one field is given, checked and shown; kept in the field's metadata."""
-
-    help: str
-    choices: Collection[str] | None = None  # the names a registry implements
-    check: Callable[[str, Any], Any] | None = None  # (name, value) -> the value to keep, or ConfigError
-    parse: Callable[[str], Any] | None = None  # command-line text -> value (see ``option``)
-    metavar: str | None = None
-    nargs: str | None = None  # "+": several values on the command line
-    flag: str | None = None  # when not --name-with-dashes
-    derived: str | None = None  # for a default of None: what it becomes, for the help text
-
-
-def option(default: Any, help: str, **how: Any) -> Any:
-    """A dataclass field declared with its ``Option``; the command line parses the default's type
-    unless ``parse`` or ``choices`` say otherwise."""
-    if how.get("parse") is None and how.get("choices") is None and default is not None:
-        how["parse"] = type(default)
-    return field(default=default, metadata={"option": Option(help, **how)})
-
-
-def same_as(owner: type, name: str, default: Any = dataclasses.MISSING, **how: Any) -> Any:
-    """The field ``name`` of ``owner`` declared again for another command, with ``how`` changed."""
-    f = next(f for f in fields(owner) if f.name == name)
-    opt = dataclasses.replace(f.metadata["option"], **how)
-    return field(default=f.default if default is dataclasses.MISSING else default, metadata={"option": opt})
-
-
-class Names(Collection[str]):
-    """The names of several registries as one set of choices, live: an entry added to one later
-    is a choice too."""
-
-    def __init__(self, *tables: Collection[str]) -> None:
-        self.tables = tables
-
-    def __iter__(self) -> Iterator[str]:
-        return itertools.chain.from_iterable(self.tables)
-
-    def __contains__(self, name: object) -> bool:
-        return any(name in table for table in self.tables)
-
-    def __len__(self) -> int:
-        return sum(map(len, self.tables))
-
-
-Self = TypeVar("Self", bound="Declared")
-
-
-@dataclass(frozen=True)
-class Declared:
-    """Base of the declared configurations: checks every field, builds from and to plain dicts."""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            opt, value = f.metadata["option"], getattr(self, f.name)
-            if value is None:  # None is the default: the declared one, or one derived below
-                object.__setattr__(self, f.name, f.default)
-                continue
-            if opt.choices is not None:
-                check_choice(value, opt.choices, f.name)
-            if opt.check is not None:
-                object.__setattr__(self, f.name, opt.check(f.name, value))
-        for name, value in self._derived().items():
-            object.__setattr__(self, name, value)
-
-    def _derived(self) -> dict[str, Any]:
-        """Defaults that depend on other options, and checks that span several."""
-        return {}
-
-    @classmethod
-    def from_options(cls: type[Self], options: Mapping[str, Any]) -> Self:
-        """Built from keyword options; ConfigError names an unknown one (and the nearest known)."""
-        known = [f.name for f in fields(cls)]
-        for name in options:
-            if name not in known:
-                near = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise ConfigError(f"unknown option {name!r}{hint}; the options are {', '.join(known)}")
-        return cls(**options)
-
-    from_dict = from_options
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every option, as JSON-ready values."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
 # -- checks: (name, value) -> value -------------------------------------------------------------
-
-
-def positive_int(name: str, value: Any) -> int:
-    check_int(name, value)
-    return int(value)
-
-
-def non_negative_int(name: str, value: Any) -> int:
-    check_int(name, value, minimum=0)
-    return int(value)
 
 
 def _holdout(name: str, value: Any) -> float:
     return check_number(name, value, lambda v: 0 < v < 1, "a fraction between 0 and 1")
-
-
-def boolean(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def positive(name: str, value: Any) -> float:
-    return check_number(name, value, lambda v: v > 0, "a positive number")
-
-
-def non_negative(name: str, value: Any) -> float:
-    return check_number(name, value, lambda v: v >= 0, "a number >= 0")
 
 
 def _buffer_mb(name: str, value: Any) -> float:
@@ -180,20 +65,10 @@ def _prefetch(name: str, value: Any) -> int:
     return int(value)
 
 
-def _path(name: str, value: Any) -> str:
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(f"{name} must be a path, got {value!r}")
-    return os.fspath(value)
-
-
 def _array_name(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip("/"):
         raise ConfigError(f"{name} must name an array of the store, got {value!r}")
     return value
-
-
-def unit_interval(name: str, value: Any) -> float:
-    return check_number(name, value, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -378,13 +253,15 @@ class FitConfig(Declared):
     shards: int = option(
         1,
         "data-parallel training: K logical shards, each every K-th chunk of the epoch, stepping on its own and "
-        "averaged every --sync-every steps (local SGD); the rounds run on --scheduler. 1: one process",
+        "averaged every --sync-every steps (local SGD); the rounds run on --scheduler. 1: one process (in rounds "
+        "on --scheduler when --sync-every is given)",
         check=positive_int,
         metavar="K",
     )
     sync_every: int | None = option(
         None,
-        "with --shards: steps each shard takes between averages (1: every step one global batch of K·B samples)",
+        "steps each shard takes between averages (1: every step one global batch of K·B samples); with --shards 1, "
+        "the steps of a round",
         check=positive_int,
         parse=int,
         metavar="H",
@@ -429,26 +306,28 @@ class FitConfig(Declared):
             "epochs": self.epochs if self.epochs is not None else MAX_ITER if lbfgs else DEFAULT_EPOCHS,
             "lr_decay": check_decay(self.lr_schedule, self.lr_decay),
             "hidden": hidden,
-            "scheduler": self._scheduler_for(_makes_exact_passes(batch, self.eval_exact_every) or self.shards > 1),
+            "scheduler": self._scheduler_for(_makes_exact_passes(batch, self.eval_exact_every) or sharded is not None),
         }
 
     def _sharding(self, batch: int | str, lbfgs: bool) -> int | None:
-        """sync_every for a sharded run (its default from the batch size); None for one process."""
-        if self.shards == 1:
-            if self.sync_every is not None:
-                raise ConfigError("--sync-every would be unused: it is the steps between averages of --shards K > 1")
+        """sync_every for a run in rounds (its default from the batch size); None for one process.
+
+        One shard runs in rounds only when asked (``sync_every``): the same steps as one process, bit
+        for bit, each round a task on the scheduler (a cluster's worker) and a checkpoint."""
+        if self.shards == 1 and self.sync_every is None:
             return None
-        if lbfgs or batch == "full" or self.holdout is not None or self.standardize:
-            what = (
-                "L-BFGS"
-                if lbfgs
-                else "--batch-size full"
-                if batch == "full"
-                else "--holdout"
-                if self.holdout
-                else "--standardize"
+        refused = {
+            "L-BFGS": lbfgs,
+            "--batch-size full": batch == "full",
+            "--holdout": self.holdout is not None,
+            "--standardize": self.standardize,
+        }
+        what = next((name for name, given in refused.items() if given), None)
+        if what is not None:
+            raise ConfigError(
+                f"training in rounds (--shards, --sync-every) takes mini-batch steps on the whole store; "
+                f"it does not take {what}"
             )
-            raise ConfigError(f"--shards trains by mini-batch steps on the whole store; it does not take {what}")
         return self.sync_every or max(1, ROUND_SAMPLES // int(batch))
 
     def _scheduler_for(self, exact: bool) -> str | None:
@@ -484,7 +363,7 @@ class CheckpointConfig(Declared):
     checkpoint_dir: str | None = option(
         None,
         "write checkpoints here (at the end of every epoch, and see below) so that --resume can continue",
-        check=_path,
+        check=path,
         parse=str,
         metavar="DIR",
     )

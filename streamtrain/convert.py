@@ -33,7 +33,8 @@ import numpy as np
 from ._errors import ConfigError, DataError
 from ._external_shuffle import shuffled
 from ._progress import Progress
-from .config import DTYPES, Declared, FitConfig, option, positive_int, same_as
+from .config import DTYPES, FitConfig
+from .declared import Declared, option, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, scratch_name, swap_in
 from .sources import FORMATS, default_chunk_size, format_of, is_url, open_source, url_only_zarr
 from .writing import CODECS, Column, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import ConfigError, DataError
 from .checkpoint import atomic_write
-from .config import Declared, option, positive, positive_int
+from .declared import Declared, option, positive, positive_int
 from .outputs import check_output
 
 if TYPE_CHECKING:

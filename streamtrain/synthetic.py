@@ -27,7 +27,8 @@ import numpy as np
 from ._errors import ConfigError, check_int
 from ._progress import Progress
 from .batches import Prefetcher
-from .config import Declared, FitConfig, non_negative, option, positive, positive_int, same_as
+from .config import FitConfig
+from .declared import Declared, non_negative, option, positive, positive_int, same_as
 from .outputs import check_output, partial_name, remove_leftovers, remove_stale_partials, swap_in
 from .sources import FORMATS, default_chunk_size, format_of
 from .writing import CODECS, Shapes, check_codec, reslab, set_attrs, slab_samples, write_store

@@ -101,7 +101,7 @@ def fit(
         training_data(model, source, config) as seen,
     ):
         config = dataclasses.replace(config, output=model.output)  # an mlp's output may come from the data
-        kind = Run if config.shards == 1 else _sharded()
+        kind = Run if config.sync_every is None else _sharded()  # None: one process, not in rounds
         run = kind(model, seen, config, saving, progress, emitter(metrics, on_epoch), step_log)
         continued = state is not None
         state = run.resumed() if resume else None if state is None else run.continued(state)

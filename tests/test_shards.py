@@ -58,7 +58,30 @@ def test_shards_give_the_same_params_on_sync_and_threads(store, options):
     assert record.samples == 4000 and record.rounds >= 2000 // 50 // 7 and record.barrier_s >= 0
 
 
+ONE_SHARD = dict(shards=1, sync_every=7, batch_size=50, epochs=2, progress=False)  # in rounds of 7 steps
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"optimizer": "momentum", "lr": 0.3, "shuffle": "chunks"},
+        {"model": "mlp", "hidden": [5], "optimizer": "adam"},
+    ],
+)
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_one_shard_in_rounds_is_the_one_process_trainer(store, options, scheduler):
+    """--shards 1 --sync-every H: the same steps as one process, bit for bit, a round at a time."""
+    one_process = {k: v for k, v in ONE_SHARD.items() if k not in ("shards", "sync_every")}
+    expected = streamtrain.fit(store, **one_process, **options)
+    rounds = streamtrain.fit(store, **ONE_SHARD, scheduler=scheduler, **options)
+    assert same(rounds.params, expected.params)
+    assert [r.loss for r in rounds.history] == [r.loss for r in expected.history]
+    assert rounds.history[-1].rounds == -(-4000 // 50 // 7)
+
+
 def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(store, tmp_path):
+    """K = 3 shards equal the sync rounds, and one shard equals one process, on clusters of 1 and 2 workers."""
     pytest.importorskip("distributed")
     script = tmp_path / "cluster.py"
     script.write_text(
@@ -69,22 +92,26 @@ def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(st
         from distributed import LocalCluster
 
         if __name__ == "__main__":
-            options = dict(shards=3, sync_every=7, batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01)
+            options = dict(sync_every=7, batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01)
             with LocalCluster(n_workers=int(sys.argv[1]), threads_per_worker=1, dashboard_address=None) as cluster:
-                result = streamtrain.fit({str(store)!r}, scheduler=cluster.scheduler_address, **options)
-            np.savez(sys.argv[2], **result.params)
+                for shards in (1, 3):
+                    address = cluster.scheduler_address
+                    result = streamtrain.fit({str(store)!r}, shards=shards, scheduler=address, **options)
+                    np.savez(sys.argv[2] + f"-{{shards}}.npz", **result.params)
     """)
     )
-    expected = streamtrain.fit(
-        store, shards=3, sync_every=7, batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01,
-        scheduler="sync",
-    )  # fmt: skip
+    options = dict(batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01)
+    expected = {
+        1: streamtrain.fit(store, **options),
+        3: streamtrain.fit(store, shards=3, sync_every=7, scheduler="sync", **options),
+    }
     for workers in (1, 2):
-        out = tmp_path / f"w{workers}.npz"
+        out = tmp_path / f"w{workers}"
         proc = subprocess.run([sys.executable, str(script), str(workers), str(out)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        with np.load(out) as got:
-            assert same(dict(got), expected.params)
+        for shards, run in expected.items():
+            with np.load(f"{out}-{shards}.npz") as got:
+                assert same(dict(got), run.params), (workers, shards)
 
 
 def test_sync_every_step_is_one_step_on_the_global_batch(store):
@@ -149,7 +176,7 @@ def test_more_shards_reach_the_optimum_about_as_soon(tmp_path):
     [
         ({"shards": 2, "batch_size": "full"}, "does not take --batch-size full"),
         ({"shards": 2, "holdout": 0.25}, "does not take --holdout"),
-        ({"sync_every": 5}, "--sync-every would be unused"),
+        ({"sync_every": 5, "holdout": 0.25}, "does not take --holdout"),
         ({"shards": 17}, "needs at least 17 chunks"),
     ],
 )
