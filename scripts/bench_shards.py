@@ -103,8 +103,9 @@ def _counted(s: Scaling, w: int | None, since: float, rounds: int, extra: dict[s
 
 
 def epoch(K: int, w: int | None, s: Scaling) -> Measured:
-    """One epoch of fit on the large store: one process (``w`` None) or K shards on ``w`` workers."""
-    cluster = {} if w is None else {"shards": K, "scheduler": s.address(w)}
+    """One epoch of fit on the large store: one process (``w`` None) or K shards on ``w`` workers
+    (K = 1 too: one shard in rounds of the default sync_every, as K > 1 has)."""
+    cluster = {} if w is None else {"shards": K, "sync_every": H_DEFAULT, "scheduler": s.address(w)}
     records: list = []
     since, cpu, t0 = time.time(), _cpu_seconds(), time.perf_counter()
     streamtrain.fit(s.store, batch_size=B, lr=LR, epochs=1, progress=False, on_epoch=records.append, **cluster)
@@ -117,31 +118,6 @@ def epoch(K: int, w: int | None, s: Scaling) -> Measured:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def one_shard_epoch(w: int, s: Scaling) -> Measured:
-    """K = 1 on a cluster. fit keeps one shard in this process (shards=1 is the plain trainer), so
-    this row takes the epoch's rounds through streamtrain.shards.Shards itself, as fit's sharded
-    run does for K > 1: the default sync_every, the average (of one) after each round."""
-    with streamtrain.open_source(s.store) as source:
-        task = RoundTask(source, LOGISTIC, FitConfig(batch_size=B, lr=LR), (), H_DEFAULT, source.m, -(-source.m // B))
-        with Shards(task, 1, s.address(w)) as shards:
-            params = LOGISTIC.init(source.n_x, 1, np.dtype(np.float32), 0)
-            opt = get_optimizer("sgd", LR, beta1=0.9, beta2=0.999, eps=1e-8).init(params)
-            (chunks,) = shard_chunks(source.n_chunks, 1, "buffer", 0, 0)
-            cursor: Cursor | None = Cursor(shard_seed(0, 1, 0), 0)
-            since, t0, rounds, barrier = time.time(), time.perf_counter(), 0, 0.0
-            while cursor is not None:
-                t = time.perf_counter()
-                (r,) = shards.round(params, opt, [cursor], [chunks])
-                assert r is not None
-                barrier += time.perf_counter() - t - r.seconds
-                params, v, s_ = average([r], np.float32)
-                opt, rounds = OptimizerState(opt.step + r.steps, v, s_), rounds + 1
-                cursor = r.cursor if r.steps and r.cursor.position < len(chunks) else None
-            seconds = time.perf_counter() - t0
-    extra = {"samples_per_s": source.m / seconds, "barrier_s": barrier}
-    return Measured(seconds, _counted(s, w, since, rounds, extra))
 
 
 class Reached(Exception):
@@ -220,10 +196,8 @@ def round_costs(w: int, s: Scaling) -> Measured:
 
 EPOCHS = [
     Row("fit", "one process: streamtrain.fit", partial(epoch, 1, None)),
-    Row("K1.w1", "1 shard on 1 worker (its rounds through Shards)", partial(one_shard_epoch, 1), floor="fit"),
-    Row("K1.w2", "1 shard on 2 workers (its rounds through Shards)", partial(one_shard_epoch, 2), floor="fit"),
     *(Row(f"K{K}.w{w}", f"fit --shards {K} on {w} worker{'s' * (w > 1)}", partial(epoch, K, w), floor="fit")
-      for K in (2, 4) for w in (1, 2)),
+      for K in (1, 2, 4) for w in (1, 2)),
 ]  # fmt: skip
 OPTIMUM = [
     Row("opt.fit", "one process: fit until J*", partial(to_optimum, 1, None, None)),
