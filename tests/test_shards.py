@@ -58,26 +58,30 @@ def test_shards_give_the_same_params_on_sync_and_threads(store, options):
     assert record.samples == 4000 and record.rounds >= 2000 // 50 // 7 and record.barrier_s >= 0
 
 
-ONE_SHARD = dict(shards=1, sync_every=7, batch_size=50, epochs=2, progress=False)  # in rounds of 7 steps
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"optimizer": "momentum", "lr": 0.3, "shuffle": "chunks"},
-        {"model": "mlp", "hidden": [5], "optimizer": "adam"},
-    ],
-)
-@pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_one_shard_in_rounds_is_the_one_process_trainer(store, options, scheduler):
+@pytest.mark.parametrize("shuffle", ["none", "chunks", "buffer"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "rmsprop", "adam"])
+def test_one_shard_in_rounds_is_the_one_process_trainer(store, optimizer, shuffle):
     """--shards 1 --sync-every H: the same steps as one process, bit for bit, a round at a time."""
-    one_process = {k: v for k, v in ONE_SHARD.items() if k not in ("shards", "sync_every")}
-    expected = streamtrain.fit(store, **one_process, **options)
-    rounds = streamtrain.fit(store, **ONE_SHARD, scheduler=scheduler, **options)
+    options = dict(batch_size=50, epochs=2, progress=False, optimizer=optimizer, lr=0.01, shuffle=shuffle)
+    expected = streamtrain.fit(store, **options)
+    rounds = streamtrain.fit(store, shards=1, sync_every=7, scheduler="sync", **options)
     assert same(rounds.params, expected.params)
     assert [r.loss for r in rounds.history] == [r.loss for r in expected.history]
     assert rounds.history[-1].rounds == -(-4000 // 50 // 7)
+
+
+@pytest.mark.parametrize(
+    ("task", "options"),
+    [("softmax", {"model": "softmax"}), ("linear", {"model": "linear"}), ("logistic", {"model": "mlp", "hidden": [5]})],
+)
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_every_model_in_rounds_is_the_one_process_trainer(tmp_path, task, options, scheduler):
+    path = tmp_path / "d.zarr"
+    streamtrain.make_data(path, task=task, m=3000, n_x=5, chunk=500, seed=2)
+    expected = streamtrain.fit(path, batch_size=64, epochs=2, progress=False, **options)
+    rounds = streamtrain.fit(path, shards=1, sync_every=9, batch_size=64, epochs=2, scheduler=scheduler,
+                             progress=False, **options)  # fmt: skip
+    assert same(rounds.params, expected.params)
 
 
 def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(store, tmp_path):
