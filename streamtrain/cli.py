@@ -360,7 +360,8 @@ def _print_epoch(r: EpochRecord) -> None:
     if r.io_wait_s is not None:
         parts[-1] += f" ({read_share(r.io_wait_s, r.seconds, verdict=True)})"
     if r.rounds is not None and r.barrier_s is not None:  # --shards
-        parts[-1] += f" ({r.rounds} rounds, waiting at the barrier {100 * r.barrier_s / max(r.seconds, 1e-9):.0f}%)"
+        rounds = f"{r.rounds} round{'s' * (r.rounds != 1)}"
+        parts[-1] += f" ({rounds}, waiting at the barrier {100 * r.barrier_s / max(r.seconds, 1e-9):.0f}%)"
     if r.exact_loss is not None:
         parts.append(f"| exact loss {r.exact_loss:.6f} |grad| {r.exact_grad_norm:.3e}")
     if r.validation_loss is not None:

@@ -288,3 +288,16 @@ def test_rounds_find_the_workers_whatever_the_clients_cached_view(store, tmp_pat
     )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("sync_every", "said"), [(40, "(1 round, waiting at the barrier "), (7, "(6 rounds, ")])
+def test_the_epoch_line_says_the_rounds_and_the_barrier(store, tmp_path, capsys, sync_every, said):
+    """4,000 samples in 2 shards of batches of 50: 40 steps a shard, in rounds of sync_every steps."""
+    from streamtrain.cli import main
+
+    argv = ["fit", store, "--shards", "2", "--sync-every", sync_every, "--batch-size", "50", "--epochs", "1"]
+    code = main([str(a) for a in [*argv, "--scheduler", "sync", "--out", tmp_path / "m.npz"]])
+    out = capsys.readouterr().out
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("epoch 1:")]
+    assert said in line and line.endswith("%)"), line
