@@ -54,18 +54,23 @@ class ShardedRun(Run):
         chunks = shard_chunks(self.source.n_chunks, K, config.shuffle, config.seed, state.epoch - 1)
         cursors = state.shards or [Cursor(shard_seed(config.seed, K, k), state.epoch - 1) for k in range(K)]
         bar = Progress(f"epoch {state.epoch}/{config.epochs}", self.source.m, enabled=self.show)
-        rounds, barrier = 0, 0.0
         while any(c is not None for c in cursors):
             t0 = time.perf_counter()
             assert self.rounds is not None
             results = self.rounds.round(state.params, state.opt, cursors, chunks)
             wall = time.perf_counter() - t0
             done = [r for r in results if r is not None]
-            barrier += sum(wall - r.seconds for r in done) / len(done)  # the shards' mean wait for the slowest
+            sums.barrier_s += sum(wall - r.seconds for r in done) / len(done)  # the shards' mean wait for the slowest
             loss = self._step_to_average(state, results)
             cursors = [_going_on(r, len(c)) for r, c in zip(results, chunks)]
-            state.shards, rounds = cursors if any(c is not None for c in cursors) else None, rounds + 1
-            bar.update(sums.samples, sums.loss / max(sums.samples, 1), barrier, on=f"at the barrier, round {rounds}")
+            state.shards = cursors if any(c is not None for c in cursors) else None
+            sums.rounds += 1
+            bar.update(
+                sums.samples,
+                sums.loss / max(sums.samples, 1),
+                sums.barrier_s,
+                on=f"at the barrier, round {sums.rounds}",
+            )
             self._check_divergence(state, loss)
             if self.checkpoints is not None:
                 self._save(state)
@@ -74,7 +79,7 @@ class ShardedRun(Run):
         seconds = self._seconds()
         return EpochRecord(
             state.epoch, sums.loss / sums.samples, seconds, samples=sums.samples, steps=sums.steps,
-            samples_per_s=sums.samples / seconds, rounds=rounds, barrier_s=barrier,
+            samples_per_s=sums.samples / seconds, rounds=sums.rounds, barrier_s=sums.barrier_s,
             accuracy=sums.correct / sums.samples if self.model.has_accuracy else None,
         )  # fmt: skip
 

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,8 @@ class EpochSums:
     samples: int = 0
     steps: int = 0
     seconds: float = 0.0  # before this process took over the epoch
+    rounds: int = 0  # --shards: the rounds taken
+    barrier_s: float = 0.0  # --shards: each round's mean wait of the shards for the slowest, summed
 
 
 @dataclass
@@ -158,9 +160,11 @@ def _non_negative(v: Any) -> bool:
     return _real(v) and v >= 0
 
 
-def _entries(checks: dict[str, Callable[[Any], bool]]) -> Callable[[Any], bool]:
-    """A check of a dict that has exactly the keys of ``checks``, each value passing its check."""
-    return lambda v: isinstance(v, dict) and v.keys() == checks.keys() and all(checks[k](v[k]) for k in v)
+def _entries(checks: dict[str, Callable[[Any], bool]], optional: Collection[str] = ()) -> Callable[[Any], bool]:
+    """A check of a dict that has the keys of ``checks`` (those ``optional`` may be missing), each
+    value passing its check."""
+    required = checks.keys() - set(optional)
+    return lambda v: isinstance(v, dict) and required <= v.keys() <= checks.keys() and all(checks[k](v[k]) for k in v)
 
 
 # A cursor's seed is the user's, of any size; its other fields count.
@@ -173,7 +177,16 @@ _META_CHECKS: dict[str, Callable[[Any], bool]] = {
     "step": _whole(0),
     "cursor": lambda v: v is None or _entries(_CURSOR_CHECKS)(v),
     "sums": _entries(
-        {"loss": _real, "correct": _non_negative, "samples": _whole(0), "steps": _whole(0), "seconds": _real}
+        {
+            "loss": _real,
+            "correct": _non_negative,
+            "samples": _whole(0),
+            "steps": _whole(0),
+            "seconds": _real,
+            "rounds": _whole(0),
+            "barrier_s": _non_negative,
+        },
+        optional=("rounds", "barrier_s"),  # checkpoints written before --shards
     ),
     "monitor": _entries(
         {"window": _whole(1), "steps": _whole(0), "average": _real, "start": lambda v: v is None or _real(v)}

@@ -144,19 +144,22 @@ def test_a_run_stopped_mid_epoch_resumes_at_its_last_round_identical(store, tmp_
     rounds = streamtrain.shards.Shards.round
     seen = []
 
-    def killed_at_round_9(self, *args):
+    def killed_at_round_12(self, *args):
         seen.append(1)
-        if len(seen) == 9:
-            raise KeyboardInterrupt  # the client dies: the checkpoint of round 8 is its last
+        if len(seen) == 12:
+            raise KeyboardInterrupt  # the client dies: its last checkpoint is of round 11, epoch 2's third
         return rounds(self, *args)
 
-    monkeypatch.setattr(streamtrain.shards.Shards, "round", killed_at_round_9)
+    monkeypatch.setattr(streamtrain.shards.Shards, "round", killed_at_round_12)
     with pytest.raises(KeyboardInterrupt):
         streamtrain.fit(store, checkpoint_dir=tmp_path / "ckpt", **options)
     monkeypatch.setattr(streamtrain.shards.Shards, "round", rounds)
     resumed = streamtrain.fit(store, checkpoint_dir=tmp_path / "ckpt", resume=True, **options)
     assert same(resumed.params, whole.params)
     assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
+    assert (
+        [r.rounds for r in resumed.history] == [r.rounds for r in whole.history] == [8, 8]
+    )  # 6, 5 and 5 chunks of 250: 38 steps of 40 the most
 
 
 def test_more_shards_reach_the_optimum_about_as_soon(tmp_path):
