@@ -307,7 +307,12 @@ def _connect(address: str) -> tuple[Any, Any]:
             f"scheduler {address!r} needs dask.distributed: pip install 'streamtrain[distributed]'"
         ) from None
     if address == "local":
-        cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
+        # No dashboard; the scheduler's HTTP server (health, metrics) would still take Dask's 8787, and
+        # warn on stderr when a dashboard elsewhere has it: any free port of this machine instead.
+        cluster = LocalCluster(
+            n_workers=os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        )  # fmt: skip
         return Client(cluster, set_as_default=False), cluster
     if address.startswith("tls://") and Security().get_connection_args("client")["ssl_context"] is None:
         # Checked here: a Client given no certificates fails with a traceback, then hangs on close.

@@ -8,8 +8,10 @@ Conventions: X (n_x, m) float64 (unless a test says otherwise), Y (1, m) of 0/1,
 {"W1": (1, n_x), "b1": (1, 1)} drawn at random so that no term of the gradient vanishes.
 """
 
+import contextlib
 import math
 import re
+import socket
 import time
 
 import h5py
@@ -449,9 +451,14 @@ def cluster():
         c.close()
 
 
-def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch, make_logistic_params, make_logistic_xy):
+def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch, recwarn, make_logistic_params, make_logistic_xy):
+    """... and stays off Dask's port 8787, held here as a dashboard running elsewhere would hold it."""
     distributed = pytest.importorskip("distributed")
     made = []
+    dashboard = socket.socket()
+    with contextlib.suppress(OSError):  # a dashboard running already holds it just as well
+        dashboard.bind(("127.0.0.1", 8787))
+        dashboard.listen()
 
     class Recorded(distributed.LocalCluster):  # the real thing, remembered so the test can look at it
         def __init__(self, *args, **kw):
@@ -468,6 +475,9 @@ def test_local_cluster_scheduler_equals_sync(zarr_store, monkeypatch, make_logis
     assert _rel(grad, expected[1]) <= 1e-12
     assert len(made) == 1 and "chunk_task" in made[0].scheduler.task_prefixes  # the cluster did the work
     assert made[0].status.name == "closed"  # and was shut down afterwards
+    assert made[0].scheduler.http_server.port != 8787
+    assert not [w for w in recwarn if "8787" in str(w.message)]  # Dask's "Port 8787 is already in use"
+    dashboard.close()
 
 
 def test_running_scheduler_address_on_hdf5_and_zarr(
