@@ -38,7 +38,11 @@ class Starts:
         """The state before the first step."""
         opt = self.opt.init(params) if self.opt is not None else OptimizerState(0, {}, {})  # L-BFGS keeps its own
         start = None if self.batch_size == self.source.m else self._starting_loss(params)
-        return TrainState(params, opt, Monitor.for_steps(self.batch_size, self.source.m, start))
+        return TrainState(params, opt, self._monitor(start))
+
+    def _monitor(self, start: float | None = None) -> Monitor:
+        """The divergence monitor of this run's steps (``start``: the loss at the initial params)."""
+        return Monitor.for_steps(self.batch_size, self.source.m, start)
 
     def continued(self, state: TrainState) -> TrainState:
         """A copy of ``state`` that this run goes on from (``fit``'s ``state``) at the start of its epoch, with a
@@ -93,7 +97,7 @@ class Starts:
         try:
             check_params(self.model, state.params, self.source.n_x, self.source.k)
             fresh = self.opt.init(state.params) if self.opt is not None else OptimizerState(0, {}, {})
-            check_state(state, fresh, Monitor.for_steps(self.batch_size, self.source.m).window)
+            check_state(state, fresh, self._monitor().window)
         except ConfigError as e:
             raise DataError(f"{self.last_checkpoint}: damaged checkpoint: {e}") from None
         return state

@@ -8,6 +8,7 @@ after every round (with the K cursors), so a run killed anywhere resumes at its 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from ._errors import ConfigError, DivergedError
 from ._progress import Progress
 from .batches import Cursor
+from .divergence import Monitor
 from .optim import OptimizerState
 from .records import EpochRecord
 from .resume import TrainState
@@ -36,6 +38,14 @@ class ShardedRun(Run):
             raise ConfigError(f"--shards {K} needs at least {K} chunks to deal; the store has {n}: store more chunks")
         self.small = None  # rounds step batch by batch, in numpy
         self.rounds: Shards | None = None
+
+    def _monitor(self, start: float | None = None) -> Monitor:
+        """The monitor takes a loss a round, each the mean of the K shards' H steps: the window of
+        one process's steps is window / H rounds (one at the default H, where one round may be the
+        whole epoch)."""
+        steps = super()._monitor(start)
+        assert self.config.sync_every is not None
+        return dataclasses.replace(steps, window=math.ceil(steps.window / self.config.sync_every))
 
     def train(self, state: TrainState) -> Any:
         config = self.config
@@ -92,7 +102,8 @@ class ShardedRun(Run):
         loss = sum(r.loss for r in done) / samples if samples else 0.0
         if not math.isfinite(loss):
             raise DivergedError(
-                f"the loss of round {state.opt.step} of epoch {state.epoch} is {loss}: {self._too_large}"
+                f"the loss of round {state.sums.rounds + 1} of epoch {state.epoch} is {loss} (the data it read is "
+                f"finite): {self._too_large}"
             )
         params, v, s = average(done, np.dtype(self.config.dtype))
         state.params = params

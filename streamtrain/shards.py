@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._errors import UserError
 from .batches import BatchStream, Cursor, chunk_order
 from .config import FitConfig
 from .holdout import ChunkSubset
@@ -80,7 +81,9 @@ class RoundTask:
 
 
 def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cursor) -> RoundResult:
-    """Up to ``task.steps`` steps of one shard from ``cursor`` (fewer where its epoch ends)."""
+    """Up to ``task.steps`` steps of one shard from ``cursor`` (fewer where its epoch ends, or where
+    the loss is no longer finite: the client names the divergence). NaN or inf in the round's
+    chunks is a DataError naming the sample."""
     t0 = time.perf_counter()
     config, model = task.config, task.model
     assert task.source is not None, "a round reads its shard of the training store"
@@ -103,7 +106,12 @@ def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cu
                 params, opt = optimizer.update(grads, opt, params)
                 B = X.shape[1]
                 steps, samples, loss_sum, correct = steps + 1, samples + B, loss_sum + loss * B, correct + hits
-                if steps == task.steps or not math.isfinite(loss):
+                if not math.isfinite(loss):  # NaN/inf in the data is the user's to hear of; else the rate's
+                    error = shard.find_nonfinite(stream.chunks_between(cursor, after), config.dtype)
+                    if error is not None:
+                        raise error
+                    break
+                if steps == task.steps:
                     break
         finally:
             it.close()
@@ -177,10 +185,14 @@ class Shards:
             futures = self._submit(tasks, params, opt, pending)
             for k, future in futures.items():
                 try:
-                    done[k] = future.result()
+                    result = future.result()
                 except CancelledError:
                     if attempt == _RESUBMITS:
                         raise
+                    continue
+                if isinstance(result, _Refused):
+                    raise result.error
+                done[k] = result
             pending = {k: c for k, c in pending.items() if k not in done}
             if not pending:
                 break
@@ -233,11 +245,22 @@ class Shards:
         self.close()
 
 
+class _Refused(NamedTuple):
+    """The user's error a round met on a worker (a NaN in the data, a chunk that cannot be read),
+    returned rather than raised: a raised one would be retried (``retries``), its bad chunk read
+    again on other workers, before the user heard of it."""
+
+    error: UserError
+
+
 def _remote_round(
     source: ChunkSource, task: RoundTask, shared: tuple[Params, OptimizerState], cursor: Cursor
-) -> RoundResult:
+) -> RoundResult | _Refused:
     params, opt = shared
-    return shard_round(dataclasses.replace(task, source=source), params, opt, cursor)
+    try:
+        return shard_round(dataclasses.replace(task, source=source), params, opt, cursor)
+    except UserError as e:
+        return _Refused(e)
 
 
 def average(results: Sequence[RoundResult | None], dtype: Any) -> tuple[Params, Params, Params]:

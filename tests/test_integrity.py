@@ -269,6 +269,25 @@ def test_nan_in_x_is_one_line_and_exit_1_from_the_exact_commands(capsys, tmp_pat
     assert not (tmp_path / "m.npz").exists()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--holdout", "0.25"],  # trains on chunks 0, 1, 3: chunk 3 is its third
+        ["--shards", "2", "--scheduler", "sync"],
+        ["--shards", "2", "--sync-every", "1", "--scheduler", "threads"],
+        ["--shards", "1", "--sync-every", "3", "--scheduler", "sync"],
+    ],
+    ids=["fit", "holdout", "shards", "shards-every-step", "one-shard-in-rounds"],
+)
+def test_nan_in_x_is_named_by_the_stores_chunk_from_mini_batch_training(capsys, tmp_path, argv):
+    data = make(tmp_path / "d.zarr")
+    _with_nan_in_x(data, 3500)
+    code, _, err = run(capsys, "fit", data, *argv, "--out", tmp_path / "m.npz")
+    one_line_error(code, err, f"{data}/X: sample 3500 (chunk 3) holds NaN in row 3")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_random_bytes_decoding_to_nan_are_named_without_a_warning(capsys, tmp_path):
     data = make(tmp_path / "d.zarr")
     model_file(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -303,3 +304,58 @@ def test_the_epoch_line_says_the_rounds_and_the_barrier(store, tmp_path, capsys,
     assert code == 0
     (line,) = [line for line in out.splitlines() if line.startswith("epoch 1:")]
     assert said in line and line.endswith("%)"), line
+
+
+@pytest.fixture(scope="module")
+def nan_store(tmp_path_factory):
+    """The store's twin with a NaN at sample 3,001 (chunk 12 of 16)."""
+    import zarr
+
+    path = tmp_path_factory.mktemp("nan") / "d.zarr"
+    streamtrain.make_data(path, m=4000, n_x=6, chunk=250, seed=5)
+    zarr.open_array(path / "X", mode="r+")[2, 3001] = np.nan
+    return path
+
+
+NAN_AT = r"d.zarr/X: sample 3001 \(chunk 12\) holds NaN in row 2"
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+@pytest.mark.parametrize("sync_every", [1, 1000])
+def test_nan_in_a_shards_data_is_named_not_blamed_on_the_rate(nan_store, scheduler, sync_every):
+    with pytest.raises(streamtrain.DataError, match=NAN_AT):
+        streamtrain.fit(nan_store, shards=2, sync_every=sync_every, scheduler=scheduler, progress=False)
+
+
+def test_nan_on_a_cluster_is_named_at_once_not_read_again_by_retries(nan_store, tmp_path):
+    """A DataError on a worker comes back as it is; raised there, Dask would run the task 3 more times."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "nan.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import collections
+        import streamtrain
+        from distributed import LocalCluster
+
+        if __name__ == "__main__":
+            with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+                try:
+                    streamtrain.fit({str(nan_store)!r}, shards=2, scheduler=cluster.scheduler_address, progress=False)
+                except streamtrain.DataError as e:
+                    print(e)
+                log = cluster.scheduler.transition_log  # (key, start, finish, ...)
+                runs = collections.Counter(t[0] for t in log if t[0].startswith("_remote_") and t[2] == "processing")
+                print(sorted(runs.values()))
+    """)
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    error, runs = proc.stdout.strip().splitlines()
+    assert re.search(NAN_AT, error) and runs == "[1, 1]", proc.stdout
+
+
+@pytest.mark.parametrize("sync_every", [1, 8, None])
+def test_a_rate_too_large_diverges_in_rounds_as_in_one_process(store, sync_every):
+    """One loss a round reaches the monitor: the default H (one round an epoch here) must not hide it."""
+    with pytest.raises(streamtrain.DivergedError, match=r"more than 10 times its starting 0\.69"):
+        streamtrain.fit(store, shards=2, sync_every=sync_every, lr=1e30, scheduler="sync", progress=False)

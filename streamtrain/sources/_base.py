@@ -302,12 +302,13 @@ class ChunkSource:
 
     @cached_property
     def chunk_starts(self) -> np.ndarray:
-        """First sample of each chunk, shape (n_chunks,)."""
+        """First sample of each of the store's chunks, shape (chunks stored,): what messages number
+        chunks by. A view of some chunks (``holdout.ChunkSubset``) keeps the store's."""
         return np.fromiter((b[0] for b in self.chunk_bounds), dtype=np.int64, count=self.n_chunks)
 
     def chunk_of(self, sample: int) -> int:
-        """Index of the chunk that holds ``sample``."""
-        return chunk_index(sample, self.chunk_starts)
+        """Index in ``chunk_bounds`` of the chunk that holds ``sample``."""
+        return chunk_index(sample, np.fromiter((b[0] for b in self.chunk_bounds), np.int64, count=self.n_chunks))
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data, for model files and checkpoints."""

@@ -16,7 +16,8 @@ class SourceView(ChunkSource):
 
     def __init__(self, source: ChunkSource) -> None:
         self.__dict__.update(source.__dict__)
-        self.__dict__.pop("chunk_starts", None)  # cached from the source's chunks: a view may have others
+        # Messages name the store's chunks (chunk 12 of the store, not the 8th a holdout trains on).
+        self.__dict__["chunk_starts"] = source.chunk_starts
         self.format, self.codec = source.format, source.codec
         self.source = source
 
