@@ -19,8 +19,8 @@ from ._errors import ConfigError, DivergedError
 from ._progress import Progress
 from .batches import Cursor
 from .divergence import Monitor
-from .optim import OptimizerState
-from .records import EpochRecord
+from .optim import OptimizerState, rate_of
+from .records import EpochRecord, StepRecord
 from .resume import TrainState
 from .shards import RoundResult, RoundTask, Shards, average, shard_chunks, shard_seed
 from .train import Run
@@ -37,6 +37,8 @@ class ShardedRun(Run):
         if n < K:
             raise ConfigError(f"--shards {K} needs at least {K} chunks to deal; the store has {n}: store more chunks")
         self.small = None  # rounds step batch by batch, in numpy
+        self.every = math.ceil(self.source.m / K / self.batch_size)  # a shard's steps per epoch, about
+        self.rate = rate_of(self.config, self.source.m, self.every)
         self.rounds: Shards | None = None
 
     def _monitor(self, start: float | None = None) -> Monitor:
@@ -48,12 +50,12 @@ class ShardedRun(Run):
         return dataclasses.replace(steps, window=math.ceil(steps.window / self.config.sync_every))
 
     def train(self, state: TrainState) -> Any:
-        config = self.config
-        every = math.ceil(self.source.m / config.shards / self.batch_size)  # a shard's steps per epoch, about
+        config, log = self.config, self.step_log
         assert config.sync_every is not None and config.scheduler is not None
         task = RoundTask(
-            self.source, self.model, config, (), config.sync_every, self.source.m, every, self.seen.weighting
-        )
+            self.source, self.model, config, (), config.sync_every, self.source.m, self.every, self.seen.weighting,
+            log_every=None if log is None else log.every,
+        )  # fmt: skip
         with Shards(task, config.shards, config.scheduler) as self.rounds:
             self._cluster_client = self.rounds.client  # exact passes (--eval-exact-every) on the same cluster
             return super().train(state)
@@ -70,6 +72,7 @@ class ShardedRun(Run):
             results = self.rounds.round(state.params, state.opt, cursors, chunks)
             wall = time.perf_counter() - t0
             done = [r for r in results if r is not None]
+            self._log_round(state, done)
             sums.barrier_s += sum(wall - r.seconds for r in done) / len(done)  # the shards' mean wait for the slowest
             loss = self._step_to_average(state, results)
             cursors = [_going_on(r, len(c)) for r, c in zip(results, chunks)]
@@ -92,6 +95,20 @@ class ShardedRun(Run):
             samples_per_s=sums.samples / seconds, rounds=sums.rounds, barrier_s=sums.barrier_s,
             accuracy=sums.correct / sums.samples if self.model.has_accuracy else None,
         )  # fmt: skip
+
+    def _log_round(self, state: TrainState, done: list[RoundResult]) -> None:
+        """Step records (--log-every) of the round's due steps, before its average: a step's batch
+        loss is the mean over the shards that took it, weighted by their batches' sizes."""
+        if self.step_log is None:
+            return
+        before = sum(r.samples or 0 for r in state.history) + state.sums.samples
+        seconds = sum(r.seconds for r in state.history) + self._seconds()
+        for step in sorted({t for r in done for t, *_ in r.logged}):
+            taken = {k: entry for k, r in enumerate(done) for entry in r.logged if entry[0] == step}
+            loss = sum(e[1] * e[2] for e in taken.values()) / sum(e[2] for e in taken.values())
+            # the samples of each shard's round up to this step: all of them for a shard that ended before it
+            seen = sum(taken[k][3] if k in taken else r.samples for k, r in enumerate(done))
+            self.step_log.record(StepRecord(step, state.epoch, before + seen, loss, self.rate(step - 1), seconds))
 
     def _step_to_average(self, state: TrainState, results: list[RoundResult | None]) -> float:
         """The round's average as the run's params and optimizer state; the round's mean batch loss."""

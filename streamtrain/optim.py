@@ -256,10 +256,12 @@ def schedule(
     return lambda step: kind.rate(lr, d, step // every, step_size)
 
 
-def rate_of(config: FitConfig, m: int) -> Callable[[int], float]:
-    """The learning rate of ``config`` at each step, following the schedule."""
+def rate_of(config: FitConfig, m: int, epoch_steps: int | None = None) -> Callable[[int], float]:
+    """The learning rate of ``config`` at each step, following the schedule; an epoch is
+    ``epoch_steps`` steps (by default m / B; a shard's, with --shards)."""
     B = m if config.batch_size == "full" else int(config.batch_size)
-    every = 1 if config.lr_per == "step" else -(-m // B)  # steps per epoch
+    epoch_steps = -(-m // B) if epoch_steps is None else epoch_steps
+    every = 1 if config.lr_per == "step" else epoch_steps
     return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=every)
 
 

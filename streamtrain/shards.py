@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -34,7 +34,7 @@ from .batches import BatchStream, Cursor, chunk_order
 from .config import FitConfig
 from .holdout import ChunkSubset
 from .models import Model, Params, batch_objective
-from .optim import OptimizerState, optimizer_of, schedule
+from .optim import OptimizerState, optimizer_of, rate_of
 from .sources import ChunkSource
 from .weights import Weighting
 
@@ -64,6 +64,8 @@ class RoundResult(NamedTuple):
     loss: float  # Σ batch loss × batch size
     correct: float
     seconds: float  # the round's compute time on its worker
+    logged: tuple[tuple[int, float, int, int], ...] = ()  # log_every's steps: (step, batch loss, batch size,
+    # samples of the round so far)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class RoundTask:
     m: int  # samples trained on, which scales the L2 term
     every: int  # steps per epoch of a shard, for the learning-rate schedule
     weighting: Weighting | None = None  # --weights, --class-weight: normalised over all the samples trained on
+    log_every: int | None = None  # --log-every N: the steps whose batch loss a round returns
 
 
 def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cursor) -> RoundResult:
@@ -92,11 +95,11 @@ def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cu
         shard, int(config.batch_size), cursor, shuffle=config.shuffle, dtype=config.dtype,
         prefetch=config.prefetch, buffer_bytes=config.buffer_bytes, labels=model.labels, weighting=task.weighting,
     )  # fmt: skip
-    optimizer = optimizer_of(config, _rate(config, task.every))
+    optimizer = optimizer_of(config, rate_of(config, task.m, task.every))
     params = {k: v.copy() for k, v in params.items()}
     steps = samples = 0
     loss_sum = correct = 0.0
-    after = cursor
+    after, logged = cursor, []
     with _one_blas_thread(), np.errstate(invalid="ignore", over="ignore"):
         it = iter(stream)
         try:
@@ -106,6 +109,8 @@ def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cu
                 params, opt = optimizer.update(grads, opt, params)
                 B = X.shape[1]
                 steps, samples, loss_sum, correct = steps + 1, samples + B, loss_sum + loss * B, correct + hits
+                if task.log_every is not None and opt.step % task.log_every == 0:
+                    logged.append((int(opt.step), float(loss), B, samples))
                 if not math.isfinite(loss):  # NaN/inf in the data is the user's to hear of; else the rate's
                     error = shard.find_nonfinite(stream.chunks_between(cursor, after), config.dtype)
                     if error is not None:
@@ -115,13 +120,8 @@ def shard_round(task: RoundTask, params: Params, opt: OptimizerState, cursor: Cu
                     break
         finally:
             it.close()
-    return RoundResult(params, opt.v, opt.s, after, samples, steps, loss_sum, correct, time.perf_counter() - t0)
-
-
-def _rate(config: FitConfig, every: int) -> Callable[[int], float]:
-    """The learning rate at each step: the schedule's t counts steps, or a shard's epochs of ``every`` steps."""
-    t_every = 1 if config.lr_per == "step" else every
-    return schedule(config.lr_schedule, config.lr, decay=config.lr_decay, step_size=config.lr_step, every=t_every)
+    seconds = time.perf_counter() - t0
+    return RoundResult(params, opt.v, opt.s, after, samples, steps, loss_sum, correct, seconds, tuple(logged))
 
 
 def _one_blas_thread() -> Any:

@@ -42,6 +42,11 @@ class StepLog:
         ``first_step``, taken after ``samples_before`` samples; ``lr(t)``: the rate of update t (0-based)."""
         for j, loss in enumerate(losses):
             step = first_step + j
-            if step % self.every == 0 and step > self.after:
+            if step % self.every == 0:
                 seen = samples_before + (j + 1) * width
-                append_jsonl(self.path, StepRecord(step, epoch, seen, float(loss), float(lr(step - 1)), seconds))
+                self.record(StepRecord(step, epoch, seen, float(loss), float(lr(step - 1)), seconds))
+
+    def record(self, record: StepRecord) -> None:
+        """Append ``record`` unless the file has its step already (a resumed run's steps taken again)."""
+        if record.step > self.after:
+            append_jsonl(self.path, record)

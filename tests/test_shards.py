@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -119,12 +120,13 @@ def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(st
                 assert same(dict(got), run.params), (workers, shards)
 
 
-def test_sync_every_step_is_one_step_on_the_global_batch(store):
-    """H = 1 with SGD: each round is one step on the K shards' batches side by side."""
+def test_sync_every_step_is_one_step_on_the_global_batch(store, tmp_path):
+    """H = 1 with SGD: each round is one step on the K shards' batches side by side; its step
+    record (--log-every 1) has that global batch's loss."""
     K, B, lr = 2, 100, 0.2
     config = FitConfig(shards=K, sync_every=1, batch_size=B, lr=lr, shuffle="none", dtype="float64", epochs=1)
-    result = streamtrain.fit(store, config, progress=False)
-    params = LOGISTIC.init(6, 1, np.dtype("float64"), 0)
+    result = streamtrain.fit(store, config, progress=False, metrics=tmp_path / "m.jsonl", log_every=1)
+    params, losses = LOGISTIC.init(6, 1, np.dtype("float64"), 0), []
     with streamtrain.open_source(store) as source:
         streams = [
             BatchStream(ChunkSubset(source, chunks), B, Cursor(shard_seed(0, K, k), 0), dtype=np.float64)
@@ -133,10 +135,30 @@ def test_sync_every_step_is_one_step_on_the_global_batch(store):
         for batches in zip(*streams):  # 8 chunks of 250: 2,000 samples and 20 batches a shard
             X = np.concatenate([b.X for b in batches], axis=1)
             Y = np.concatenate([b.Y for b in batches], axis=1)
-            _, grads, _ = batch_objective(LOGISTIC, params, X, Y, m=source.m)
-            params = {k: params[k] - lr * grads[k] for k in params}
+            loss, grads, _ = batch_objective(LOGISTIC, params, X, Y, m=source.m)
+            params, losses = {k: params[k] - lr * grads[k] for k in params}, [*losses, loss]
     for k in params:
         np.testing.assert_allclose(result.params[k], params[k], rtol=1e-12, atol=1e-14)
+    steps = step_records(tmp_path / "m.jsonl")
+    assert [s["step"] for s in steps] == list(range(1, 21))
+    assert [s["samples_seen"] for s in steps] == [K * B * t for t in range(1, 21)]
+    np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-12)
+
+
+@pytest.mark.parametrize("lr_options", [{}, {"lr_schedule": "step", "lr_decay": 0.5, "lr_step": 2}])
+def test_one_shard_in_rounds_logs_the_steps_of_one_process(store, tmp_path, lr_options):
+    options = dict(batch_size=64, epochs=3, progress=False, log_every=5, **lr_options)
+    streamtrain.fit(store, metrics=tmp_path / "one.jsonl", **options)
+    streamtrain.fit(store, metrics=tmp_path / "rounds.jsonl", shards=1, sync_every=7, **options)
+    one, rounds = (step_records(tmp_path / f) for f in ("one.jsonl", "rounds.jsonl"))
+    assert len(one) == 3 * 63 // 5 and rounds == one
+    assert {r["lr"] for r in one} == ({0.1} if not lr_options else {0.1, 0.05})
+
+
+def step_records(path):
+    """A metrics file's step records, without their times."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records if "step" in r]
 
 
 def test_a_run_stopped_mid_epoch_resumes_at_its_last_round_identical(store, tmp_path, monkeypatch):
