@@ -146,8 +146,10 @@ class Shards:
         if scheduler == "threads":
             self._pool = ThreadPoolExecutor(K, thread_name_prefix="streamtrain-shard")
         elif scheduler != "sync":
-            from .full_batch import _connect
+            from .full_batch import _check_workers_can_read, _connect
 
+            assert task.source is not None
+            _check_workers_can_read(task.source, scheduler)
             self._client, self._cluster = _connect(scheduler)
             # The store's description goes to every worker once; the params go once a round.
             self._source_future = self._scatter(task.source)

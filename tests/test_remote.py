@@ -93,8 +93,9 @@ def with_weights(where, m):
         dict(shuffle="buffer", buffer_mb=0.01, batch_size=32, epochs=2),
         dict(batch_size="full", epochs=3, lr=1.0, scheduler="threads"),  # Dask tasks read the zarr arrays
         dict(weights="W", holdout=0.25, standardize=True, epochs=2, optimizer="adam", lr=0.01),
+        dict(shards=2, sync_every=3, batch_size=32, epochs=2, scheduler="threads"),
     ],
-    ids=["mini-batches", "full batch on dask", "weights holdout standardize"],
+    ids=["mini-batches", "full batch on dask", "weights holdout standardize", "shards"],
 )
 def test_fit_and_evaluate_at_a_url_equal_them_on_local_disk(pair, options):
     X, Y = logistic_xy(m=600, n_x=4, dtype=np.float32)
@@ -344,12 +345,15 @@ def test_a_file_url_to_the_output_is_still_the_data_being_read(capsys, tmp_path)
     assert open_source(path).m == 50
 
 
-def test_dask_workers_in_other_processes_are_refused_a_memory_store(memory_url):
+@pytest.mark.parametrize(
+    "options", [{"batch_size": "full"}, {"shards": 2, "batch_size": 10}], ids=["exact passes", "shards"]
+)
+def test_dask_workers_in_other_processes_are_refused_a_memory_store(memory_url, options):
     url = memory_url("d.zarr")
     write_zarr(url, *logistic_xy(m=50, n_x=2, dtype=np.float32), 25)
     # They would find the store empty and read every chunk as the fill value.
     with pytest.raises(ConfigError, match=r"memory:// store lives in this process.*use threads or sync"):
-        streamtrain.fit(url, batch_size="full", scheduler="local")
+        streamtrain.fit(url, scheduler="local", progress=False, **options)
 
 
 def test_a_local_path_with_a_double_colon_is_a_path_not_a_url(tmp_path):
