@@ -34,6 +34,15 @@ def same(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def run_script(path, text, *argv):
+    """``text`` (dedented) run as the script ``path`` in a new process, as a cluster's client must
+    be (its workers import __main__); its stdout. The script must exit 0."""
+    path.write_text(textwrap.dedent(text))
+    proc = subprocess.run([sys.executable, str(path), *map(str, argv)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_one_shard_is_the_trainers_epoch(store):
     """A round over every chunk, from the run's seed, takes the steps of fit's epoch, bit for bit."""
     config = FitConfig(batch_size=32, lr=0.3, optimizer="momentum", seed=4)
@@ -89,9 +98,7 @@ def test_every_model_in_rounds_is_the_one_process_trainer(tmp_path, task, option
 def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(store, tmp_path):
     """K = 3 shards equal the sync rounds, and one shard equals one process, on clusters of 1 and 2 workers."""
     pytest.importorskip("distributed")
-    script = tmp_path / "cluster.py"
-    script.write_text(
-        textwrap.dedent(f"""
+    text = f"""
         import sys
         import numpy as np
         import streamtrain
@@ -104,8 +111,7 @@ def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(st
                     address = cluster.scheduler_address
                     result = streamtrain.fit({str(store)!r}, shards=shards, scheduler=address, **options)
                     np.savez(sys.argv[2] + f"-{{shards}}.npz", **result.params)
-    """)
-    )
+    """
     options = dict(batch_size=50, epochs=2, progress=False, optimizer="adam", lr=0.01)
     expected = {
         1: streamtrain.fit(store, **options),
@@ -113,8 +119,7 @@ def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(st
     }
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        proc = subprocess.run([sys.executable, str(script), str(workers), str(out)], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        run_script(tmp_path / "cluster.py", text, workers, out)
         for shards, run in expected.items():
             with np.load(f"{out}-{shards}.npz") as got:
                 assert same(dict(got), run.params), (workers, shards)
@@ -263,9 +268,7 @@ def test_rounds_from_unchanged_params_run_on_a_cluster(store, tmp_path):
     last round's scatter: equal data got the same key as the future being released, and the round
     hung on two workers (lost its inputs on one). Each round's scatter now has a key of its own."""
     pytest.importorskip("distributed")
-    script = tmp_path / "same_params.py"
-    script.write_text(
-        textwrap.dedent(f"""
+    text = f"""
         import numpy as np
         import streamtrain
         from distributed import LocalCluster
@@ -283,10 +286,8 @@ def test_rounds_from_unchanged_params_run_on_a_cluster(store, tmp_path):
                 with Shards(task, 2, cluster.scheduler_address) as shards:
                     for _ in range(10):
                         shards.round(params, opt, [Cursor(shard_seed(0, 2, k), 0) for k in range(2)], chunks)
-    """)
-    )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """
+    run_script(tmp_path / "same_params.py", text)
 
 
 def test_rounds_find_the_workers_whatever_the_clients_cached_view(store, tmp_path):
@@ -294,9 +295,7 @@ def test_rounds_find_the_workers_whatever_the_clients_cached_view(store, tmp_pat
     that read the workers there while it did found none and failed (once in a few thousand rounds at Dask's
     2 s refresh). Refreshed every millisecond, a run of 40 rounds met it at once."""
     pytest.importorskip("distributed")
-    script = tmp_path / "refresh.py"
-    script.write_text(
-        textwrap.dedent(f"""
+    text = f"""
         import dask
         import streamtrain
         from distributed import LocalCluster
@@ -309,10 +308,8 @@ def test_rounds_find_the_workers_whatever_the_clients_cached_view(store, tmp_pat
                         scheduler=cluster.scheduler_address,
                     )
             assert run.history[-1].rounds == 40
-    """)
-    )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    """
+    run_script(tmp_path / "refresh.py", text)
 
 
 @pytest.mark.parametrize(("sync_every", "said"), [(40, "(1 round, waiting at the barrier "), (7, "(6 rounds, ")])
@@ -352,9 +349,7 @@ def test_nan_in_a_shards_data_is_named_not_blamed_on_the_rate(nan_store, schedul
 def test_nan_on_a_cluster_is_named_at_once_not_read_again_by_retries(nan_store, tmp_path):
     """A DataError on a worker comes back as it is; raised there, Dask would run the task 3 more times."""
     pytest.importorskip("distributed")
-    script = tmp_path / "nan.py"
-    script.write_text(
-        textwrap.dedent(f"""
+    text = f"""
         import collections
         import streamtrain
         from distributed import LocalCluster
@@ -368,12 +363,10 @@ def test_nan_on_a_cluster_is_named_at_once_not_read_again_by_retries(nan_store, 
                 log = cluster.scheduler.transition_log  # (key, start, finish, ...)
                 runs = collections.Counter(t[0] for t in log if t[0].startswith("_remote_") and t[2] == "processing")
                 print(sorted(runs.values()))
-    """)
-    )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    error, runs = proc.stdout.strip().splitlines()
-    assert re.search(NAN_AT, error) and runs == "[1, 1]", proc.stdout
+    """
+    out = run_script(tmp_path / "nan.py", text)
+    error, runs = out.strip().splitlines()
+    assert re.search(NAN_AT, error) and runs == "[1, 1]", out
 
 
 @pytest.mark.parametrize("sync_every", [1, 8, None])
