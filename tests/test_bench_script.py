@@ -44,3 +44,20 @@ def test_bench_shards_lists_its_rows_without_starting_a_cluster():
     assert done.returncode == 0, done.stderr
     names = [line.split()[0] for line in done.stdout.splitlines()]
     assert names[0] == "fit" and {"K4.w2", "opt.K2.w2.H1", "round.w2"} <= set(names)
+
+
+def test_bench_moments_checks_its_rounds_against_fit_and_prints_its_table(tmp_path):
+    """Its "averaged" rounds must be fit's bit for bit (it exits non-zero otherwise), at a tiny m."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["--m", "4000", "--epochs", "1", "--shards", "2", "--sync-every", "5", "--json", str(tmp_path / "m.json")]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_moments.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| model | optimizer (lr) | K | H | averaged | reset | local |" in done.stdout
+    runs = json.loads((tmp_path / "m.json").read_text())["runs"]
+    assert len(runs) == 6 and all(len(r[v]) == 1 for r in runs for v in ("averaged", "reset", "local"))
