@@ -21,6 +21,7 @@ class Mutant(NamedTuple):
 
 
 MODELS, OPTIM, BATCHES = "streamtrain/models.py", "streamtrain/optim.py", "streamtrain/batches.py"
+LAYERS = "streamtrain/layers.py"
 BASE, LABELS = "streamtrain/sources/_base.py", "streamtrain/labels.py"
 ZARR, HDF5 = "streamtrain/sources/_zarr.py", "streamtrain/sources/_hdf5.py"
 CHECKPOINT, COMPARE, TRAIN = "streamtrain/checkpoint.py", "streamtrain/compare.py", "streamtrain/train.py"
@@ -31,6 +32,7 @@ DIVERGENCE, PARAMETERS = "streamtrain/divergence.py", "streamtrain/parameters.py
 # Which test files cover a module: only these run for its mutants (the first ones fail fastest).
 TESTS = {
     MODELS: ("test_models.py", "test_train.py", "test_compare.py", "test_full_batch.py"),
+    LAYERS: ("test_models.py", "test_train.py", "test_compare.py", "test_full_batch.py"),
     OPTIM: ("test_optim.py", "test_train.py"),
     BATCHES: ("test_batches.py", "test_train.py", "test_compare.py"),
     BASE: ("test_sources.py", "test_batches.py"),
@@ -53,35 +55,35 @@ TESTS = {
 M = Mutant
 MUTANTS = [
     # -- models: the maths -------------------------------------------------------------------------
-    M("models-softplus-sign", MODELS, "np.exp(-np.abs(Z))", "np.exp(np.abs(Z))", "sign: log1p(e^|z|)"),
-    M("models-sigmoid-scale", MODELS, "np.tanh(0.5 * Z)", "np.tanh(Z)", "dropped factor in sigmoid"),
+    M("models-softplus-sign", LAYERS, "np.exp(-np.abs(Z))", "np.exp(np.abs(Z))", "sign: log1p(e^|z|)"),
+    M("models-sigmoid-scale", LAYERS, "np.tanh(0.5 * Z)", "np.tanh(Z)", "dropped factor in sigmoid"),
     M(
         "models-relu-grad-at-0",
-        MODELS,
+        LAYERS,
         "lambda Z, A: Z > 0,",
         "lambda Z, A: Z >= 0,",
         "relu' at z = 0",
         equivalent="relu has no derivative at 0: 0 and 1 are both valid subgradients",
     ),
-    M("models-he-init", MODELS, "lambda n_in, n: 2.0 / n_in", "lambda n_in, n: 1.0 / n_in", "He variance halved"),
-    M("models-xavier-init", MODELS, "return 2.0 / (n_in + n)", "return 1.0 / (n_in + n)", "Xavier variance halved"),
-    M("models-tanh-grad", MODELS, "1.0 - A * A", "1.0 - A", "tanh' = 1 - a, not 1 - a²"),
-    M("models-sigmoid-grad", MODELS, "A * (1.0 - A)", "A * (1.0 + A)", "sign in sigmoid'"),
-    M("models-softmax-shift-axis", MODELS, "Z - Z.max(axis=0,", "Z - Z.max(axis=1,", "wrong axis: max over rows"),
-    M("models-softmax-sum-axis", MODELS, "E.sum(axis=0, keepdims=True)", "E.sum(axis=1, keepdims=True)", "wrong axis"),
-    M("models-sigmoid-loss-sign", MODELS, "softplus(Z) - Y * Z", "softplus(Z) + Y * Z", "sign in cross-entropy"),
-    M("models-sigmoid-class-at-0", MODELS, "return A >= 0.5", "return A > 0.5", "issue 10 #20: z = 0 as class 0"),
-    M("models-sigmoid-rows-any", MODELS, "hit.all(axis=0)", "hit.any(axis=0)", "multi-row: one right row is enough"),
+    M("models-he-init", LAYERS, "lambda n_in, n: 2.0 / n_in", "lambda n_in, n: 1.0 / n_in", "He variance halved"),
+    M("models-xavier-init", LAYERS, "return 2.0 / (n_in + n)", "return 1.0 / (n_in + n)", "Xavier variance halved"),
+    M("models-tanh-grad", LAYERS, "1.0 - A * A", "1.0 - A", "tanh' = 1 - a, not 1 - a²"),
+    M("models-sigmoid-grad", LAYERS, "A * (1.0 - A)", "A * (1.0 + A)", "sign in sigmoid'"),
+    M("models-softmax-shift-axis", LAYERS, "Z - Z.max(axis=0,", "Z - Z.max(axis=1,", "wrong axis: max over rows"),
+    M("models-softmax-sum-axis", LAYERS, "E.sum(axis=0, keepdims=True)", "E.sum(axis=1, keepdims=True)", "wrong axis"),
+    M("models-sigmoid-loss-sign", LAYERS, "softplus(Z) - Y * Z", "softplus(Z) + Y * Z", "sign in cross-entropy"),
+    M("models-sigmoid-class-at-0", LAYERS, "return A >= 0.5", "return A > 0.5", "issue 10 #20: z = 0 as class 0"),
+    M("models-sigmoid-rows-any", LAYERS, "hit.all(axis=0)", "hit.any(axis=0)", "multi-row: one right row is enough"),
     M(
         "models-softmax-loss-sign",
-        MODELS,
+        LAYERS,
         "log_total.sum(dtype=np.float64) - (Y * S)",
         "log_total.sum(dtype=np.float64) + (Y * S)",
         "sign in softmax cross-entropy",
     ),
-    M("models-softmax-correct", MODELS, "Z.argmax(axis=0) == Y", "Z.argmin(axis=0) == Y", "argmin for argmax"),
-    M("models-squared-half", MODELS, "return 0.5 * float(np.square(D", "return float(np.square(D", "dropped ½"),
-    M("models-softmax-predict-axis", MODELS, "A.argmax(axis=0)[None, :]", "A.argmax(axis=-1)[None, :]", "wrong axis"),
+    M("models-softmax-correct", LAYERS, "Z.argmax(axis=0) == Y", "Z.argmin(axis=0) == Y", "argmin for argmax"),
+    M("models-squared-half", LAYERS, "return 0.5 * float(np.square(D", "return float(np.square(D", "dropped ½"),
+    M("models-softmax-predict-axis", LAYERS, "A.argmax(axis=0)[None, :]", "A.argmax(axis=-1)[None, :]", "wrong axis"),
     M(
         "models-class-ids-off-by-one",
         MODELS,
