@@ -61,8 +61,12 @@ HYPERPARAMETERS = (
     *("hidden", "activation", "batch_size", "epochs", "lr", "optimizer", "beta1", "beta2", "eps"),
     *("lr_schedule", "lr_decay", "lr_step", "lr_per", "l2", "shuffle", "dtype"),
 )
-# FitConfig's options of how a store is read, which fit_store takes.
-READING = ("prefetch", "buffer_mb", "missing_chunks", "weights", "eval_exact_every", "scheduler")
+# FitConfig's options of how a store is read and where the training runs (--shards on a Dask cluster),
+# which fit_store takes.
+READING = (
+    *("prefetch", "buffer_mb", "missing_chunks", "weights", "eval_exact_every", "scheduler"),
+    *("shards", "sync_every"),
+)
 # streamtrain.fit's keywords fit_store passes on: the options above, checkpoints and what the run reports.
 _RUN = {
     *READING,

@@ -178,6 +178,17 @@ def test_fit_store_takes_a_source_with_its_own_array_names_and_run_options(tmp_p
         clf.fit_store(tmp_path / "s.zarr", standardize=True)
 
 
+def test_fit_store_trains_in_shards_as_fit_does(tmp_path):
+    X, ids = _blobs(m=400, classes=2, offset=0.0)
+    write_zarr(tmp_path / "s.zarr", X.T.astype(np.float32), ids[None, :].astype(np.float32), 40)
+    shards = dict(shards=3, sync_every=2, scheduler="threads", progress=False)
+    clf = StreamClassifier(batch_size=16, optimizer="adam", lr=0.01).fit_store(tmp_path / "s.zarr", **shards)
+    expected = streamtrain.fit(tmp_path / "s.zarr", batch_size=16, optimizer="adam", lr=0.01, seed=0, **shards)
+    assert clf.result_.history[-1].rounds == 5  # 10 chunks of 40 dealt 4, 3, 3: 10 batches of 16, in rounds of 2
+    for name, value in expected.params.items():
+        np.testing.assert_array_equal(clf.params_[name], value)
+
+
 def test_predict_proba_is_the_models_own_and_sklearns_for_the_same_weights():
     X, ids = _blobs(m=200, classes=3)
     clf = StreamClassifier(model="softmax", optimizer="adam", lr=0.01, batch_size=16).fit(X, ids)
