@@ -28,6 +28,8 @@ CHECKPOINT, COMPARE, TRAIN = "streamtrain/checkpoint.py", "streamtrain/compare.p
 INTEGRITY, STAMP = "streamtrain/sources/_integrity.py", "streamtrain/sources/_stamp.py"
 RESUME, SIGNALS, OUTPUTS = "streamtrain/resume.py", "streamtrain/_signals.py", "streamtrain/outputs.py"
 DIVERGENCE, PARAMETERS = "streamtrain/divergence.py", "streamtrain/parameters.py"
+BUFFERS, RUN_START = "streamtrain/_buffers.py", "streamtrain/_run_start.py"
+TRAINING_DATA = "streamtrain/training_data.py"
 
 # Which test files cover a module: only these run for its mutants (the first ones fail fastest).
 TESTS = {
@@ -35,6 +37,7 @@ TESTS = {
     LAYERS: ("test_models.py", "test_train.py", "test_compare.py", "test_full_batch.py"),
     OPTIM: ("test_optim.py", "test_train.py"),
     BATCHES: ("test_batches.py", "test_train.py", "test_compare.py"),
+    BUFFERS: ("test_batches.py", "test_train.py", "test_compare.py"),
     BASE: ("test_sources.py", "test_batches.py"),
     LABELS: ("test_sources.py", "test_batches.py", "test_full_batch.py"),
     ZARR: ("test_sources.py",),
@@ -42,8 +45,11 @@ TESTS = {
     CHECKPOINT: ("test_checkpoint.py", "test_model_files.py", "test_train.py", "test_config.py", "test_resume.py"),
     COMPARE: ("test_compare.py",),
     TRAIN: ("test_train.py", "test_resume.py", "test_divergence.py", "test_full_batch.py", "test_cli.py"),
+    RUN_START: ("test_train.py", "test_resume.py", "test_divergence.py", "test_train_state.py"),
+    TRAINING_DATA: ("test_train.py", "test_model_files.py", "test_train_state.py", "test_holdout.py"),
     # issue 10's reliability code (its mutants: mutants_reliability.py)
-    INTEGRITY: ("test_sources.py", "test_integrity.py", "test_full_batch.py", "test_train.py"),
+    # test_direct.py: damaged chunks read through the storage library (the fallback of the direct reads)
+    INTEGRITY: ("test_sources.py", "test_integrity.py", "test_full_batch.py", "test_train.py", "test_direct.py"),
     STAMP: ("test_sources.py", "test_resume.py"),
     RESUME: ("test_resume.py",),
     DIVERGENCE: ("test_divergence.py", "test_resume.py"),
@@ -82,7 +88,7 @@ MUTANTS = [
         "sign in softmax cross-entropy",
     ),
     M("models-softmax-correct", LAYERS, "Z.argmax(axis=0) == Y", "Z.argmin(axis=0) == Y", "argmin for argmax"),
-    M("models-squared-half", LAYERS, "return 0.5 * float(np.square(D", "return float(np.square(D", "dropped ½"),
+    M("models-squared-half", LAYERS, "loss = 0.5 * (float(squares", "loss = (float(squares", "dropped ½"),
     M("models-softmax-predict-axis", LAYERS, "A.argmax(axis=0)[None, :]", "A.argmax(axis=-1)[None, :]", "wrong axis"),
     M(
         "models-class-ids-off-by-one",
@@ -157,8 +163,14 @@ MUTANTS = [
     M("optim-step-count", OPTIM, "OptimizerState(t, v, s)", "OptimizerState(state.step, v, s)", "step not advanced"),
     M("optim-lr-at-next", OPTIM, "float(lr(step))", "float(lr(step + 1))", "off-by-one: rate of the next step"),
     M("optim-inverse-time", OPTIM, "lr / (1 + d * t)", "lr / (1 + t)", "dropped decay"),
-    M("optim-exponential", OPTIM, "lr * d**t,", "lr * d ** (t + 1),", "off-by-one: decayed from step 0"),
-    M("optim-step-schedule", OPTIM, "lr * d ** (t // n)", "lr * d ** ((t + 1) // n)", "off-by-one"),
+    M(
+        "optim-exponential",
+        OPTIM,
+        "lr * _power(d, t), 0.95",
+        "lr * _power(d, t + 1), 0.95",
+        "off-by-one: decayed from step 0",
+    ),
+    M("optim-step-schedule", OPTIM, "lr * _power(d, t // n)", "lr * _power(d, (t + 1) // n)", "off-by-one"),
     M("optim-exp-decay-1", OPTIM, "0.95, lambda d: 0 < d <= 1", "0.95, lambda d: 0 < d < 1", "<= vs <: 1 refused"),
     M("optim-inverse-decay-0", OPTIM, "1.0, lambda d: d >= 0", "1.0, lambda d: d > 0", ">= vs >: 0 refused"),
     M("optim-beta-1", OPTIM, "lambda v: 0 <= v < 1", "lambda v: 0 <= v <= 1", "< vs <=: β = 1 accepted"),
@@ -176,7 +188,13 @@ MUTANTS = [
     ),
     M("batches-offset-at-end", BATCHES, "if i >= n and n:", "if i > n and n:", "issue 10 #17: offset = n accepted"),
     M("batches-order-epoch", BATCHES, "default_rng([seed, epoch, 0])", "default_rng([seed, 0, 0])", "same each epoch"),
-    M("batches-budget-units", BATCHES, "(max(prefetch, 0) + 3)", "(max(prefetch, 0) + 2)", "off-by-one in budget"),
+    M(
+        "batches-budget-units",
+        BATCHES,
+        "buffer_bytes // (max(prefetch, 0) + 2 + READERS)",
+        "buffer_bytes // (max(prefetch, 0) + 1 + READERS)",
+        "off-by-one in budget",
+    ),
     M("batches-budget-y", BATCHES, "((source.n_x + source.k) *", "((source.n_x) *", "dropped term: Y's bytes"),
     M("batches-budget-min-1", BATCHES, "max(1, unit_bytes //", "(unit_bytes //", "skipped floor: 0 chunks"),
     M("batches-budget-chunk", BATCHES, "max(b - a for a, b", "min(b - a for a, b", "smallest chunk sizes the units"),
@@ -201,7 +219,13 @@ MUTANTS = [
         "i = c.offset",
         "offset reused",
     ),
-    M("batches-take", BATCHES, "take = min(B - have, n - i)", "take = min(B, n - i)", "dropped term: batch overfills"),
+    M(
+        "batches-take",
+        BATCHES,
+        "while i < n:\n                    take = min(B - have, n - i)",
+        "while i < n:\n                    take = min(B, n - i)",
+        "dropped term: batch overfills",
+    ),
     M("batches-resume-offset", BATCHES, "else (pos, i)", "else (pos, i + 1)", "off-by-one in the resume offset"),
     M(
         "batches-next-unit",
@@ -210,26 +234,44 @@ MUTANTS = [
         "next_unit = pos + self.chunks_per_unit",
         "skipped clamp: cursor past the end",
     ),
-    M("batches-short-last", BATCHES, "if pending:  # the last", "if False:  # the last", "short last batch dropped"),
+    M(
+        "batches-short-last",
+        BATCHES,
+        "pending, have = [], 0\n            if pending:",
+        "pending, have = [], 0\n            if False:",
+        "short last batch dropped",
+    ),
     M("batches-join-axis", BATCHES, "[p[1] for p in pieces], axis=1)", "[p[1] for p in pieces], axis=0)", "wrong axis"),
-    M("batches-labels-unshuffled", BATCHES, "np.take(Y, perm, axis=1)", "Y", "labels not permuted with X"),
-    M("batches-unit-overread", BATCHES, "self.order[pos : pos + n])", "self.order[pos : pos + n + 1])", "off-by-one"),
-    M("batches-queue-depth", BATCHES, "queue.Queue(maxsize=depth)", "queue.Queue(maxsize=depth + 1)", "off-by-one"),
+    M("batches-labels-unshuffled", BATCHES, "Y = permute(Y, np.empty_like(Y))", "Y = Y", "labels not permuted with X"),
+    M(
+        "batches-unit-overread",
+        BATCHES,
+        "chunks = self.order[pos : pos + self.chunks_per_unit]",
+        "chunks = self.order[pos : pos + self.chunks_per_unit + 1]",
+        "off-by-one",
+    ),
+    M(
+        "batches-queue-depth",
+        BUFFERS,
+        "while len(self._pending) < self._depth:",
+        "while len(self._pending) <= self._depth:",
+        "off-by-one: one more unit read ahead than the depth",
+    ),
     M(
         "batches-error-swallowed",
-        BATCHES,
-        'if kind == "error":\n                raise item',
-        'if kind == "error":\n                return',
-        "skipped raise",
+        BUFFERS,
+        "item = future.result()",
+        "if future.exception() is not None:\n                return\n            item = future.result()",
+        "skipped raise: a read error ends the epoch early, silently",
     ),
     M(
         "batches-labels-unchecked",
         BATCHES,
-        "source.read(a, b, labels=self.labels)",
-        "source.read(a, b)",
+        "a, b, labels=self.labels, into=None",
+        "a, b, into=None",
         "skipped check",
     ),
-    M("batches-close-no-stop", BATCHES, "self._stop.set()", "self._stop.is_set()", "close() never stops the thread"),
+    M("batches-close-no-stop", BUFFERS, "if self._pool is not None:", "if False:", "close() never stops the threads"),
     M("batches-cursor-ints", BATCHES, "int(d.get(f.name, 0))", "d.get(f.name, 0)", "NumPy ints kept in a cursor"),
     # -- sources and labels -----------------------------------------------------------------------
     M("sources-m-mismatch", BASE, "if m != m_y:", "if m > m_y:", "!= vs >: more labels than samples accepted"),
@@ -238,7 +280,13 @@ MUTANTS = [
     M("sources-transposed-hint", BASE, "if n_x == m_y:", "if n_x == m:", "swapped args"),
     M("sources-complex", BASE, 'kind not in "biuf"', 'kind not in "biufc"', "complex data accepted"),
     M("sources-bounds", BASE, "(s, min(s + chunk, m))", "(s, s + chunk)", "skipped clamp: last chunk past m"),
-    M("sources-labels-unchecked", BASE, "if labels is not None:", "if False:", "skipped check"),
+    M(
+        "sources-labels-unchecked",
+        BASE,
+        "X, Y = self._read(start, stop, into)\n        if labels is not None:",
+        "X, Y = self._read(start, stop, into)\n        if False:",
+        "skipped check",
+    ),
     M(
         "sources-fingerprint-chunk",
         BASE,
@@ -254,9 +302,9 @@ MUTANTS = [
     M("labels-binary", LABELS, "~((Y == 0) | (Y == 1))\n", "~((Y >= 0) & (Y <= 1))\n", "0.5 accepted"),
     M("labels-first-bad", LABELS, "np.argmax(bad.any(axis=0))", "np.argmax(bad.any(axis=1))", "wrong axis"),
     M("labels-chunk", LABELS, 'start + col, side="right"', 'start + col, side="left"', "off-by-one in the chunk named"),
-    M("zarr-chunk-axis", ZARR, "self._X.chunks[1])", "self._X.chunks[0])", "wrong axis"),
+    M("zarr-chunk-axis", ZARR, "(self.m, X.chunks[axis])", "(self.m, X.chunks[1 - axis])", "wrong axis"),
     M("zarr-missing-chunks", ZARR, "if n_missing == 0:", "if n_missing >= 0:", "skipped check"),
-    M("hdf5-chunk-axis", HDF5, "self._X.chunks[1] if", "self._X.chunks[0] if", "wrong axis"),
+    M("hdf5-chunk-axis", HDF5, "X.chunks[axis] if X.chunks", "X.chunks[1 - axis] if X.chunks", "wrong axis"),
     M("hdf5-never-written", HDF5, "if ds.id.get_storage_size() == 0:", "if False:", "skipped check"),
     M("hdf5-missing-chunks", HDF5, "if n_written == n_expected:", "if True:", "skipped check"),
     # -- checkpoint -------------------------------------------------------------------------------
@@ -299,9 +347,15 @@ MUTANTS = [
     M("compare-noisy-at-m", COMPARE, "if m > B and random > 0", "if random > 0", "skipped check: B = m"),
     M("compare-trained-at-m", COMPARE, 'trained["batch_size"] < m', 'trained["batch_size"] <= m', "< vs <="),
     # -- train ------------------------------------------------------------------------------------
-    M("train-steps-per-epoch", TRAIN, "-(-m // B)", "m // B", "issue 10 #18: m // B steps per epoch"),
-    M("train-lr-per", TRAIN, 'if config.lr_per == "step"', 'if config.lr_per != "step"', "swapped per-step/epoch"),
-    M("train-batch-gt-m", TRAIN, "config.batch_size > source.m:", "config.batch_size >= source.m:", "> vs >="),
+    M("train-steps-per-epoch", OPTIM, "-(-m // B) if", "m // B if", "issue 10 #18: m // B steps per epoch"),
+    M("train-lr-per", OPTIM, 'if config.lr_per == "step"', 'if config.lr_per != "step"', "swapped per-step/epoch"),
+    M(
+        "train-batch-gt-m",
+        TRAINING_DATA,
+        "config.batch_size > training.m:",
+        "config.batch_size >= training.m:",
+        "> vs >=",
+    ),
     M("train-record-loss", TRAIN, "sums.loss + loss * X.shape[1]", "sums.loss + loss", "unweighted mean of batches"),
     M("train-record-accuracy", TRAIN, "sums.correct + n_correct\n", "n_correct\n", "dropped term"),
     M(
@@ -318,8 +372,14 @@ MUTANTS = [
         "(state.epoch % every == 0)",
         "dropped term",
     ),
-    M("train-warm-start-model", TRAIN, "if warm.model.name != model.name:", "if False:", "skipped check"),
-    M("train-init-seed", TRAIN, "source.k, dtype, config.seed)", "source.k, dtype, 0)", "init ignores the seed"),
+    M("train-warm-start-model", TRAINING_DATA, "if warm.model.name != model.name:", "if False:", "skipped check"),
+    M(
+        "train-init-seed",
+        TRAINING_DATA,
+        "source.k, dtype, config.seed)",
+        "source.k, dtype, 0)",
+        "init ignores the seed",
+    ),
     M(
         "train-l2",
         TRAIN,
@@ -329,10 +389,11 @@ MUTANTS = [
     ),
     M(
         "train-init-copy",
-        TRAIN,
+        TRAINING_DATA,
         "{k: np.array(v, dtype=dtype) for k, v in init.items()}",
         "{k: np.asarray(v, dtype=dtype) for k, v in init.items()}",
         "no copy of the warm start",
-        equivalent="optimizers return new arrays and never update in place (test_optim checks it)",
+        equivalent="optimizers return new arrays and never update in place (test_optim checks it); the compiled "
+        "small-batch path steps copies of its own (SmallBatches.own)",
     ),
 ]

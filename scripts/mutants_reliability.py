@@ -5,7 +5,7 @@ atomic writes, output paths, damaged data and stamps. Same rules as ``mutants.py
 
 from __future__ import annotations
 
-from mutants import CHECKPOINT, DIVERGENCE, INTEGRITY, OUTPUTS, RESUME, SIGNALS, STAMP, TRAIN, Mutant
+from mutants import CHECKPOINT, DIVERGENCE, INTEGRITY, OUTPUTS, RESUME, RUN_START, SIGNALS, STAMP, TRAIN, Mutant
 
 M = Mutant
 MUTANTS = [
@@ -101,35 +101,35 @@ MUTANTS = [
     M(
         "div-no-bias-correction",
         DIVERGENCE,
-        " / (1.0 - beta**self.steps) if beta",
+        " / (1.0 - beta ** float(steps)) if beta",
         " if beta",
         "skipped bias correction: the first averages far too low",
     ),
     M(
         "div-kept-uncorrected",
         DIVERGENCE,
-        "kept = beta * previous * (1.0 - beta ** (self.steps - 1))",
+        "kept = beta * previous * (1.0 - beta ** float(steps - 1))",
         "kept = beta * previous",
         "corrected average folded in as uncorrected",
     ),
     M(
         "div-factor-boundary",
         DIVERGENCE,
-        "self.average > FACTOR * self.start:",
-        "self.average >= FACTOR * self.start:",
+        "average > FACTOR * start:",
+        "average >= FACTOR * start:",
         "> vs >=",
     ),
-    M("div-flat-is-rising", DIVERGENCE, "self.average <= previous:", "self.average < previous:", "<= vs <"),
+    M("div-flat-is-rising", DIVERGENCE, "and average > previous and", "and average >= previous and", "> vs >="),
     M(
         "div-no-wait-for-window",
         DIVERGENCE,
-        "if self.steps < self.window or",
-        "if self.steps < 1 or",
+        "if steps >= window and",
+        "if steps >= 1 and",
         "skipped check: judged before the window is full",
     ),
     M(
         "div-start-first-step",
-        TRAIN,
+        RUN_START,
         "Monitor.for_steps(self.batch_size, self.source.m, start)",
         "Monitor.for_steps(self.batch_size, self.source.m)",
         "the first batch's loss (noisy, maybe 0) as the reference, not the first chunk's",
@@ -159,8 +159,8 @@ MUTANTS = [
     M(
         "train-stop-before-save",
         TRAIN,
-        "loss)\n        if self.checkpoints is not None:",
-        "loss)\n        self._stop_if_asked(state)\n        if self.checkpoints is not None:",
+        'asked for one."""\n        if self.checkpoints is not None:',
+        'asked for one."""\n        self._stop_if_asked(state)\n        if self.checkpoints is not None:',
         "a signal stops the run before its checkpoint is written",
     ),
     M(
@@ -180,8 +180,8 @@ MUTANTS = [
     M(
         "train-monitor-skipped",
         TRAIN,
-        'asked for one."""\n        self._check_divergence(state, loss)',
-        'asked for one."""',
+        "self._check_divergence(state, loss)\n            self._after_steps(state)",
+        "self._after_steps(state)",
         "mini-batch steps never checked for divergence",
     ),
     M(
@@ -201,22 +201,22 @@ MUTANTS = [
     M(
         "train-unchanged-at-epoch-start",
         TRAIN,
-        'config.epochs:\n            self.source.check_unchanged(self.stamp, since="training began")',
-        "config.epochs:\n            pass",
+        'self.seen.check_unchanged(self.stamps, since="training began")\n            self._clock',
+        "self._clock",
         "skipped check: a replaced store trained on until the end",
     ),
     M(
         "train-unchanged-at-end",
         TRAIN,
-        'self.source.check_unchanged(self.stamp, since="training began")\n        return state.params',
-        "return state.params",
+        'self.seen.check_unchanged(self.stamps, since="training began")\n        return state.best',
+        "return state.best",
         "skipped check: a store replaced in the last epoch",
     ),
     M(
         "train-unchanged-on-resume",
-        TRAIN,
-        "self.source.check_unchanged(\n            self.checkpoints.stamp_of(",
-        "(lambda *a, **k: None)(\n            self.checkpoints.stamp_of(",
+        RUN_START,
+        "self.seen.check_unchanged(\n            self.checkpoints.stamps_of(",
+        "(lambda *a, **k: None)(\n            self.checkpoints.stamps_of(",
         "skipped check: resumed on a rewritten store",
     ),
     # -- signals ----------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ MUTANTS = [
     M(
         "integrity-read-error-unnamed",
         INTEGRITY,
-        'raise DataError(f"{where}: {chunk_span(start, stop, chunk_starts)} cannot be read: {_cause(e)}") from e',
+        'raise DataError(f"{where}: {chunk_span(start, stop, chunk_starts)} cannot be read: {cause(e)}") from e',
         "raise",
         "issue 10 #10: a damaged chunk is a traceback",
     ),
