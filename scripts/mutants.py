@@ -30,6 +30,7 @@ RESUME, SIGNALS, OUTPUTS = "streamtrain/resume.py", "streamtrain/_signals.py", "
 DIVERGENCE, PARAMETERS = "streamtrain/divergence.py", "streamtrain/parameters.py"
 BUFFERS, RUN_START = "streamtrain/_buffers.py", "streamtrain/_run_start.py"
 TRAINING_DATA = "streamtrain/training_data.py"
+SHARDS, SHARDED_RUN, VIEW = "streamtrain/shards.py", "streamtrain/_sharded_run.py", "streamtrain/sources/_view.py"
 
 # Which test files cover a module: only these run for its mutants (the first ones fail fastest).
 TESTS = {
@@ -47,6 +48,10 @@ TESTS = {
     TRAIN: ("test_train.py", "test_resume.py", "test_divergence.py", "test_full_batch.py", "test_cli.py"),
     RUN_START: ("test_train.py", "test_resume.py", "test_divergence.py", "test_train_state.py"),
     TRAINING_DATA: ("test_train.py", "test_model_files.py", "test_train_state.py", "test_holdout.py"),
+    # issue 14's --shards (the cluster tests start LocalClusters: a mutant takes about a minute)
+    SHARDS: ("test_shards.py",),
+    SHARDED_RUN: ("test_shards.py",),
+    VIEW: ("test_integrity.py", "test_holdout.py"),
     # issue 10's reliability code (its mutants: mutants_reliability.py)
     # test_direct.py: damaged chunks read through the storage library (the fallback of the direct reads)
     INTEGRITY: ("test_sources.py", "test_integrity.py", "test_full_batch.py", "test_train.py", "test_direct.py"),
@@ -395,5 +400,36 @@ MUTANTS = [
         "no copy of the warm start",
         equivalent="optimizers return new arrays and never update in place (test_optim checks it); the compiled "
         "small-batch path steps copies of its own (SmallBatches.own)",
+    ),
+    M("shards-deal", SHARDS, "return [np.sort(order[k::K])", "return [np.sort(order[k::K + 1])", "a chunk dealt twice"),
+    M(
+        "shards-average-weights",
+        SHARDS,
+        "(r.samples / total) * np.asarray",
+        "(1 / len(done)) * np.asarray",
+        "unweighted average of shards of unequal size",
+    ),
+    M("shards-error-retried", SHARDS, "return _Refused(e)", "raise", "issue 14: a DataError re-read by retries"),
+    M(
+        "shards-log-due",
+        SHARDS,
+        "opt.step % task.log_every == 0",
+        "steps % task.log_every == 0",
+        "steps logged by the round's count, not the run's",
+    ),
+    M(
+        "shards-monitor-window",
+        SHARDED_RUN,
+        "window=math.ceil(steps.window / self.config.sync_every)",
+        "window=steps.window",
+        "issue 14: one loss a round in a window of steps: divergence unseen",
+    ),
+    M("shards-rounds-counted", SHARDED_RUN, "sums.rounds += 1", "sums.rounds = 1", "rounds of an epoch miscounted"),
+    M(
+        "view-chunk-starts",
+        VIEW,
+        'self.__dict__["chunk_starts"] = source.chunk_starts',
+        'self.__dict__.pop("chunk_starts", None)',
+        "issue 14: a view's chunk named by its own index",
     ),
 ]

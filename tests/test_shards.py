@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -125,28 +126,34 @@ def test_shards_give_the_same_params_on_local_clusters_of_one_and_two_workers(st
                 assert same(dict(got), run.params), (workers, shards)
 
 
-def test_sync_every_step_is_one_step_on_the_global_batch(store, tmp_path):
+@pytest.mark.parametrize("K", [2, 3])
+def test_sync_every_step_is_one_step_on_the_global_batch(store, tmp_path, K):
     """H = 1 with SGD: each round is one step on the K shards' batches side by side; its step
-    record (--log-every 1) has that global batch's loss."""
-    K, B, lr = 2, 100, 0.2
+    record (--log-every 1) has that global batch's loss. K = 3 deals 6, 5 and 5 chunks of 250:
+    shards of unequal size, whose last batches (50 samples) count for less in the average."""
+    B, lr = 100, 0.2
     config = FitConfig(shards=K, sync_every=1, batch_size=B, lr=lr, shuffle="none", dtype="float64", epochs=1)
     result = streamtrain.fit(store, config, progress=False, metrics=tmp_path / "m.jsonl", log_every=1)
-    params, losses = LOGISTIC.init(6, 1, np.dtype("float64"), 0), []
+    params, losses, seen = LOGISTIC.init(6, 1, np.dtype("float64"), 0), [], [0]
     with streamtrain.open_source(store) as source:
         streams = [
             BatchStream(ChunkSubset(source, chunks), B, Cursor(shard_seed(0, K, k), 0), dtype=np.float64)
             for k, chunks in enumerate(shard_chunks(source.n_chunks, K, "none", 0, 0))
         ]
-        for batches in zip(*streams):  # 8 chunks of 250: 2,000 samples and 20 batches a shard
-            X = np.concatenate([b.X for b in batches], axis=1)
-            Y = np.concatenate([b.Y for b in batches], axis=1)
+        for batches in itertools.zip_longest(*streams):  # the shards still stepping
+            X = np.concatenate([b.X for b in batches if b is not None], axis=1)
+            Y = np.concatenate([b.Y for b in batches if b is not None], axis=1)
             loss, grads, _ = batch_objective(LOGISTIC, params, X, Y, m=source.m)
-            params, losses = {k: params[k] - lr * grads[k] for k in params}, [*losses, loss]
+            params, losses, seen = (
+                {k: params[k] - lr * grads[k] for k in params},
+                [*losses, loss],
+                [*seen, seen[-1] + X.shape[1]],
+            )
     for k in params:
         np.testing.assert_allclose(result.params[k], params[k], rtol=1e-12, atol=1e-14)
     steps = step_records(tmp_path / "m.jsonl")
-    assert [s["step"] for s in steps] == list(range(1, 21))
-    assert [s["samples_seen"] for s in steps] == [K * B * t for t in range(1, 21)]
+    assert [s["step"] for s in steps] == list(range(1, len(losses) + 1)) and len(losses) == {2: 20, 3: 15}[K]
+    assert [s["samples_seen"] for s in steps] == seen[1:]
     np.testing.assert_allclose([s["loss"] for s in steps], losses, rtol=1e-12)
 
 
