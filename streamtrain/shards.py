@@ -64,8 +64,8 @@ class RoundResult(NamedTuple):
     loss: float  # Σ batch loss × batch size
     correct: float
     seconds: float  # the round's compute time on its worker
-    logged: tuple[tuple[int, float, int, int], ...] = ()  # log_every's steps: (step, batch loss, batch size,
-    # samples of the round so far)
+    # --log-every's steps of the round: (step, its batch loss, its batch size, the round's samples so far)
+    logged: tuple[tuple[int, float, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
