@@ -111,6 +111,7 @@ SCHEDULER_HELP = (
     f"or tcp://HOST:PORT (a running Dask scheduler)"
 )
 EXACT_PASSES = "--batch-size full, --optimizer lbfgs or --eval-exact-every N"
+ROUNDS = "--shards K, --sync-every H"
 
 
 def _makes_exact_passes(batch_size: int | str, eval_exact_every: int | None) -> bool:
@@ -277,7 +278,7 @@ class FitConfig(Declared):
     )
     scheduler: str | None = option(
         None,
-        f"{SCHEDULER_HELP}; only for runs that make exact passes ({EXACT_PASSES})",
+        f"{SCHEDULER_HELP}; only for runs that make exact passes ({EXACT_PASSES}) or rounds ({ROUNDS})",
         check=_scheduler,
         parse=str,
         metavar="S",
@@ -337,8 +338,8 @@ class FitConfig(Declared):
             return self.scheduler or DEFAULT_SCHEDULER
         if self.scheduler is not None:
             raise ConfigError(
-                f"scheduler {self.scheduler!r} would be unused: this run makes no exact pass over the data; "
-                f"the scheduler runs exact passes only ({EXACT_PASSES})"
+                f"scheduler {self.scheduler!r} would be unused: this run makes no exact pass over the data and "
+                f"no rounds; the scheduler runs exact passes ({EXACT_PASSES}) and rounds ({ROUNDS}) only"
             )
         return None
 
