@@ -103,11 +103,12 @@ class ShardedRun(Run):
             return
         before = sum(r.samples or 0 for r in state.history) + state.sums.samples
         seconds = sum(r.seconds for r in state.history) + self._seconds()
-        for step in sorted({t for r in done for t, *_ in r.logged}):
-            taken = {k: entry for k, r in enumerate(done) for entry in r.logged if entry[0] == step}
-            loss = sum(e[1] * e[2] for e in taken.values()) / sum(e[2] for e in taken.values())
+        by_step = [{entry[0]: entry for entry in r.logged} for r in done]  # each shard's logged steps, once
+        for step in sorted({t for steps in by_step for t in steps}):
+            taken = [steps[step] for steps in by_step if step in steps]
+            loss = sum(e[1] * e[2] for e in taken) / sum(e[2] for e in taken)
             # the samples of each shard's round up to this step: all of them for a shard that ended before it
-            seen = sum(taken[k][3] if k in taken else r.samples for k, r in enumerate(done))
+            seen = sum(steps[step][3] if step in steps else r.samples for steps, r in zip(by_step, done))
             self.step_log.record(StepRecord(step, state.epoch, before + seen, loss, self.rate(step - 1), seconds))
 
     def _step_to_average(self, state: TrainState, results: list[RoundResult | None]) -> float:
